@@ -1,0 +1,22 @@
+"""Models: presets, the locally built tokenizer/processor, and offline loading of llava-hf checkpoints/adapters."""
+
+from seedvlm.models.loading import (
+    attach_adapter,
+    base_fingerprint,
+    check_model_dir,
+    load_for_inference,
+    load_model,
+    load_processor,
+    random_model,
+    save_model,
+)
+from seedvlm.models.presets import PRESET_NAMES, num_image_tokens, preset_config, preset_description
+from seedvlm.models.processor import CHAT_TEMPLATE, build_image_processor, build_processor, chat_prompt
+from seedvlm.models.tokenizer import build_word_tokenizer, words_of
+
+__all__ = [
+    "PRESET_NAMES", "CHAT_TEMPLATE", "attach_adapter", "base_fingerprint", "build_image_processor",
+    "build_processor", "build_word_tokenizer", "chat_prompt", "check_model_dir", "load_for_inference", "load_model",
+    "load_processor", "num_image_tokens", "preset_config", "preset_description", "random_model", "save_model",
+    "words_of",
+]

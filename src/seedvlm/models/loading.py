@@ -1,0 +1,150 @@
+"""Loading and saving llava-hf checkpoints and peft adapters from local folders only (safetensors, no remote code).
+
+Every folder the project writes loads with `LlavaForConditionalGeneration.from_pretrained` and
+`AutoProcessor.from_pretrained` under HF_HUB_OFFLINE=1; errors name the folder and what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoProcessor, LlavaConfig, LlavaForConditionalGeneration
+
+from seedvlm.errors import SeedVLMError
+from seedvlm.io import atomic_path, read_json
+
+BASE_FINGERPRINT_FILE = "seedvlm_base.json"
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+
+
+def check_model_dir(path: str | os.PathLike) -> Path:
+    """A local llava-hf folder with config.json and safetensors weights, or a clear error naming what is wrong."""
+    p = Path(path)
+    if not p.exists():
+        raise SeedVLMError(f"model folder not found: {p}")
+    if not p.is_dir():
+        raise SeedVLMError(f"model path is not a folder: {p}")
+    if not (p / "config.json").is_file():
+        raise SeedVLMError(f"no config.json in model folder {p}: expected a llava-hf checkpoint folder")
+    cfg = read_json(p / "config.json", "model config")
+    if cfg.get("model_type") != "llava":
+        raise SeedVLMError(f"{p / 'config.json'}: model_type is {cfg.get('model_type')!r}, expected 'llava'")
+    if not any(p.glob("*.safetensors")):
+        raise SeedVLMError(f"no *.safetensors weights in {p} (only safetensors are loaded, never pickles)")
+    return p
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPU, fp32 on CPU (DESIGN.md section 2)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device | None = None,
+               dtype: torch.dtype | None = None) -> LlavaForConditionalGeneration:
+    """Load a llava-hf model offline from a local folder."""
+    p = check_model_dir(path)
+    _quiet_transformers()
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype or default_dtype(device)
+    try:
+        model = LlavaForConditionalGeneration.from_pretrained(
+            p, dtype=dtype, local_files_only=True, use_safetensors=True, trust_remote_code=False)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise SeedVLMError(f"could not load model from {p}: {e}") from None
+    return model.to(device)
+
+
+def load_processor(path: str | os.PathLike):
+    """Load the processor (tokenizer + image processor + chat template) saved beside a model."""
+    p = Path(path)
+    _quiet_transformers()
+    try:
+        return AutoProcessor.from_pretrained(p, local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError, TypeError) as e:
+        raise SeedVLMError(f"could not load a processor from {p}: {e}") from None
+
+
+def save_model(model, processor, out: str | os.PathLike, extra_files: dict[str, dict] | None = None) -> Path:
+    """Write model + processor (+ small JSON files) atomically as one llava-hf folder."""
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if processor is not None:
+            processor.save_pretrained(tmp)
+        for name, obj in (extra_files or {}).items():
+            (tmp / name).write_text(json.dumps(obj, indent=2) + "\n")
+    return out
+
+
+def base_fingerprint(model) -> str:
+    """A short hash identifying a base model: its architecture plus a sample of its language-model weights.
+
+    Stored beside every adapter so that loading it onto another base fails with a clear message instead of
+    silently producing a different model.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cfg = base.config
+    h = hashlib.sha256()
+    t = cfg.text_config
+    h.update(json.dumps([t.hidden_size, t.num_hidden_layers, t.vocab_size, t.intermediate_size,
+                         cfg.vision_config.hidden_size, cfg.vision_config.image_size]).encode())
+    emb = base.get_input_embeddings().weight
+    sample = emb.detach()[: min(64, emb.shape[0]), : min(64, emb.shape[1])].float().cpu()
+    h.update(sample.numpy().round(4).tobytes())
+    return h.hexdigest()[:16]
+
+
+def attach_adapter(model, adapter: str | os.PathLike, is_trainable: bool = False):
+    """Wrap `model` with a peft LoRA adapter from a local folder, refusing an adapter made for another base."""
+    from peft import PeftModel
+
+    a = Path(adapter)
+    if not (a / "adapter_config.json").is_file():
+        raise SeedVLMError(f"not a peft adapter folder (no adapter_config.json): {a}")
+    if not (a / "adapter_model.safetensors").is_file():
+        raise SeedVLMError(f"no adapter_model.safetensors in adapter folder {a}")
+    fp_file = a / BASE_FINGERPRINT_FILE
+    if fp_file.is_file():
+        want = read_json(fp_file, "adapter base fingerprint").get("fingerprint")
+        have = base_fingerprint(model)
+        if want != have:
+            raise SeedVLMError(
+                f"adapter {a} was trained on a different base model (fingerprint {want}, this base {have}); "
+                f"load it onto the model it was trained from")
+    try:
+        return PeftModel.from_pretrained(model, a, is_trainable=is_trainable)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise SeedVLMError(f"adapter {a} does not match this base model: {str(e).splitlines()[0]}") from None
+
+
+def load_for_inference(model_path: str | os.PathLike, adapter: str | os.PathLike | None = None,
+                       device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+    """(model, processor) ready for generation: eval mode, adapter attached if given."""
+    model = load_model(model_path, device=device, dtype=dtype)
+    processor = load_processor(model_path)
+    if adapter:
+        model = attach_adapter(model, adapter)
+    model.eval()
+    return model, processor
+
+
+def random_model(config: LlavaConfig, seed: int = 0, dtype: torch.dtype = torch.float32,
+                 device: str | torch.device = "cpu") -> LlavaForConditionalGeneration:
+    """A randomly initialized model of a config (seeded), e.g. for benchmarks or as pretraining's start."""
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = LlavaForConditionalGeneration(config)
+    return model.to(dtype)
