@@ -1,0 +1,148 @@
+"""`seedvlm eval pope|chair`: run a model over POPE questions or CHAIR images and score it.
+
+    seedvlm eval pope --model runs/base --questions pope/coco --images coco/val2014 --out runs/base/pope
+    seedvlm eval pope --model M --adapter runs/seed/adapter --questions pope/world --images worlds/w/images/val \\
+        --train-manifest runs/seed/manifest.json --decoding contrastive --beta 1.0 --out runs/seed/pope
+    seedvlm eval chair --model M --instances instances_val2014.json --references captions_val2014.json \\
+        --images coco/val2014 --n 500 --max-new-tokens 512 --out runs/base/chair
+
+Writes OUT/results.json (metrics, config, git hash, versions) and OUT/samples.jsonl (raw answers, parsed labels).
+Extra `--key value` options are decode options passed to the decoder (e.g. --top-p 0.9 with --decoding sample,
+--beta 1.0 with --decoding contrastive). Re-score the samples with `seedvlm score`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _common(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
+    p.add_argument("--model", required=True, help="llava-hf-format model folder")
+    p.add_argument("--adapter", default=None, help="peft adapter folder (optional)")
+    p.add_argument("--images", required=True, help="folder the image file names are relative to")
+    p.add_argument("--out", required=True, help="output folder for results.json and samples.jsonl")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--batch-size", type=int, default=16, help="generation batch size (default 16)")
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
+                   help=f"new tokens per answer (default {max_new_tokens})")
+    p.add_argument("--decoding", choices=("greedy", "sample", "beam", "contrastive"), default="greedy",
+                   help="decoding method (default greedy); extra --key value options are passed to it")
+    p.add_argument("--seed", type=int, default=0, help="seed for image sampling and sampled decoding (default 0)")
+    p.add_argument("--train-manifest", default=None,
+                   help="training manifest JSON ({\"images\": [...]}); its images are refused")
+    p.add_argument("--allow-overlap", action="store_true", help="evaluate even on images of the training manifest")
+    p.set_defaults(accepts_overrides=True)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("eval", help="evaluate a model on POPE or CHAIR", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="eval_task", metavar="TASK", required=True)
+
+    p = sub.add_parser("pope", help="answer POPE questions and score them", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--questions", required=True, help="POPE folder from `seedvlm pope build`, or one .jsonl file")
+    p.add_argument("--prompt-suffix", default="", help="appended to every question, e.g. ' Answer yes or no.' "
+                                                        "(default: none, the plain POPE question)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N questions of each split")
+    _common(p, max_new_tokens=8)
+    p.set_defaults(func=run_pope)
+
+    c = sub.add_parser("chair", help="describe images and score the descriptions with CHAIR", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("--instances", required=True, help="COCO-format instances JSON of the evaluated images")
+    c.add_argument("--references", required=True, help="COCO-format reference captions JSON")
+    c.add_argument("--n", type=int, default=500, help="images to sample from the instances (default 500)")
+    c.add_argument("--image-ids", default=None,
+                   help="JSON list of image ids (or a results.json with image_ids) instead of sampling")
+    c.add_argument("--prompt", default="Please describe this image in detail.", help="the description prompt")
+    _common(c, max_new_tokens=512)
+    c.set_defaults(func=run_chair)
+
+
+def _decode_options(args: argparse.Namespace) -> dict:
+    from seedvlm.config import parse_overrides
+    from seedvlm.eval.runner import check_decode_options, parse_value
+
+    options = {k: parse_value(v) for k, v in parse_overrides(args.overrides).items()}
+    check_decode_options(args.decoding, options)
+    return options
+
+
+def _gen_kwargs(args: argparse.Namespace, options: dict) -> dict:
+    return dict(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, decoding=args.decoding, **options)
+
+
+def run_pope(args: argparse.Namespace) -> int:
+    from seedvlm.eval import runner
+    from seedvlm.eval.pope import load_questions, questions_provenance, score_pope
+    from seedvlm.eval.report import pope_table
+    from seedvlm.eval.results import args_config, write_results
+
+    options = _decode_options(args)
+    questions = load_questions(args.questions, limit=args.limit)
+    leak = runner.check_leakage([q["image"] for q in questions], args.train_manifest, args.allow_overlap)
+    answers = runner.answer_questions(questions, args.images, args.model, adapter=args.adapter, device=args.device,
+                                      prompt_suffix=args.prompt_suffix, seed=args.seed, **_gen_kwargs(args, options))
+    metrics, samples = score_pope(questions, answers, answers_source="the model's answers")
+    metrics.update(questions_provenance(args.questions), leakage=leak)
+    write_results(args.out, "pope", metrics, samples, config=dict(args_config(args), decode_options=options),
+                  model=args.model, adapter=args.adapter)
+    print(pope_table(metrics))
+    return 0
+
+
+def select_images(chair, n: int, seed: int, image_ids: str | None) -> list[dict]:
+    """The CHAIR image records: from --image-ids, else n sampled with the seed (sorted by id)."""
+    import logging
+    import random
+
+    from seedvlm.errors import SeedVLMError
+    from seedvlm.io import read_json
+
+    by_key = {str(im["id"]): im for im in chair.images}
+    bad = [k for k, im in by_key.items() if not isinstance(im.get("file_name"), str)]
+    if bad:
+        raise SeedVLMError(f"{chair.instances_source}: image(s) without a file_name, e.g. ids {', '.join(bad[:5])}")
+    if image_ids:
+        data = read_json(image_ids, "image id file")
+        ids = data.get("image_ids") if isinstance(data, dict) else data
+        if not isinstance(ids, list) or not ids:
+            raise SeedVLMError(f"image id file {image_ids}: expected a JSON list of image ids or a results.json "
+                               "with 'image_ids'")
+        missing = [str(i) for i in ids if str(i) not in by_key]
+        if missing:
+            raise SeedVLMError(f"image id file {image_ids}: {len(missing)} ids are not in {chair.instances_source}, "
+                               f"e.g. {', '.join(missing[:5])}")
+        return [by_key[str(i)] for i in ids]
+    if n < 1:
+        raise SeedVLMError(f"--n must be at least 1, got {n}")
+    keys = sorted(by_key, key=lambda k: (len(k), k))
+    if len(keys) <= n:
+        if len(keys) < n:
+            logging.getLogger(__name__).warning("only %d images in %s (asked for %d); using all", len(keys),
+                                                chair.instances_source, n)
+        chosen = keys
+    else:
+        chosen = sorted(random.Random(f"{seed}:chair").sample(keys, n), key=lambda k: (len(k), k))
+    return [by_key[k] for k in chosen]
+
+
+def run_chair(args: argparse.Namespace) -> int:
+    from seedvlm.eval import runner
+    from seedvlm.eval.chair import CHAIR
+    from seedvlm.eval.report import chair_table
+    from seedvlm.eval.results import args_config, write_results
+
+    options = _decode_options(args)
+    chair = CHAIR(args.instances, args.references)
+    images = select_images(chair, args.n, args.seed, args.image_ids)
+    leak = runner.check_leakage([im["file_name"] for im in images], args.train_manifest, args.allow_overlap)
+    records = runner.caption_images(images, args.images, args.model, args.prompt, adapter=args.adapter,
+                                    device=args.device, seed=args.seed, **_gen_kwargs(args, options))
+    metrics, samples = chair.evaluate(records)
+    metrics["leakage"] = leak
+    write_results(args.out, "chair", metrics, samples, config=dict(args_config(args), decode_options=options),
+                  model=args.model, adapter=args.adapter)
+    print(chair_table(metrics))
+    return 0

@@ -1,0 +1,53 @@
+"""`seedvlm pope build`: write POPE question files from a COCO-format instances file.
+
+    seedvlm pope build --instances coco/annotations/instances_val2014.json --out pope/coco --n-images 500 --seed 0
+    seedvlm pope build --instances worlds/w/instances_val.json --out pope/world --kind color --paraphrases
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("pope", help="build POPE question files",
+                                   description="POPE question files (see docs/evaluation.md).")
+    sub = parser.add_subparsers(dest="pope_command", metavar="ACTION", required=True)
+    b = sub.add_parser("build", help="write POPE_DIR/{random,popular,adversarial}.jsonl (or {kind}.jsonl) + meta.json",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("--instances", required=True, help="COCO-format instances JSON (COCO val2014 or the world's)")
+    b.add_argument("--out", required=True, help="output folder POPE_DIR (replaced whole)")
+    b.add_argument("--n-images", type=int, default=500, help="images to sample (default 500)")
+    b.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    b.add_argument("--kind", choices=("object", "color", "count", "relation"), default="object",
+                   help="object existence (3 splits, default) or one attribute split")
+    b.add_argument("--paraphrases", action="store_true",
+                   help="add two rewordings per question (shared group_id) for a consistency rate")
+    b.add_argument("--train-manifest", default=None, help="training manifest JSON; its images are refused")
+    b.add_argument("--allow-overlap", action="store_true", help="allow images that are in the training manifest")
+    b.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from seedvlm.eval.pope import build_pope
+    from seedvlm.eval.runner import check_leakage
+    from seedvlm.errors import SeedVLMError
+    from seedvlm.io import atomic_path, write_json, write_jsonl
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "meta.json").is_file())):
+        raise SeedVLMError(f"--out {out} exists and is not a POPE folder (no meta.json); refusing to replace it")
+    splits, meta = build_pope(args.instances, n_images=args.n_images, seed=args.seed, kind=args.kind,
+                              paraphrases=args.paraphrases)
+    leak = check_leakage(meta["images"], args.train_manifest, args.allow_overlap)
+    if leak:
+        meta["leakage"] = leak
+    with atomic_path(args.out) as tmp:
+        tmp.mkdir()
+        for split, questions in splits.items():
+            write_jsonl(tmp / f"{split}.jsonl", questions)
+        write_json(tmp / "meta.json", meta)
+    counts = ", ".join(f"{s}: {c['questions']}" for s, c in meta["counts"].items())
+    print(f"wrote {args.out}: {meta['n_images']} images; {counts}")
+    return 0

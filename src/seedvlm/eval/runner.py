@@ -1,0 +1,190 @@
+"""Running a model over POPE questions or CHAIR images, and the leakage guard.
+
+The model is reached only through `load_model` and `generate` below (thin wrappers over
+`seedvlm.models.load_for_inference` and `seedvlm.generation.generate_texts`), so tests replace those two with a fake
+answerer and exercise everything else. Images are opened in chunks (a few hundred at a time, the same file opened
+once per chunk), never all at once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Sequence
+
+from seedvlm.errors import SeedVLMError
+from seedvlm.io import read_json, safe_join
+
+log = logging.getLogger(__name__)
+
+# generate_texts reads these options per decoding; anything else would be silently ignored, so it is refused.
+_DECODE_OPTIONS = {"greedy": set(), "sample": {"top_p", "temperature"}, "beam": {"num_beams"}}
+_SET_BY_GENERATE = {"model", "batch", "max_new_tokens", "eos_token_id", "pad_token_id"}
+
+
+# --------------------------------------------------------------------------------------- model hooks (faked in tests)
+def load_model(model_path: str, adapter: str | None = None, device: str | None = None):
+    """(model, processor) for generation."""
+    from seedvlm.models import load_for_inference
+
+    return load_for_inference(model_path, adapter=adapter, device=device)
+
+
+def generate(model, processor, images: list, prompts: list[str], **kwargs) -> list[str]:
+    """Answer each (image, prompt); prompts are plain texts (the chat template is generate_texts' job)."""
+    from seedvlm.generation import generate_texts
+
+    return generate_texts(model, processor, images, prompts, **kwargs)
+
+
+def check_decode_options(decoding: str, options: dict) -> None:
+    """Refuse decode options the chosen decoding would not use (a typo must not be silently ignored)."""
+    if decoding == "contrastive":
+        try:
+            from seedvlm.decode import contrastive_generate
+        except ImportError:
+            return
+        params = inspect.signature(contrastive_generate).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return
+        known = {n for n in params if not n.endswith("_")} - _SET_BY_GENERATE
+    elif decoding in _DECODE_OPTIONS:
+        known = _DECODE_OPTIONS[decoding]
+    else:
+        raise SeedVLMError(f"unknown decoding {decoding!r}; use greedy, sample, beam or contrastive")
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise SeedVLMError(f"decode option(s) {unknown} do not apply to --decoding {decoding}; it takes "
+                           f"{sorted(known) or 'none'}")
+
+
+def parse_value(text: str) -> Any:
+    """A command-line decode option value: int, float, bool, None or the string itself."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+# --------------------------------------------------------------------------------------- leakage guard
+def manifest_images(path: str | Path) -> set[str]:
+    """Basenames of the images in a training manifest ({"images": [file_name, ...], ...})."""
+    data = read_json(path, "training manifest")
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, list) or not all(isinstance(x, str) for x in images):
+        raise SeedVLMError(f"training manifest {path}: expected {{\"images\": [file names, ...]}}")
+    return {Path(x).name for x in images}
+
+
+def check_leakage(images: Sequence[str], manifest: str | Path | None, allow_overlap: bool = False) -> dict | None:
+    """Refuse evaluation images that were trained on (compared by file basename) unless allow_overlap.
+
+    Returns None without a manifest, else {"manifest", "overlap"} for the results file.
+    """
+    if manifest is None:
+        return None
+    trained = manifest_images(manifest)
+    overlap = sorted({Path(x).name for x in images} & trained)
+    if overlap and not allow_overlap:
+        raise SeedVLMError(f"{len(overlap)} evaluation images appear in the training manifest {manifest}, e.g. "
+                           f"{', '.join(overlap[:5])}; evaluate on held-out images or pass --allow-overlap")
+    if overlap:
+        log.warning("%d evaluation images appear in the training manifest %s (allowed by --allow-overlap)",
+                    len(overlap), manifest)
+    return {"manifest": str(manifest), "overlap": len(overlap)}
+
+
+# --------------------------------------------------------------------------------------- images
+def resolve_images(root: str | Path, items: Sequence[tuple[str, Any]], what: str = "question") -> list[Path]:
+    """Paths of (file name, id) items inside root; a missing file or an escaping path names the file and the id."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SeedVLMError(f"image folder not found: {root}")
+    paths = []
+    for name, ident in items:
+        try:
+            p = safe_join(root, name)
+        except SeedVLMError as e:
+            raise SeedVLMError(f"{what} {ident}: {e}") from None
+        if not p.is_file():
+            raise SeedVLMError(f"{what} {ident}: image {name} not found in {root}")
+        paths.append(p)
+    return paths
+
+
+def _open(path: Path):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError) as e:
+        raise SeedVLMError(f"cannot read image {path}: {e}") from None
+
+
+def run_prompts(model, processor, paths: Sequence[Path], prompts: Sequence[str], chunk_size: int = 256,
+                **gen_kwargs) -> list[str]:
+    """Generate one answer per (image path, prompt), loading images chunk by chunk."""
+    from tqdm import tqdm
+
+    out: list[str] = []
+    bar = tqdm(total=len(prompts), desc="eval", unit="q", dynamic_ncols=True, disable=None)
+    for start in range(0, len(prompts), chunk_size):
+        cache: OrderedDict[Path, Any] = OrderedDict()
+        chunk_paths = paths[start:start + chunk_size]
+        for p in chunk_paths:
+            if p not in cache:
+                cache[p] = _open(p)
+        texts = generate(model, processor, [cache[p] for p in chunk_paths], list(prompts[start:start + chunk_size]),
+                         progress=False, **gen_kwargs)
+        if len(texts) != len(chunk_paths):
+            raise SeedVLMError(f"the model returned {len(texts)} answers for {len(chunk_paths)} prompts")
+        out.extend(t if isinstance(t, str) else str(t) for t in texts)
+        bar.update(len(chunk_paths))
+    bar.close()
+    return out
+
+
+def _seed_everything(seed: int, gen_kwargs: dict) -> None:
+    """Seed the global RNGs (HF sampling) and, for contrastive decoding, its own generator (unless given)."""
+    import random
+
+    if gen_kwargs.get("decoding") == "contrastive":
+        gen_kwargs.setdefault("seed", seed)
+
+    random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def answer_questions(questions: Sequence[dict], images_dir: str | Path, model_path: str, adapter: str | None = None,
+                     device: str | None = None, prompt_suffix: str = "", seed: int = 0, **gen_kwargs) -> dict[str, str]:
+    """{question_id: raw answer} for POPE questions; images are checked before the model loads."""
+    paths = resolve_images(images_dir, [(q["image"], q["question_id"]) for q in questions], "question")
+    model, processor = load_model(model_path, adapter=adapter, device=device)
+    _seed_everything(seed, gen_kwargs)
+    texts = run_prompts(model, processor, paths, [q["text"] + prompt_suffix for q in questions], **gen_kwargs)
+    return {str(q["question_id"]): t for q, t in zip(questions, texts)}
+
+
+def caption_images(images: Sequence[dict], images_dir: str | Path, model_path: str, prompt: str,
+                   adapter: str | None = None, device: str | None = None, seed: int = 0, **gen_kwargs) -> list[dict]:
+    """[{"image_id", "caption"}] for COCO image records ({"id", "file_name"})."""
+    paths = resolve_images(images_dir, [(im["file_name"], im["id"]) for im in images], "image_id")
+    model, processor = load_model(model_path, adapter=adapter, device=device)
+    _seed_everything(seed, gen_kwargs)
+    texts = run_prompts(model, processor, paths, [prompt] * len(images), **gen_kwargs)
+    return [{"image_id": im["id"], "caption": t} for im, t in zip(images, texts)]

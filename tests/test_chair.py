@@ -1,0 +1,138 @@
+"""CHAIR on hand-written captions with known answers: synonyms, plurals, phrases, the special rules, the metrics."""
+
+import json
+
+import pytest
+
+from seedvlm.errors import SeedVLMError
+from seedvlm.eval.chair import CHAIR, aggregate
+from seedvlm.eval.synonyms import COCO_CATEGORIES, SYNONYMS, WORD_TO_CATEGORY
+
+ANNOTATED = {
+    1: ["person", "dog", "dining table"],
+    2: ["hot dog", "dining table", "cup"],
+    3: ["teddy bear", "bed"],
+    4: ["toilet", "sink"],
+    5: ["elephant"],
+    6: ["cell phone", "person"],
+    7: ["couch", "tv", "remote"],
+    8: ["mouse", "keyboard", "laptop"],
+    9: ["person", "skis"],
+    10: ["car", "traffic light"],
+    11: ["bicycle", "person"],
+    12: ["cat", "bed"],
+}
+REFERENCES = [  # image 1's references add a cake to its ground truth (not to its annotations)
+    {"image_id": 1, "caption": "A man and his puppy at a table with a cake."},
+    {"image_id": 3, "caption": "A stuffed animal on a bed."},
+]
+
+
+def instances():
+    cats = sorted({c for cs in ANNOTATED.values() for c in cs})
+    cat_id = {c: 100 + i for i, c in enumerate(cats)}  # ids unlike COCO's: names are what count
+    anns = [{"id": k, "image_id": img, "category_id": cat_id[c]}
+            for k, (img, c) in enumerate(((i, c) for i, cs in ANNOTATED.items() for c in cs), 1)]
+    return {"images": [{"id": i, "file_name": f"{i}.png"} for i in ANNOTATED], "annotations": anns,
+            "categories": [{"id": v, "name": k} for k, v in cat_id.items()]}
+
+
+@pytest.fixture(scope="module")
+def chair():
+    return CHAIR(instances(), {"annotations": REFERENCES})
+
+
+CASES = [  # image, caption, mentioned (in order), hallucinated
+    (1, "A man sitting at a table with his dog.", ["person", "dining table", "dog"], []),
+    (1, "A woman feeds a cake to the dog.", ["person", "cake", "dog"], []),  # cake: from the references
+    (1, "A man with a cat on the dining table.", ["person", "cat", "dining table"], ["cat"]),
+    (2, "Two hot dogs on a plate next to a cup.", ["hot dog", "cup"], []),  # hot dog is no dog
+    (2, "A dog eating a hot dog on the table.", ["dog", "hot dog", "dining table"], ["dog"]),
+    (2, "A wine glass and wine glasses on the dining table.", ["wine glass", "dining table"], ["wine glass"]),
+    (3, "A teddy bear lying on a bed.", ["teddy bear", "bed"], []),  # teddy bear is no bear
+    (3, "A brown bear next to a teddy bear.", ["bear", "teddy bear"], ["bear"]),
+    (4, "A white toilet with the toilet seat up next to a sink.", ["toilet", "sink"], []),  # seat is no chair
+    (4, "A toilet and a chair in a bathroom.", ["toilet", "chair"], ["chair"]),
+    (5, "A baby elephant walking in the grass.", ["elephant"], []),  # baby elephant is no person
+    (5, "An adult elephant with a baby.", ["elephant", "person"], ["person"]),  # a lone baby is a person
+    (6, "A man talking on his cell phone.", ["person", "cell phone"], []),
+    (6, "A woman holding a phone and a laptop.", ["person", "cell phone", "laptop"], ["laptop"]),
+    (7, "A living room with a sofa and a television.", ["couch", "tv"], []),
+    (7, "A couch in front of a TV monitor with a remote control and a vase.", ["couch", "tv", "remote", "vase"],
+     ["vase"]),
+    (8, "A computer mouse and a keyboard on a desk.", ["laptop", "mouse", "keyboard", "dining table"],
+     ["dining table"]),
+    (8, "Two mice next to a keyboard.", ["mouse", "keyboard"], []),  # mice -> mouse
+    (9, "People skiing down a hill on skis.", ["person", "skis"], []),
+    (9, "Men and children with skis and a snowboard.", ["person", "skis", "snowboard"], ["snowboard"]),
+    (10, "A car stopped at a traffic light.", ["car", "traffic light"], []),
+    (10, "A bus and a car at the stop light near a fire hydrant.", ["bus", "car", "traffic light", "fire hydrant"],
+     ["bus", "fire hydrant"]),
+    (11, "A man riding a bike.", ["person", "bicycle"], []),
+    (11, "A passenger train passing a bicycle.", ["train", "bicycle"], ["train"]),  # passenger train: no person
+    (12, "A kitten sleeping on a bed.", ["cat", "bed"], []),
+    (12, "An empty room.", [], []),
+    (12, "Sheep and lambs grazing near cattle.", ["sheep", "cow"], ["sheep", "cow"]),
+    (3, "Teddy-bears on the bed.", ["teddy bear", "bed"], []),
+]
+
+
+@pytest.mark.parametrize("image_id, caption, mentioned, hallucinated", CASES)
+def test_caption(chair, image_id, caption, mentioned, hallucinated):
+    s = chair.score(image_id, caption)
+    assert s["mentioned"] == mentioned
+    assert s["hallucinated"] == hallucinated
+
+
+def test_ground_truth_merges_references(chair):
+    assert chair.annotated(1) == {"person", "dog", "dining table"}
+    assert chair.ground_truth(1) == {"person", "dog", "dining table", "cake"}
+    assert chair.ground_truth("1") == chair.ground_truth(1)  # ids from JSONL may come as strings
+
+
+def test_metrics_by_hand(chair):
+    records = [
+        {"image_id": 1, "caption": "A man with a cat on the dining table."},  # 3 mentions, 1 hallucinated; 9 words
+        {"image_id": 7, "caption": "A couch in front of a TV monitor with a remote control and a vase."},  # tv twice
+        {"image_id": 12, "caption": "An empty room."},
+        {"image_id": 9, "caption": "Men and children with skis and a snowboard."},  # person twice
+    ]
+    m = chair.compute(records)
+    assert m["n"] == 4 and m["image_ids"] == [1, 7, 12, 9]
+    assert m["chair_s"] == pytest.approx(3 / 4)
+    assert m["n_mentions"] == 3 + 5 + 0 + 4
+    assert m["chair_i"] == pytest.approx(3 / 12)          # every mention counted, as the original
+    assert m["chair_i_unique"] == pytest.approx(3 / 10)   # each category once per caption
+    assert m["recall"] == pytest.approx((2 + 3 + 0 + 2) / (3 + 3 + 2 + 2))  # annotations as denominator
+    assert m["mean_words"] == pytest.approx((9 + 15 + 3 + 8) / 4)
+    metrics, samples = chair.evaluate(records)
+    assert metrics == m and aggregate(samples) == m
+    assert samples[1]["mentions"][1:3] == [["tv", "tv"], ["monitor", "tv"]]
+
+
+def test_synonym_table():
+    assert len(COCO_CATEGORIES) == 80 and all(SYNONYMS[c][0] == c for c in COCO_CATEGORIES)
+    for word, cat in [("television", "tv"), ("monitor", "tv"), ("sofa", "couch"), ("table", "dining table"),
+                      ("desk", "dining table"), ("phone", "cell phone"), ("people", "person"),
+                      ("skateboarder", "person"),
+                      ("puppy", "dog"), ("fridge", "refrigerator"), ("doughnut", "donut"), ("motorbike", "motorcycle")]:
+        assert WORD_TO_CATEGORY[word] == cat
+    assert len(SYNONYMS["person"]) == len(set(SYNONYMS["person"]))
+
+
+def test_from_files_and_extra_categories(tmp_path):
+    inst = instances()
+    inst["categories"].append({"id": 999, "name": "widget"})
+    inst["annotations"].append({"id": 999, "image_id": 5, "category_id": 999})
+    (tmp_path / "i.json").write_text(json.dumps(inst))
+    (tmp_path / "r.json").write_text(json.dumps({"annotations": REFERENCES}))
+    c = CHAIR(tmp_path / "i.json", tmp_path / "r.json")
+    assert c.score(5, "Two widgets and an elephant.")["mentioned"] == ["widget", "elephant"]
+    assert c.ground_truth(1) >= {"cake"}
+    with pytest.raises(SeedVLMError, match="image_id 77"):
+        c.score(77, "A dog.")
+    with pytest.raises(SeedVLMError, match="not found"):
+        CHAIR(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text(json.dumps({"images": []}))
+    with pytest.raises(SeedVLMError, match="bad.json"):
+        CHAIR(tmp_path / "bad.json")
