@@ -1,0 +1,30 @@
+"""`seedvlm merge`: fold a LoRA adapter into its base model and write a plain llava-hf folder.
+
+    seedvlm merge --model runs/base --adapter runs/seed/adapter --out runs/seed_merged [--dtype auto]
+
+The adapter must come from this base (its seedvlm_base.json fingerprint is checked); the output (weights +
+processor) is written atomically and loads with LlavaForConditionalGeneration.from_pretrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("merge", help="merge a LoRA adapter into its base model (merge_and_unload)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="base llava-hf model folder")
+    p.add_argument("--adapter", required=True, help="peft adapter folder (e.g. runs/seed/adapter)")
+    p.add_argument("--out", required=True, help="output folder for the merged model")
+    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="dtype of the saved weights; auto = the base checkpoint's [auto]")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from seedvlm.train.lora import merge
+
+    out = merge(args.model, args.adapter, args.out, dtype=args.dtype)
+    print(f"wrote merged model to {out}")
+    return 0

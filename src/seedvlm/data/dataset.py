@@ -1,0 +1,221 @@
+"""Records -> tokenized training examples, the padding collator and a length-grouped sampler.
+
+An example is the chat-template prompt (`seedvlm.models.chat_prompt`: "USER: <image>\\n{prompt} ASSISTANT:"), run
+through the processor together with the image (so `<image>` expands to exactly the vision tower's patch count),
+followed by the answer's tokens and EOS; labels are -100 on the prompt and the answer's ids on the answer.
+Nothing is ever truncated: every record's length is computed up front (text only, no image decoding) and a record
+longer than the context is an error naming it, before any training starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from seedvlm.errors import SeedVLMError
+from seedvlm.io import read_json, safe_join
+
+IGNORE_INDEX = -100
+RECORD_KEYS = ("id", "image", "prompt", "answer")
+
+
+def load_records(path: str | Path) -> list[dict]:
+    """Read prepared records (a JSON list of {"id", "image", "prompt", "answer"}); errors name the file and record."""
+    data = read_json(path, "training data file")
+    if isinstance(data, list) and data and isinstance(data[0], dict) and "conversations" in data[0]:
+        raise SeedVLMError(f"{path} is in LLaVA-Instruct format (it has 'conversations'); convert it first with "
+                           f"`seedvlm prepare --input {path} --images DIR --out train.json`")
+    if not isinstance(data, list):
+        raise SeedVLMError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    if not data:
+        raise SeedVLMError(f"training data file {path} is empty (no records)")
+    seen: set[str] = set()
+    for i, rec in enumerate(data):
+        if not isinstance(rec, dict):
+            raise SeedVLMError(f"{path}: record #{i} is a {type(rec).__name__}, expected an object")
+        missing = [k for k in RECORD_KEYS if not isinstance(rec.get(k), str) or not rec.get(k).strip()]
+        if missing:
+            raise SeedVLMError(f"{path}: record #{i} (id {rec.get('id')!r}) lacks non-empty string field(s) "
+                               f"{missing}; expected {list(RECORD_KEYS)}")
+        if rec["id"] in seen:
+            raise SeedVLMError(f"{path}: record #{i}: duplicate id {rec['id']!r}")
+        seen.add(rec["id"])
+    return data
+
+
+def count_image_tokens(processor) -> int:
+    """How many image tokens the processor puts in place of one `<image>` (576 for LLaVA-1.5-7B)."""
+    enc = processor(images=[Image.new("RGB", (32, 32))], text=["<image>"], return_tensors="pt")
+    return int((enc["input_ids"] == processor.image_token_id).sum())
+
+
+def model_context_length(model_config) -> int:
+    """The language model's context: text_config.max_position_embeddings."""
+    text = getattr(model_config, "text_config", model_config)
+    n = getattr(text, "max_position_embeddings", None)
+    if not n:
+        raise SeedVLMError("the model config has no text_config.max_position_embeddings; set max_length")
+    return int(n)
+
+
+class InstructDataset(torch.utils.data.Dataset):
+    """Tokenized examples over prepared records; item i = {"input_ids", "labels", "pixel_values", "sample_index"}.
+
+    `lengths[i]` is example i's token count (known without decoding its image); `image_names` lists the images.
+    """
+
+    def __init__(self, records: Sequence[dict], processor, images_dir: str | Path, max_length: int,
+                 source: str = "data"):
+        from seedvlm.models import chat_prompt
+
+        if not records:
+            raise SeedVLMError(f"{source}: no records to train on")
+        self.records = list(records)
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.images_dir = Path(images_dir)
+        self.max_length = int(max_length)
+        self.source = source
+        tok = self.tokenizer
+        if tok.eos_token_id is None:
+            raise SeedVLMError("the tokenizer has no EOS token; answers must end with one")
+        self.image_token_id = processor.image_token_id
+        self.num_image_tokens = count_image_tokens(processor)
+        self.prompts = [chat_prompt(processor, r["prompt"]) for r in self.records]
+        prompt_ids = tok(self.prompts).input_ids
+        answer_ids = tok([r["answer"] for r in self.records], add_special_tokens=False).input_ids
+        self.answer_ids = [ids + [tok.eos_token_id] for ids in answer_ids]
+        self.prompt_lengths: list[int] = []
+        self.lengths: list[int] = []
+        self.paths: list[Path] = []
+        for i, rec in enumerate(self.records):
+            where = f"{source}: record {rec['id']!r} (#{i})"
+            n_placeholders = sum(1 for t in prompt_ids[i] if t == self.image_token_id)
+            if n_placeholders != 1:
+                raise SeedVLMError(f"{where}: its prompt holds {n_placeholders} <image> placeholders after the chat "
+                                   f"template; expected exactly 1 (remove <image> from the prompt text: the template "
+                                   f"adds it)")
+            plen = len(prompt_ids[i]) - 1 + self.num_image_tokens
+            total = plen + len(self.answer_ids[i])
+            if total > self.max_length:
+                raise SeedVLMError(
+                    f"{where} is {total} tokens ({self.num_image_tokens} image tokens, {len(self.answer_ids[i])} "
+                    f"answer tokens), longer than the context of {self.max_length}; tokenization never truncates: "
+                    f"shorten or drop this record, or raise max_length if the model allows it")
+            try:
+                path = safe_join(self.images_dir, rec["image"])
+            except SeedVLMError as e:
+                raise SeedVLMError(f"{where}: {e}") from None
+            if not path.is_file():
+                raise SeedVLMError(f"{where}: image not found: {path}")
+            self.prompt_lengths.append(plen)
+            self.lengths.append(total)
+            self.paths.append(path)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def image_names(self) -> list[str]:
+        """The distinct image file names (relative to the image folder), sorted."""
+        return sorted({r["image"] for r in self.records})
+
+    def load_image(self, i: int) -> Image.Image:
+        try:
+            with Image.open(self.paths[i]) as im:
+                return im.convert("RGB")
+        except (OSError, ValueError) as e:
+            raise SeedVLMError(f"{self.source}: record {self.records[i]['id']!r}: cannot read image "
+                               f"{self.paths[i]}: {e}") from None
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        rec = self.records[i]
+        enc = self.processor(images=[self.load_image(i)], text=[self.prompts[i]], return_tensors="pt")
+        prompt = enc["input_ids"][0]
+        n_img = int((prompt == self.image_token_id).sum())
+        if n_img != self.num_image_tokens or prompt.numel() != self.prompt_lengths[i]:
+            raise SeedVLMError(f"{self.source}: record {rec['id']!r}: the processor gave {n_img} image tokens and "
+                               f"{prompt.numel()} prompt tokens, expected {self.num_image_tokens} and "
+                               f"{self.prompt_lengths[i]}")
+        answer = torch.tensor(self.answer_ids[i], dtype=torch.long)
+        return {
+            "input_ids": torch.cat([prompt, answer]),
+            "labels": torch.cat([torch.full_like(prompt, IGNORE_INDEX), answer]),
+            "pixel_values": enc["pixel_values"][0],
+            "sample_index": i,
+        }
+
+
+class Collator:
+    """Pads right with the tokenizer's pad id (labels with -100), stacks pixel values, carries sample indices."""
+
+    def __init__(self, pad_token_id: int):
+        if pad_token_id is None:
+            raise SeedVLMError("the tokenizer has no pad token; set one before training")
+        self.pad_token_id = int(pad_token_id)
+
+    def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
+        n = max(f["input_ids"].numel() for f in features)
+        ids = torch.full((len(features), n), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(features), n), IGNORE_INDEX, dtype=torch.long)
+        attn = torch.zeros((len(features), n), dtype=torch.long)
+        for b, f in enumerate(features):
+            k = f["input_ids"].numel()
+            ids[b, :k], labels[b, :k], attn[b, :k] = f["input_ids"], f["labels"], 1
+        return {
+            "input_ids": ids,
+            "attention_mask": attn,
+            "labels": labels,
+            "pixel_values": torch.stack([f["pixel_values"] for f in features]),
+            "sample_index": torch.tensor([int(f["sample_index"]) for f in features], dtype=torch.long),
+        }
+
+
+def length_grouped_indices(lengths: Sequence[int], batch_size: int, generator: torch.Generator,
+                           megabatch_mult: int = 50) -> list[int]:
+    """A random permutation cut into megabatches of `megabatch_mult * batch_size`, each sorted by length
+    (longest first), so consecutive batches hold similar lengths and waste little on padding while the order
+    stays random across megabatches (the scheme of transformers' LengthGroupedSampler). The first batch holds
+    the longest example, so an out-of-memory shows at step 1."""
+    perm = torch.randperm(len(lengths), generator=generator).tolist()
+    size = max(1, megabatch_mult * batch_size)
+    megas = [sorted(perm[i:i + size], key=lambda j: -lengths[j]) for i in range(0, len(perm), size)]
+    if megas and megas[0]:
+        longest = max(range(len(megas)), key=lambda m: lengths[megas[m][0]])
+        megas[0][0], megas[longest][0] = megas[longest][0], megas[0][0]
+    return [j for m in megas for j in m]
+
+
+class LengthGroupedSampler(torch.utils.data.Sampler):
+    """Length-grouped random order, seeded by (seed, epoch) only, so a resumed run sees the same order."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, megabatch_mult: int = 50):
+        self.lengths = list(lengths)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.megabatch_mult = int(megabatch_mult)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(length_grouped_indices(self.lengths, self.batch_size, g, self.megabatch_mult))
+
+
+def padding_fraction(lengths: Sequence[int], order: Sequence[int], batch_size: int) -> float:
+    """Share of padded positions when `order` is cut into batches of `batch_size` (for docs and tests)."""
+    pad = total = 0
+    for s in range(0, len(order), batch_size):
+        b = [lengths[j] for j in order[s:s + batch_size]]
+        total += max(b) * len(b)
+        pad += max(b) * len(b) - sum(b)
+    return pad / total if total else 0.0

@@ -1,0 +1,96 @@
+"""LoRA on the language model's attention projections only, and merging an adapter into its base.
+
+peft's plain `target_modules=["q_proj", ...]` would also wrap CLIP's q/k/v projections (DESIGN.md 9); the target
+here is a regex anchored on `language_model`, and everything else (vision tower, projector, embeddings, lm_head)
+is frozen.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+from seedvlm.errors import SeedVLMError
+
+
+def target_regex(targets: Sequence[str]) -> str:
+    """peft full-match regex for `targets` inside the language model, e.g.
+    `.*\\blanguage_model\\..*\\.(q_proj|k_proj|v_proj|o_proj)`."""
+    names = "|".join(re.escape(t) for t in targets)
+    return rf".*\blanguage_model\..*\.({names})"
+
+
+def lora_config(r: int = 64, alpha: int = 128, dropout: float = 0.05,
+                targets: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj")):
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_regex(targets),
+                      bias="none", task_type="CAUSAL_LM")
+
+
+def lora_module_names(model) -> list[str]:
+    """Names of the modules that carry LoRA weights."""
+    return [n for n, m in model.named_modules() if hasattr(m, "lora_A") and len(getattr(m, "lora_A"))]
+
+
+def apply_lora(model, r: int = 64, alpha: int = 128, dropout: float = 0.05,
+               targets: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj")):
+    """Wrap `model` (in place, as peft does) with a trainable LoRA on the LM's projections; freeze the rest.
+
+    Checks: at least one module wrapped, every wrapped module inside the language model, and no trainable
+    parameter outside the LoRA weights (so the vision tower and the projector cannot move).
+    """
+    from peft import get_peft_model
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    peft_model = get_peft_model(model, lora_config(r, alpha, dropout, targets))
+    wrapped = lora_module_names(peft_model)
+    if not wrapped:
+        raise SeedVLMError(f"LoRA matched no module for targets {list(targets)} inside the language model")
+    outside = [n for n in wrapped if "language_model" not in n]
+    if outside:
+        raise SeedVLMError(f"LoRA wrapped modules outside the language model: {outside[:3]}")
+    bad = [n for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" not in n]
+    if bad:
+        raise SeedVLMError(f"parameters outside LoRA are trainable: {bad[:3]}")
+    return peft_model
+
+
+def frozen_state(model) -> dict:
+    """Copies of the vision tower's and the projector's weights (to prove they did not move)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = base.model
+    return {f"{part}.{n}": p.detach().clone() for part in ("vision_tower", "multi_modal_projector")
+            for n, p in getattr(inner, part).named_parameters()}
+
+
+def merge(model_path: str | Path, adapter: str | Path, out: str | Path, dtype: str = "auto") -> Path:
+    """Base + adapter -> merged llava-hf folder (weights + processor), written atomically.
+
+    Merged in float32 on the CPU, then cast to `dtype` ("auto" = the base checkpoint's own dtype).
+    The adapter must have been trained on this base (its seedvlm_base.json fingerprint is checked).
+    """
+    import torch
+
+    from seedvlm.io import read_json
+    from seedvlm.models import attach_adapter, load_model, load_processor, save_model
+
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if dtype == "auto":
+        cfg = read_json(Path(model_path) / "config.json", "model config")
+        saved = cfg.get("dtype") or cfg.get("torch_dtype") or "float32"
+        target = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(saved,
+                                                                                                     torch.float32)
+    elif dtype in dtypes:
+        target = dtypes[dtype]
+    else:
+        raise SeedVLMError(f"dtype must be auto, fp32, bf16 or fp16, got {dtype!r}")
+    model = load_model(model_path, device="cpu", dtype=torch.float32)
+    processor = load_processor(model_path)
+    model = attach_adapter(model, adapter)
+    merged = model.merge_and_unload().to(target)
+    merged.eval()
+    return save_model(merged, processor, out, extra_files={
+        "seedvlm_merge.json": {"base": str(model_path), "adapter": str(adapter), "dtype": str(target)}})

@@ -1,0 +1,439 @@
+"""SEED training and the SFT control arm on a 2-layer random LLaVA and 16 drawn images (CPU, seconds).
+
+Covers the seed's debugging table (teacher with LoRA on, purify never called, forward KL, T=1, truncated image
+tokens, NaNs), frozen vision tower/projector, LoRA placement, loss going down, exact kill-and-resume, atomic
+checkpoints, merging, and the errors for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+WORDS = "a red blue green cat dog fork knife there is are two one what color the in image yes no with".split()
+COLORS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
+
+
+def build_env(root: Path, seed: int = 0, n: int = 16) -> dict:
+    """A saved tiny LLaVA (2+2 layers, 32 px, 16 image tokens, context 128) and n records with small PNGs."""
+    from seedvlm.models import build_processor, build_word_tokenizer, preset_config, random_model, save_model
+
+    tok = build_word_tokenizer(WORDS)
+    cfg = preset_config("tiny", vocab_size=len(tok), image_token_index=tok.image_token_id,
+                        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    v, t = cfg.vision_config, cfg.text_config
+    v.num_hidden_layers = t.num_hidden_layers = 2
+    v.hidden_size = v.projection_dim = 64
+    v.intermediate_size = 128
+    v.image_size = 32
+    t.hidden_size, t.intermediate_size, t.max_position_embeddings = 64, 128, 128
+    save_model(random_model(cfg, seed=seed), build_processor(tok, cfg), root / "model")
+    images = root / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in range(n):
+        color, obj = list(COLORS)[i % 3], ["cat", "dog"][i % 2]
+        a = np.zeros((32, 32, 3), np.uint8)
+        a[:] = COLORS[color]
+        a[8:24, 8:24] = (255, 255, 255) if obj == "cat" else (0, 0, 0)
+        Image.fromarray(a).save(images / f"img{i}.png")
+        answer = f"the image is {color} with a {obj} ." + (" there is one red fork ." * (i % 4))
+        records.append({"id": f"r{i}", "image": f"img{i}.png", "prompt": "what color is the image ?",
+                        "answer": answer})
+    (root / "train.json").write_text(json.dumps(records))
+    return {"model": root / "model", "images": images, "data": root / "train.json", "records": records}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return build_env(tmp_path_factory.mktemp("train_env"))
+
+
+def make_cfg(env, out: Path, **kw):
+    from seedvlm.train.config import TrainConfig
+
+    base = dict(model=str(env["model"]), data=str(env["data"]), images=str(env["images"]), output_dir=str(out),
+                lora_r=8, lora_alpha=16, learning_rate=2e-3, max_steps=6, per_device_batch_size=2,
+                grad_accumulation=1, logging_steps=3, save_steps=100, warmup_steps=1, report_to="none",
+                beta_min_history=4)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def read_metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def lora_state(model) -> dict:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+
+def batch_of(trainer, idx=(0, 1)):
+    return trainer.data_collator([trainer.train_dataset[i] for i in idx])
+
+
+def base_logits(model_dir, batch, pixel_values):
+    """Logits of the base model loaded afresh from disk, at the answer positions."""
+    from seedvlm.models import load_model
+    from seedvlm.seed import answer_positions
+
+    m = load_model(model_dir, device="cpu").eval()
+    mask, _ = answer_positions(batch["labels"])
+    with torch.no_grad():
+        return m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=pixel_values,
+                 logits_to_keep=mask).logits
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_examples_have_every_image_token_and_answer_only_labels(env):
+    from seedvlm.data.dataset import Collator, InstructDataset, load_records
+    from seedvlm.models import load_processor
+
+    proc = load_processor(env["model"])
+    ds = InstructDataset(load_records(env["data"]), proc, env["images"], max_length=128)
+    assert ds.num_image_tokens == 16  # (32 / 8) ** 2, CLS dropped
+    ex = ds[3]
+    assert int((ex["input_ids"] == proc.image_token_id).sum()) == 16
+    answer = proc.tokenizer(env["records"][3]["answer"], add_special_tokens=False).input_ids
+    lab = ex["labels"][ex["labels"] != -100].tolist()
+    assert lab == answer + [proc.tokenizer.eos_token_id]
+    assert ex["labels"][: len(ex["labels"]) - len(lab)].eq(-100).all()
+    assert len(ex["input_ids"]) == ds.lengths[3]
+    batch = Collator(proc.tokenizer.pad_token_id)([ds[0], ds[3]])
+    assert batch["input_ids"].shape[1] == max(ds.lengths[0], ds.lengths[3])
+    assert batch["sample_index"].tolist() == [0, 3]
+    short = 0 if ds.lengths[0] < ds.lengths[3] else 1
+    assert batch["input_ids"][short, -1] == proc.tokenizer.pad_token_id  # right padding
+    assert batch["attention_mask"][short, -1] == 0 and batch["labels"][short, -1] == -100
+    assert batch["pixel_values"].shape == (2, 3, 32, 32)
+
+
+def test_bad_records_are_clear_errors(env, tmp_path):
+    from seedvlm.data.dataset import InstructDataset, load_records
+    from seedvlm.errors import SeedVLMError
+    from seedvlm.models import load_processor
+
+    proc = load_processor(env["model"])
+    recs = [dict(r) for r in env["records"][:3]]
+    long = dict(recs[1], id="too-long", answer="a red cat . " * 40)
+    with pytest.raises(SeedVLMError, match=r"too-long.*longer than the context of 128"):
+        InstructDataset([recs[0], long], proc, env["images"], max_length=128)
+    missing = dict(recs[2], id="lost", image="nope.png")
+    with pytest.raises(SeedVLMError, match=r"lost.*image not found.*nope\.png"):
+        InstructDataset([recs[0], missing], proc, env["images"], max_length=128)
+    escape = dict(recs[2], id="sneaky", image="../train.json")
+    with pytest.raises(SeedVLMError, match=r"sneaky.*escapes"):
+        InstructDataset([escape], proc, env["images"], max_length=128)
+    doubled = dict(recs[0], id="two-images", prompt="<image>\nwhat color ?")
+    with pytest.raises(SeedVLMError, match=r"two-images.*2 <image>"):
+        InstructDataset([doubled], proc, env["images"], max_length=128)
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    with pytest.raises(SeedVLMError, match=r"empty\.json is empty"):
+        load_records(empty)
+    raw = tmp_path / "raw.json"
+    raw.write_text(json.dumps([{"id": "1", "image": "a.png", "conversations": []}]))
+    with pytest.raises(SeedVLMError, match="seedvlm prepare"):
+        load_records(raw)
+
+
+def test_length_grouped_sampler_is_deterministic_and_pads_less():
+    from seedvlm.data.dataset import LengthGroupedSampler, padding_fraction
+
+    lengths = [int(x) for x in np.random.default_rng(0).integers(20, 200, 400)]
+    s = LengthGroupedSampler(lengths, batch_size=8, seed=3, megabatch_mult=10)
+    s.set_epoch(1)
+    order = list(s)
+    assert sorted(order) == list(range(400)) and order == list(s)
+    s.set_epoch(2)
+    assert list(s) != order
+    rand = torch.randperm(400, generator=torch.Generator().manual_seed(0)).tolist()
+    assert padding_fraction(lengths, order, 8) < 0.5 * padding_fraction(lengths, rand, 8)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# LoRA placement, the SEED step and the seed's debugging table
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_seed_step_teacher_student_and_target(env, tmp_path):
+    from seedvlm.seed import combined_loss, purify
+    from seedvlm.train.config import TrainConfig
+    from seedvlm.train.lora import lora_module_names
+    from seedvlm.train.trainer import build_trainer, perturb_per_sample
+
+    # Defaults that the debugging table names: reverse KL, T = 2, w = 0.7, logit space, seed's noise.
+    d = TrainConfig()
+    assert (d.direction, d.temperature, d.distill_weight, d.purify_space, d.alpha) == ("reverse", 2.0, 0.7,
+                                                                                       "logit", 0.3)
+    assert (d.lora_r, d.lora_alpha, d.lora_dropout) == (64, 128, 0.05)
+
+    trainer = build_trainer(make_cfg(env, tmp_path / "run", max_steps=5, beta_schedule="fixed", beta_fixed=0.9))
+    model = trainer.model
+    wrapped = lora_module_names(model)
+    assert wrapped and all(".language_model." in n for n in wrapped)
+    assert {n.rsplit(".", 1)[-1] for n in wrapped} == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    assert not any("vision_tower" in n or "multi_modal_projector" in n for n in wrapped)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n and "language_model" in n for n in trainable)
+
+    trainer.train()  # 5 updates: the adapter now changes the logits
+    batch = batch_of(trainer, (2, 5))
+    out = trainer.seed_step(model, batch)
+    # Teacher = base model with the adapter disabled, on clean and noisy pixels (bug: teacher with LoRA on).
+    noisy = perturb_per_sample(batch["pixel_values"], batch["sample_index"], trainer.state.global_step,
+                               trainer.cfg, trainer.patch_size)
+    assert not torch.equal(noisy, batch["pixel_values"])
+    torch.testing.assert_close(out["teacher_clean"], base_logits(env["model"], batch, batch["pixel_values"]),
+                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["teacher_noisy"], base_logits(env["model"], batch, noisy), atol=1e-5, rtol=1e-5)
+    assert (out["student"] - out["teacher_clean"]).abs().max() > 1e-3
+    # The target is the purified one (bug: purify never called).
+    assert torch.all(out["beta"] == 0.9)
+    assert (out["purified"] - out["teacher_clean"]).abs().max() > 1e-4
+    torch.testing.assert_close(out["purified"], purify(out["teacher_clean"], out["teacher_noisy"], 0.9))
+    # The loss is reverse KL at T = 2 with w = 0.7 (bugs: forward KL, T = 1).
+    ref, _ = combined_loss(out["student"], out["purified"], out["targets"], w=0.7, T=2.0, direction="reverse")
+    torch.testing.assert_close(out["loss"], ref)
+    fwd, _ = combined_loss(out["student"], out["purified"], out["targets"], w=0.7, T=2.0, direction="forward")
+    t1, _ = combined_loss(out["student"], out["purified"], out["targets"], w=0.7, T=1.0, direction="reverse")
+    loss = float(out["loss"].detach())
+    assert abs(loss - float(fwd)) > 1e-6 and abs(loss - float(t1)) > 1e-6
+    # Logits only at the answer positions: one row per answer token.
+    assert out["student"].shape[0] == int((batch["labels"] != -100).sum())
+
+
+def test_seed_step_runs_every_perturbation_and_schedule(env, tmp_path):
+    from seedvlm.train.trainer import build_trainer
+
+    for i, kw in enumerate([dict(noise="ddpm"), dict(noise="mask", mask_ratio=0.5),
+                            dict(beta_schedule="continuous", purify_space="logprob", plausibility=0.95),
+                            dict(beta_schedule="curriculum", direction="forward", kl_chunk_size=3)]):
+        trainer = build_trainer(make_cfg(env, tmp_path / f"r{i}", **kw))
+        out = trainer.seed_step(trainer.model, batch_of(trainer))
+        assert torch.isfinite(out["loss"]), kw
+        if kw.get("plausibility"):
+            assert torch.isinf(out["purified"]).any()
+
+
+@pytest.mark.parametrize("method", ["seed", "sft"])
+def test_micro_run_lowers_loss_and_keeps_vision_frozen(env, tmp_path, method):
+    from seedvlm.train.lora import frozen_state
+    from seedvlm.train.trainer import run_training
+
+    cfg = make_cfg(env, tmp_path / method, method=method, max_steps=30, learning_rate=1e-2, save_steps=1000,
+                   beta_schedule="fixed")
+    from seedvlm.train.trainer import build_trainer
+
+    probe = build_trainer(cfg)
+    fixed = batch_of(probe, (0, 1, 2, 3))
+    step = probe.seed_step if method == "seed" else probe.sft_step
+    with torch.no_grad():
+        before = float(step(probe.model, fixed)["loss"])
+    frozen_before = frozen_state(probe.model)
+    lora_before = lora_state(probe.model)
+    del probe
+    result = run_training(cfg, )
+    trainer = result["trainer"]
+    trainer.model.eval()
+    step = trainer.seed_step if method == "seed" else trainer.sft_step
+    with torch.no_grad():
+        after = float(step(trainer.model, fixed)["loss"])
+    assert after < 0.95 * before, (before, after)  # a fixed batch: no sampling noise
+    for k, v in frozen_state(trainer.model).items():
+        assert torch.equal(v, frozen_before[k]), k
+    lora_after = lora_state(trainer.model)
+    assert lora_after.keys() == lora_before.keys()
+    assert any(not torch.equal(lora_after[k], lora_before[k]) for k in lora_after)
+    rows = read_metrics(tmp_path / method)
+    assert [r["step"] for r in rows] == list(range(1, 31))
+    assert all(r["loss"] is not None and r["lr"] is not None for r in rows)
+    if method == "seed":
+        assert all(r["beta"] is not None and r["conf"] is not None for r in rows)
+    else:
+        assert all(r["distill"] is None for r in rows)
+    manifest = json.loads((tmp_path / method / "train_manifest.json").read_text())
+    assert manifest["n_records"] == 16 and manifest["images"] == sorted(f"img{i}.png" for i in range(16))
+    adapter = tmp_path / method / "adapter"
+    assert {"adapter_config.json", "adapter_model.safetensors", "seedvlm_base.json"} <= {p.name for p in
+                                                                                       adapter.iterdir()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checkpoints: exact resume, atomic writes
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _Kill:
+    """Raise KeyboardInterrupt at the end of a given step (a Ctrl-C between steps)."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def __getattr__(self, name):
+        if name.startswith("on_"):
+            return lambda *a, **k: None
+        raise AttributeError(name)
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == self.at:
+            raise KeyboardInterrupt
+
+
+def test_kill_and_resume_equals_uninterrupted_run(env, tmp_path):
+    from safetensors.torch import load_file
+
+    from seedvlm.train.trainer import run_training
+
+    kw = dict(max_steps=11, save_steps=3, beta_min_history=4, lora_dropout=0.1)  # 16 records / 2 = 8 steps/epoch
+    run_training(make_cfg(env, tmp_path / "whole", **kw))
+    with pytest.raises(KeyboardInterrupt):
+        run_training(make_cfg(env, tmp_path / "cut", **kw), callbacks=[_Kill(7)])
+    assert sorted(p.name for p in (tmp_path / "cut").glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+    state = json.loads((tmp_path / "cut" / "checkpoint-6" / "seedvlm_state.json").read_text())
+    assert len(state["beta_schedule"]["history"]) == 12  # 6 steps x 2 samples
+    run_training(make_cfg(env, tmp_path / "cut", **kw), resume="auto")
+    whole, cut = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "cut")
+    assert [r["step"] for r in cut] == [r["step"] for r in whole] == list(range(1, 12))
+    for a, b in zip(whole, cut):
+        for key in ("loss", "distill", "sup", "beta", "conf", "lr"):
+            assert a[key] == pytest.approx(b[key], abs=1e-6), (a["step"], key)
+    wa = load_file(str(tmp_path / "whole" / "adapter" / "adapter_model.safetensors"))
+    wb = load_file(str(tmp_path / "cut" / "adapter" / "adapter_model.safetensors"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0)
+
+
+def test_checkpoint_write_is_atomic_and_reruns_are_refused(env, tmp_path, monkeypatch):
+    from seedvlm.errors import SeedVLMError
+    from seedvlm.train.trainer import SeedTrainer, run_training
+
+    out = tmp_path / "run"
+    calls = {"n": 0}
+    original = SeedTrainer._save_rng_state
+
+    def flaky(self, output_dir):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("disk full")
+        return original(self, output_dir)
+
+    monkeypatch.setattr(SeedTrainer, "_save_rng_state", flaky)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_training(make_cfg(env, out, max_steps=4, save_steps=2))
+    names = sorted(p.name for p in out.iterdir() if "checkpoint" in p.name)
+    assert "checkpoint-2" in names and "checkpoint-4" not in names  # no half-written checkpoint-4
+    assert (out / "checkpoint-2" / "optimizer.pt").is_file()
+    with pytest.raises(SeedVLMError, match="already holds a run"):
+        run_training(make_cfg(env, out, max_steps=4, save_steps=2))
+    with pytest.raises(SeedVLMError, match="method=seed run"):
+        run_training(make_cfg(env, out, method="sft", max_steps=4), resume=str(out / "checkpoint-2"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# NaN guard
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_nan_guard_skips_steps_and_stops_after_k(env, tmp_path, monkeypatch):
+    import seedvlm.train.trainer as T
+    from seedvlm.errors import SeedVLMError
+
+    real = T.combined_loss
+    calls = {"n": 0, "bad": {3}}
+
+    def sometimes_nan(*a, **k):
+        calls["n"] += 1
+        loss, parts = real(*a, **k)
+        if calls["n"] in calls["bad"] or "all" in calls["bad"]:
+            loss = loss * float("nan")
+            parts = {key: float("nan") for key in parts}
+        return loss, parts
+
+    monkeypatch.setattr(T, "combined_loss", sometimes_nan)
+    snapshots = {}
+
+    class Snap:
+        def __getattr__(self, name):
+            if name.startswith("on_"):
+                return lambda *a, **k: None
+            raise AttributeError(name)
+
+        def on_step_end(self, args, state, control, model=None, **kw):
+            snapshots[state.global_step] = lora_state(model)
+
+    T.run_training(make_cfg(env, tmp_path / "one", max_steps=5), callbacks=[Snap()])
+    rows = read_metrics(tmp_path / "one")
+    assert [r["skipped"] for r in rows] == [False, False, True, False, False]
+    assert rows[2]["loss"] is None and rows[4]["nan_steps"] == 1
+    for k in snapshots[2]:
+        assert torch.equal(snapshots[2][k], snapshots[3][k])  # the NaN step changed nothing
+    assert any(not torch.equal(snapshots[3][k], snapshots[4][k]) for k in snapshots[3])
+
+    calls.update(n=0, bad={"all"})
+    with pytest.raises(SeedVLMError, match=r"3 optimizer steps in a row had a non-finite loss"):
+        T.run_training(make_cfg(env, tmp_path / "all", max_steps=6, max_consecutive_nan=3))
+    assert len(read_metrics(tmp_path / "all")) == 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLI, merge, adapter on another base
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_cli_train_merge_and_foreign_base(env, tmp_path, capsys):
+    from seedvlm.cli import main
+    from seedvlm.errors import SeedVLMError
+    from seedvlm.models import attach_adapter, load_model
+
+    out = tmp_path / "sft"
+    rc = main(["train", "--config", str(Path(__file__).parents[1] / "configs" / "sft_tiny.yaml"),
+               "--model", str(env["model"]), "--data", str(env["data"]), "--images", str(env["images"]),
+               "--output-dir", str(out), "--max-steps", "3", "--lora-r", "4", "--learning-rate", "1e-2",
+               "--report-to", "none"])
+    assert rc == 0
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["method"] == "sft" and saved["max_steps"] == 3 and saved["lora_r"] == 4
+    adapter = out / "adapter"
+
+    # merge: merged logits equal base + adapter logits
+    merged = tmp_path / "merged"
+    assert main(["merge", "--model", str(env["model"]), "--adapter", str(adapter), "--out", str(merged)]) == 0
+    from transformers import LlavaForConditionalGeneration
+
+    m = LlavaForConditionalGeneration.from_pretrained(merged).eval()
+    a = attach_adapter(load_model(env["model"], device="cpu"), adapter).eval()
+    ids = torch.tensor([[1] + [m.config.image_token_id] * 16 + [5, 6, 7]])
+    pix = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(m(input_ids=ids, pixel_values=pix).logits,
+                                   a(input_ids=ids, pixel_values=pix).logits, atol=1e-5, rtol=1e-5)
+
+    # an adapter refuses another base: through the API and the CLI
+    other = build_env(tmp_path / "other", seed=1, n=1)
+    with pytest.raises(SeedVLMError, match="different base model"):
+        attach_adapter(load_model(other["model"], device="cpu"), adapter)
+    capsys.readouterr()
+    assert main(["merge", "--model", str(other["model"]), "--adapter", str(adapter), "--out",
+                 str(tmp_path / "bad")]) == 1
+    assert "trained on a different base model" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    # a checkpoint refuses to resume onto another base
+    assert main(["train", "--config", str(Path(__file__).parents[1] / "configs" / "sft_tiny.yaml"),
+                 "--model", str(other["model"]), "--data", str(env["data"]), "--images", str(env["images"]),
+                 "--output-dir", str(out), "--max-steps", "4", "--lora-r", "4", "--resume", "auto",
+                 "--report-to", "none"]) == 1
+    assert "different base model" in capsys.readouterr().err
