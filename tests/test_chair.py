@@ -84,6 +84,13 @@ def test_caption(chair, image_id, caption, mentioned, hallucinated):
     assert s["hallucinated"] == hallucinated
 
 
+def test_mention_spans(chair):
+    text = "Two Hot Dogs and a baby elephant."
+    spans = chair.mention_spans(text)
+    assert [(text[s:e], w, c) for s, e, w, c in spans] == [("Hot Dogs", "hot dog", "hot dog"),
+                                                             ("baby elephant", "elephant", "elephant")]
+
+
 def test_ground_truth_merges_references(chair):
     assert chair.annotated(1) == {"person", "dog", "dining table"}
     assert chair.ground_truth(1) == {"person", "dog", "dining table", "cake"}

@@ -70,6 +70,12 @@ def _decode_options(args: argparse.Namespace) -> dict:
 
 
 def _gen_kwargs(args: argparse.Namespace, options: dict) -> dict:
+    from seedvlm.errors import SeedVLMError
+
+    for name in ("batch_size", "max_new_tokens", "limit"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise SeedVLMError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     return dict(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, decoding=args.decoding, **options)
 
 
@@ -80,10 +86,11 @@ def run_pope(args: argparse.Namespace) -> int:
     from seedvlm.eval.results import args_config, write_results
 
     options = _decode_options(args)
+    gen = _gen_kwargs(args, options)
     questions = load_questions(args.questions, limit=args.limit)
     leak = runner.check_leakage([q["image"] for q in questions], args.train_manifest, args.allow_overlap)
     answers = runner.answer_questions(questions, args.images, args.model, adapter=args.adapter, device=args.device,
-                                      prompt_suffix=args.prompt_suffix, seed=args.seed, **_gen_kwargs(args, options))
+                                      prompt_suffix=args.prompt_suffix, seed=args.seed, **gen)
     metrics, samples = score_pope(questions, answers, answers_source="the model's answers")
     metrics.update(questions_provenance(args.questions), leakage=leak)
     write_results(args.out, "pope", metrics, samples, config=dict(args_config(args), decode_options=options),
@@ -135,11 +142,12 @@ def run_chair(args: argparse.Namespace) -> int:
     from seedvlm.eval.results import args_config, write_results
 
     options = _decode_options(args)
+    gen = _gen_kwargs(args, options)
     chair = CHAIR(args.instances, args.references)
     images = select_images(chair, args.n, args.seed, args.image_ids)
     leak = runner.check_leakage([im["file_name"] for im in images], args.train_manifest, args.allow_overlap)
     records = runner.caption_images(images, args.images, args.model, args.prompt, adapter=args.adapter,
-                                    device=args.device, seed=args.seed, **_gen_kwargs(args, options))
+                                    device=args.device, seed=args.seed, **gen)
     metrics, samples = chair.evaluate(records)
     metrics["leakage"] = leak
     write_results(args.out, "chair", metrics, samples, config=dict(args_config(args), decode_options=options),

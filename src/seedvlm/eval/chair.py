@@ -50,6 +50,16 @@ def _load(obj: str | Path | dict | list, what: str) -> tuple[Any, str]:
     return read_json(obj, what), f"{what} {obj}"
 
 
+def load_instances(instances: str | Path | dict) -> tuple[dict, str]:
+    """(COCO instances dict, a name for error messages) from a path or a loaded dict, checked for its three lists."""
+    data, source = _load(instances, "instances file")
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in
+                                             ("images", "annotations", "categories")):
+        raise SeedVLMError(f"{source}: not a COCO instances file (needs lists 'images', 'annotations', "
+                           "'categories')")
+    return data, source
+
+
 class CHAIR:
     """CHAIR scorer over one instances file (COCO format) and its reference captions.
 
@@ -59,11 +69,7 @@ class CHAIR:
     """
 
     def __init__(self, instances: str | Path | dict, references: str | Path | dict | list | None = None):
-        data, self.instances_source = _load(instances, "instances file")
-        if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in
-                                                 ("images", "annotations", "categories")):
-            raise SeedVLMError(f"{self.instances_source}: not a COCO instances file (needs lists 'images', "
-                               "'annotations', 'categories')")
+        data, self.instances_source = load_instances(instances)
         self.word_to_category = dict(WORD_TO_CATEGORY)
         self.phrases = dict(PHRASES)
         try:
@@ -98,11 +104,13 @@ class CHAIR:
         self._gt: dict[str, frozenset[str]] = {}
 
     # ------------------------------------------------------------------------------------------- text -> objects
-    def mentions(self, caption: str) -> list[tuple[str, str]]:
-        """[(surface word or phrase, category), ...] in caption order."""
-        raw = _WORD.findall(caption.lower())
+    def mention_spans(self, caption: str) -> list[tuple[int, int, str, str]]:
+        """[(start, end, word, category), ...] in caption order: character offsets of each object mention, its
+        normalized word or phrase ("hot dog", "mouse" for "mice") and its category."""
+        toks = list(_WORD.finditer(caption.lower()))
+        raw = [t.group() for t in toks]
         sing = [w if w in self.vocab else singularize(w) for w in raw]
-        words: list[str] = []
+        words: list[tuple[int, int, str]] = []  # (first token, last token, word)
         i = 0
         while i < len(raw):
             for n in (3, 2):
@@ -110,15 +118,20 @@ class CHAIR:
                     cands = (tuple(raw[i:i + n]), tuple(raw[i:i + n - 1]) + (sing[i + n - 1],), tuple(sing[i:i + n]))
                     hit = next((self.phrases[c] for c in cands if c in self.phrases), None)
                     if hit is not None:
-                        words.append(hit)
+                        words.append((i, i + n - 1, hit))
                         i += n
                         break
             else:
-                words.append(sing[i])
+                words.append((i, i, sing[i]))
                 i += 1
-        if any(self.word_to_category.get(w) == "toilet" for w in words):
-            words = [w for w in words if w != "seat"]
-        return [(w, self.word_to_category[w]) for w in words if w in self.word_to_category]
+        if any(self.word_to_category.get(w) == "toilet" for _, _, w in words):
+            words = [x for x in words if x[2] != "seat"]
+        return [(toks[a].start(), toks[b].end(), w, self.word_to_category[w]) for a, b, w in words
+                if w in self.word_to_category]
+
+    def mentions(self, caption: str) -> list[tuple[str, str]]:
+        """[(normalized word or phrase, category), ...] in caption order."""
+        return [(w, c) for _, _, w, c in self.mention_spans(caption)]
 
     def objects(self, caption: str) -> list[str]:
         """Unique categories mentioned in a caption, in order of first mention."""

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from seedvlm.errors import SeedVLMError
+from seedvlm.eval.chair import load_instances
 from seedvlm.io import read_json, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -94,17 +95,14 @@ class _Instances:
     """The parts of a COCO-format instances file that POPE needs, validated with errors that name the file."""
 
     def __init__(self, data: dict, source: str):
-        if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in
-                                                 ("images", "annotations", "categories")):
-            raise SeedVLMError(f"{source}: not a COCO instances file (needs lists 'images', 'annotations', "
-                               "'categories')")
         try:
             self.cat_name = {c["id"]: c["name"] for c in data["categories"]}
             self.images = {im["id"]: im for im in data["images"]}
-            for im in self.images.values():
-                im["file_name"]  # noqa: B018 - presence check
         except (KeyError, TypeError) as e:
             raise SeedVLMError(f"{source}: category or image entry without {e}") from None
+        unnamed = [str(i) for i, im in self.images.items() if not isinstance(im.get("file_name"), str)]
+        if unnamed:
+            raise SeedVLMError(f"{source}: images without a file_name, e.g. ids {', '.join(unnamed[:5])}")
         self.order = {name: i for i, name in enumerate(self.cat_name[k] for k in sorted(self.cat_name))}
         self.categories = sorted(self.order, key=self.order.get)
         self.anns: dict[Any, list[dict]] = defaultdict(list)
@@ -130,15 +128,14 @@ class _Instances:
 
 def _load_instances(instances: str | Path | dict) -> tuple[_Instances, str | None, str | None]:
     """(index, source path or None, sha256 of the file or None)."""
+    data, source = load_instances(instances)
     if isinstance(instances, dict):
-        return _Instances(instances, "instances"), None, None
-    path = Path(instances)
-    data = read_json(path, "instances file")
+        return _Instances(data, source), None, None
     h = hashlib.sha256()
-    with path.open("rb") as f:
+    with Path(instances).open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return _Instances(data, f"instances file {path}"), str(path), h.hexdigest()
+    return _Instances(data, source), str(instances), h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------- building

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -139,7 +138,7 @@ def run_prompts(model, processor, paths: Sequence[Path], prompts: Sequence[str],
     out: list[str] = []
     bar = tqdm(total=len(prompts), desc="eval", unit="q", dynamic_ncols=True, disable=None)
     for start in range(0, len(prompts), chunk_size):
-        cache: OrderedDict[Path, Any] = OrderedDict()
+        cache: dict[Path, Any] = {}
         chunk_paths = paths[start:start + chunk_size]
         for p in chunk_paths:
             if p not in cache:
