@@ -1,5 +1,18 @@
 """Models: presets, the locally built tokenizer/processor, and offline loading of llava-hf checkpoints/adapters."""
 
+import logging as _logging
+
+
+class _NoTorchvisionNotice(_logging.Filter):
+    """Drop transformers' notice that CLIPImageProcessor falls back to PIL without torchvision (DESIGN.md 9:
+    torchvision is deliberately absent; the PIL path works and saves the same config)."""
+
+    def filter(self, record: _logging.LogRecord) -> bool:
+        return "requires torchvision" not in record.getMessage()
+
+
+_logging.getLogger("transformers.utils.import_utils").addFilter(_NoTorchvisionNotice())
+
 from seedvlm.models.loading import (
     attach_adapter,
     base_fingerprint,

@@ -1,0 +1,35 @@
+"""PretrainConfig: how the base VLM is built on the embedded world, stage by stage (as LLaVA is trained)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from seedvlm.config import field_
+
+
+@dataclass
+class PretrainConfig:
+    world: str = field_("", "world folder written by `seedvlm world` (instances/captions/instruct JSON + images)")
+    preset: str = field_("tiny", "model preset: tiny (CPU) or small (GPU)")
+    out: str = field_("runs/base", "output folder: a llava-hf checkpoint + processor + readiness.json")
+    seed: int = field_(0, "seed for initialization, data order and the vision corpus")
+    device: str = field_("auto", "auto | cpu | cuda")
+    threads: int = field_(0, "torch CPU threads (0 = torch's default)")
+    # Stage 1: the vision tower alone, multi-label object classification on unpaired scenes.
+    vision_steps: int = field_(1200, "stage 1 steps (vision tower + per-patch linear head, multi-label BCE)")
+    vision_batch: int = field_(64, "stage 1 batch size")
+    vision_lr: float = field_(1e-3, "stage 1 peak learning rate (AdamW, cosine)")
+    vision_pool: int = field_(12000, "stage 1 corpus size: uniform-category scenes rendered once, reused")
+    # Stage 2: projector alignment + language on captions and descriptions, tower frozen, features cached.
+    align_epochs: float = field_(3.0, "stage 2 epochs over the world's captions + detailed descriptions")
+    align_lr: float = field_(2e-3, "stage 2 peak learning rate")
+    # Stage 3: instruction tuning on all instruct turns, loss averaged per sample so short answers count.
+    instruct_epochs: float = field_(3.0, "stage 3 epochs over all instruct turns (descriptions and QA)")
+    instruct_lr: float = field_(1e-3, "stage 3 peak learning rate")
+    batch_size: int = field_(32, "stage 2/3 batch size")
+    warmup_fraction: float = field_(0.05, "linear warm-up as a fraction of each stage's steps")
+    weight_decay: float = field_(0.01, "AdamW weight decay")
+    # Readiness check on val.
+    readiness_images: int = field_(200, "val images used by the readiness check (0 = skip)")
+    max_new_tokens: int = field_(64, "generation length for the readiness descriptions")
+    save_dtype: str = field_("float16", "dtype of the saved weights (float16 keeps the shipped tiny base small)")

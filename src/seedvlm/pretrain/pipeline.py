@@ -1,0 +1,152 @@
+"""`seedvlm pretrain`: build the base VLM on the embedded world in three stages, save it in llava-hf format and
+print its readiness figures. Each stage's metrics and timing go to `OUT/pretrain.json`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seedvlm.config import to_dict
+from seedvlm.errors import SeedVLMError
+from seedvlm.io import require_dir, write_json
+from seedvlm.models import (build_processor, build_word_tokenizer, num_image_tokens, preset_config, random_model,
+                            save_model, words_of)
+from seedvlm.pretrain.config import PretrainConfig
+from seedvlm.pretrain.data import CAPTION_PROMPT, load_split_images, tokenize_records, world_records
+from seedvlm.pretrain.stages import cache_features, train_language, train_vision
+
+log = logging.getLogger("seedvlm.pretrain")
+
+EXTRA_PROMPTS = (CAPTION_PROMPT, "Please describe this image in detail. Answer yes or no.")
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SeedVLMError("--device cuda asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+def build_world_tokenizer(world: Path, splits=("train", "val")):
+    """The word-level tokenizer of a world: every word its generator can emit plus every word in its files."""
+    from seedvlm.world import world_vocabulary
+
+    texts = list(EXTRA_PROMPTS)
+    for split in splits:
+        _, caps, inst = world_records(world, split)
+        texts += [c for _, _, c in caps] + [q for _, q, _ in inst] + [a for _, _, a in inst]
+    return build_word_tokenizer([*world_vocabulary(), *words_of(texts)])
+
+
+def vision_corpus(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Stage 1's corpus: `n` scenes whose objects are drawn uniformly over categories (no scene pairing), rendered
+    in memory; returns images (n, size, size, 3) uint8, multi-hot labels (n, C), and the category id order."""
+    from seedvlm.world import CATEGORIES, render_scene, sample_scene
+
+    cat_ids = [c["id"] for c in CATEGORIES]
+    col = {cid: i for i, cid in enumerate(cat_ids)}
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, size, size, 3), dtype=np.uint8)
+    labels = np.zeros((n, len(cat_ids)), dtype=np.float32)
+    for i in range(n):
+        scene = sample_scene(rng, size, uniform=True)
+        images[i] = render_scene(scene, size)
+        for obj in scene.objects:
+            labels[i, col[obj.category_id]] = 1.0
+    return images, labels, cat_ids
+
+
+def pretrain(cfg: PretrainConfig) -> dict:
+    """Run all stages and the readiness check; returns the summary written to OUT/pretrain.json."""
+    from seedvlm.pretrain.readiness import readiness_report
+
+    if not cfg.world:
+        raise SeedVLMError("--world is required: a folder written by `seedvlm world`")
+    world = require_dir(cfg.world, "world folder")
+    device = _device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(cfg.seed)
+    t_start = time.time()
+    summary: dict = {"config": to_dict(cfg), "device": _device_name(device), "torch": torch.__version__,
+                     "threads": torch.get_num_threads(), "stages": {}}
+
+    tokenizer = build_world_tokenizer(world)
+    config = preset_config(cfg.preset, vocab_size=len(tokenizer), image_token_index=tokenizer.image_token_id,
+                           pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                           eos_token_id=tokenizer.eos_token_id)
+    processor = build_processor(tokenizer, config)
+    model = random_model(config, seed=cfg.seed).to(device)
+    size = config.vision_config.image_size
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info(f"pretrain: preset {cfg.preset} ({n_params / 1e6:.1f}M params), vocab {len(tokenizer)}, "
+             f"{num_image_tokens(config)} image tokens, device {summary['device']}")
+
+    # Stage 1: vision tower on unpaired scenes.
+    t = time.time()
+    pool, pool_labels, _ = vision_corpus(cfg.vision_pool, size, cfg.seed + 1)
+    summary["stages"]["vision_corpus_seconds"] = time.time() - t
+    if cfg.vision_steps > 0:
+        s1 = train_vision(model, pool, pool_labels, cfg.vision_steps, cfg.vision_batch, cfg.vision_lr,
+                          cfg.warmup_fraction, cfg.weight_decay, device, cfg.seed)
+        summary["stages"]["vision"] = s1
+        log.info(f"stage 1 (vision): loss {s1['loss']:.4f}, held-out mAP {s1['mAP']:.3f}, {s1['seconds']:.0f}s")
+    del pool, pool_labels
+
+    # Stages 2 and 3: language on cached features of the world's train images.
+    names, caps, inst = world_records(world, "train")
+    images = load_split_images(world, "train", names, size)
+    feats = cache_features(model, images, device)
+    n_tok = num_image_tokens(config)
+    tok_caps = tokenize_records(caps, names, processor, n_tok)
+    descriptions = [r for r in inst if len(r[2].split()) > 8]
+    tok_desc = tokenize_records(descriptions, names, processor, n_tok)
+    tok_inst = tokenize_records(inst, names, processor, n_tok)
+    longest = max(len(s.input_ids) for s in tok_inst + tok_caps)
+    if longest > config.text_config.max_position_embeddings:
+        raise SeedVLMError(f"a world sample has {longest} tokens, more than the preset's context "
+                           f"{config.text_config.max_position_embeddings}")
+    common = dict(image_token_id=config.image_token_index, pad_id=tokenizer.pad_token_id,
+                  batch_size=cfg.batch_size, warmup_fraction=cfg.warmup_fraction,
+                  weight_decay=cfg.weight_decay, device=device, seed=cfg.seed)
+    s2 = train_language(model, tok_caps + tok_desc, feats, epochs=cfg.align_epochs, lr=cfg.align_lr,
+                        per_sample=False, desc="stage 2 align", **common)
+    summary["stages"]["align"] = s2
+    log.info(f"stage 2 (alignment): loss {s2['loss']:.3f}, {s2['steps']} steps, {s2['seconds']:.0f}s")
+    s3 = train_language(model, tok_inst, feats, epochs=cfg.instruct_epochs, lr=cfg.instruct_lr,
+                        per_sample=True, desc="stage 3 instruct", **common)
+    summary["stages"]["instruct"] = s3
+    log.info(f"stage 3 (instruction, per-sample loss): loss {s3['loss']:.3f}, {s3['steps']} steps, "
+             f"{s3['seconds']:.0f}s")
+    del feats, images
+    summary["train_seconds"] = time.time() - t_start
+
+    # Save in llava-hf format (small dtype for the shipped tiny base), then check readiness from the saved copy.
+    save_dtype = getattr(torch, cfg.save_dtype)
+    out = Path(cfg.out)
+    model_cpu = model.to("cpu", save_dtype)
+    save_model(model_cpu, processor, out)
+    model = model_cpu.to(device, torch.float32 if device.type == "cpu" else torch.bfloat16)
+    if cfg.readiness_images > 0:
+        rep = readiness_report(model, processor, world, n_images=cfg.readiness_images,
+                               max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+        summary["readiness"] = rep
+    summary["total_seconds"] = time.time() - t_start
+    write_json(out / "pretrain.json", summary)
+    return summary
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()})"

@@ -1,0 +1,93 @@
+"""Presets, the word tokenizer, the processor's image-token expansion, and offline save/load."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import random_image
+from seedvlm.errors import SeedVLMError
+from seedvlm.models import (build_processor, build_word_tokenizer, chat_prompt, load_for_inference, load_model,
+                            num_image_tokens, preset_config)
+
+
+def test_llava_7b_preset_has_576_image_tokens_without_weights():
+    cfg = preset_config("llava-1.5-7b")
+    assert num_image_tokens(cfg) == 576
+    t = cfg.text_config
+    assert (t.hidden_size, t.num_hidden_layers, t.num_attention_heads, t.intermediate_size, t.vocab_size) == (
+        4096, 32, 32, 11008, 32064)
+    assert cfg.image_token_index == 32000 and cfg.vision_feature_layer == -2
+    v = cfg.vision_config
+    assert (v.image_size, v.patch_size, v.hidden_size, v.num_hidden_layers) == (336, 14, 1024, 24)
+
+
+def test_unknown_preset_is_a_clear_error():
+    with pytest.raises(SeedVLMError, match="unknown preset 'huge'"):
+        preset_config("huge")
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_processor_expands_image_token_to_patch_count(preset):
+    tok = build_word_tokenizer(["cat"])
+    cfg = preset_config(preset, vocab_size=len(tok), image_token_index=tok.image_token_id)
+    proc = build_processor(tok, cfg)
+    size = cfg.vision_config.image_size
+    batch = proc(images=[random_image(size=size)], text=[chat_prompt(proc, "is there a cat in the image?")],
+                 return_tensors="pt")
+    assert int((batch["input_ids"] == tok.image_token_id).sum()) == num_image_tokens(cfg)
+    assert batch["pixel_values"].shape == (1, 3, size, size)
+
+
+def test_word_tokenizer_roundtrip_and_specials():
+    tok = build_word_tokenizer(["cat", "cats", "red"])
+    ids = tok("USER: <image>\nIs there a red cat? ASSISTANT: Yes, two cats.").input_ids
+    toks = tok.convert_ids_to_tokens(ids)
+    assert toks[0] == "<s>" and "<image>" in toks and "<unk>" in toks  # "two" is not in this vocabulary
+    assert tok.decode(tok("is there a red cat?", add_special_tokens=False).input_ids) == "is there a red cat?"
+    # same vocabulary -> same ids
+    assert build_word_tokenizer(["red", "cats", "cat"]).get_vocab() == tok.get_vocab()
+
+
+def test_save_load_gives_identical_logits_offline(tiny_model_dir):
+    model, proc = load_for_inference(tiny_model_dir, device="cpu")
+    batch = proc(images=[random_image(1)], text=[chat_prompt(proc, "is there a cat?")], return_tensors="pt")
+    with torch.no_grad():
+        a = model(**batch).logits
+    # a fresh process loads the same folder with plain transformers, offline
+    code = (
+        "import sys, torch; from transformers import LlavaForConditionalGeneration, AutoProcessor;"
+        "m = LlavaForConditionalGeneration.from_pretrained(sys.argv[1], local_files_only=True);"
+        "p = AutoProcessor.from_pretrained(sys.argv[1], local_files_only=True);"
+        "print(type(p).__name__, m.config.image_token_index)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tiny_model_dir)], capture_output=True, text=True,
+                         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, check=True)
+    assert out.stdout.split() == ["LlavaProcessor", str(model.config.image_token_index)]
+    model2 = load_model(tiny_model_dir, device="cpu")
+    with torch.no_grad():
+        b = model2(**batch).logits
+    assert torch.equal(a, b)
+
+
+def test_model_path_without_config_is_a_clear_error(tmp_path):
+    with pytest.raises(SeedVLMError, match="no config.json"):
+        load_model(tmp_path)
+    with pytest.raises(SeedVLMError, match="model folder not found"):
+        load_model(tmp_path / "nope")
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(SeedVLMError, match="malformed model config"):
+        load_model(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(SeedVLMError, match="expected 'llava'"):
+        load_model(tmp_path)
+
+
+def test_cli_reports_missing_model_with_nonzero_exit(tmp_path):
+    from seedvlm.cli import main
+
+    assert main(["pretrain", "--world", str(tmp_path / "missing")]) == 1
