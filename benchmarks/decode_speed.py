@@ -1,0 +1,246 @@
+"""Decoding speed: greedy (HF `generate`) vs contrastive decoding as seedvlm does it (clean + noisy as ONE forward of
+a 2B batch, one 2B-row KV cache) vs VCD's sequential way (two forwards of B rows per step, two caches).
+
+Random weights (the numbers do not depend on them); every method is forced to produce exactly --new-tokens tokens
+(eos suppressed), the prompt is <bos> + the image tokens + text up to --prompt-tokens. Each (method, batch size) gets
+--warmup untimed calls, then --repeats timed ones (synchronized before and after on CUDA); the median is reported as
+milliseconds per decoding step (whole call, prefill included, / new tokens) and as new tokens per second over the
+batch. Ratios are against greedy measured in the same process.
+
+    # CPU, tiny preset (a minute on 2 cores):
+    python benchmarks/decode_speed.py --preset tiny --device cpu --out runs/bench/decode_cpu.json
+    # One H100/H200, the LLaVA-1.5-7B architecture in bf16 (656-token prompt with 576 image tokens, 128 new tokens;
+    # about 2-3 minutes for both batch sizes):
+    python benchmarks/decode_speed.py --preset llava-1.5-7b --device cuda --dtype bfloat16 \\
+        --out runs/bench/decode_h100.json
+
+DESIGN.md section 3 gives the reference (H200): greedy 21 ms/token at batch 1; VCD's sequential pass 2.0x greedy at
+batch 1 and 1.66x at 16; one 2B batch 1.05x, and below greedy at 16. Goal here: contrastive <= 1.2x greedy at 16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runnable from a checkout without install
+
+from seedvlm.decode import contrastive_generate  # noqa: E402
+from seedvlm.io import write_json  # noqa: E402
+from seedvlm.models import num_image_tokens, preset_config  # noqa: E402
+
+METHODS = ("greedy", "contrastive", "vcd-sequential")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# token ids of the tiny/small presets' benchmark vocabulary (the word tokenizer's layout: pad, bos, eos, unk, <image>)
+TINY_VOCAB, TINY_IMAGE_TOKEN = 1000, 4
+
+
+def build_model(preset: str, device: torch.device, dtype: torch.dtype, attn: str):
+    """A randomly initialized LlavaForConditionalGeneration built directly on `device` in `dtype`."""
+    from transformers import LlavaForConditionalGeneration
+
+    if preset != "llava-1.5-7b":  # the world's presets get a word tokenizer's vocabulary
+        config = preset_config(preset, vocab_size=TINY_VOCAB, image_token_index=TINY_IMAGE_TOKEN, pad_token_id=0,
+                               bos_token_id=1, eos_token_id=2)
+    else:
+        config = preset_config(preset)
+    config._attn_implementation = attn
+    torch.manual_seed(0)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = LlavaForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(old)
+    return model.to(device=device, dtype=dtype).eval(), config
+
+
+def make_batch(config, batch_size: int, prompt_tokens: int, device, dtype, seed: int = 0) -> dict:
+    """<bos>, the image tokens, then random text tokens up to prompt_tokens; no padding; random pixels."""
+    n_img = num_image_tokens(config)
+    if prompt_tokens < n_img + 2:
+        raise SystemExit(f"--prompt-tokens must be at least {n_img + 2} (the image takes {n_img})")
+    g = torch.Generator().manual_seed(seed)
+    t = config.text_config
+    high = config.image_token_index if config.image_token_index > 5 else t.vocab_size  # never the image token
+    text = torch.randint(5, high, (batch_size, prompt_tokens - 1 - n_img), generator=g)
+    ids = torch.cat([torch.full((batch_size, 1), t.bos_token_id), torch.full((batch_size, n_img),
+                     config.image_token_index), text], dim=1)
+    v = config.vision_config
+    pixels = torch.randn(batch_size, 3, v.image_size, v.image_size, generator=g)
+    return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
+            "pixel_values": pixels.to(device=device, dtype=dtype)}
+
+
+def run_method(method: str, model, batch: dict, new_tokens: int, eos: int, pad: int) -> torch.Tensor:
+    if method == "greedy":
+        seqs = model.generate(**batch, do_sample=False, num_beams=1, max_new_tokens=new_tokens,
+                              min_new_tokens=new_tokens, eos_token_id=eos, pad_token_id=pad)
+        return seqs[:, batch["input_ids"].shape[1]:]
+    fused = method == "contrastive"
+    return contrastive_generate(model, batch, max_new_tokens=new_tokens, eos_token_id=eos, pad_token_id=pad,
+                                beta=1.0, plausibility=0.1, min_new_tokens=new_tokens, fused=fused)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu} ({torch.get_num_threads()} threads)"
+
+
+def git_hash() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="tiny", choices=("tiny", "small", "llava-1.5-7b"))
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    ap.add_argument("--dtype", default=None, choices=tuple(DTYPES), help="default: float32 on cpu, bfloat16 on cuda")
+    ap.add_argument("--batch-sizes", default="1,16", help="comma-separated (default 1,16)")
+    ap.add_argument("--new-tokens", type=int, default=None, help="forced new tokens (default 32 tiny/small, 128 7b)")
+    ap.add_argument("--prompt-tokens", type=int, default=None,
+                    help="prompt length incl. image tokens (default image tokens + 80: 656 for llava-1.5-7b)")
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed calls per (method, batch size)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed calls per (method, batch size); median reported")
+    ap.add_argument("--attn", default="sdpa", help="attention implementation (default sdpa)")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+    args = ap.parse_args(argv)
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but no CUDA device is visible")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = DTYPES[args.dtype or ("bfloat16" if device.type == "cuda" else "float32")]
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise SystemExit(f"unknown method(s) {sorted(unknown)}; choose from {METHODS}")
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
+    new_tokens = args.new_tokens or (128 if args.preset == "llava-1.5-7b" else 32)
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    t0 = time.perf_counter()
+    model, config = build_model(args.preset, device, dtype, args.attn)
+    sync(device)
+    build_s = time.perf_counter() - t0
+    prompt_tokens = args.prompt_tokens or num_image_tokens(config) + 80
+    eos, pad = config.text_config.eos_token_id, config.text_config.pad_token_id
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"# {args.preset}: {n_params / 1e6:.1f}M params, {dtype}, {device_name(device)}, attention "
+          f"{model.config._attn_implementation}; built in {build_s:.1f}s; prompt {prompt_tokens} tokens "
+          f"({num_image_tokens(config)} image), {new_tokens} new tokens", file=sys.stderr)
+
+    results = []
+    for bs in batch_sizes:
+        batch = make_batch(config, bs, prompt_tokens, device, dtype)
+        times: dict[str, list[float]] = {m: [] for m in methods}
+        peak: dict[str, float] = {}
+        # warm-up calls first, then the timed repeats round-robin over the methods, so that a change of machine load
+        # (a shared CPU) or of clocks hits every method alike
+        for i in range(args.warmup + args.repeats):
+            for method in methods:
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                sync(device)
+                start = time.perf_counter()
+                out = run_method(method, model, batch, new_tokens, eos, pad)
+                sync(device)
+                elapsed = time.perf_counter() - start
+                if out.shape != (bs, new_tokens):
+                    raise SystemExit(f"{method} at batch {bs} produced {tuple(out.shape)} tokens, "
+                                     f"expected {(bs, new_tokens)}")
+                if i >= args.warmup:
+                    times[method].append(elapsed)
+                if device.type == "cuda":
+                    peak[method] = max(peak.get(method, 0.0), torch.cuda.max_memory_allocated(device) / 2**30)
+        for method in methods:
+            med = statistics.median(times[method])
+            row = {"method": method, "batch_size": bs, "median_s": med, "times_s": times[method],
+                   "ms_per_step": 1000 * med / new_tokens, "tokens_per_s": bs * new_tokens / med}
+            if method in peak:
+                row["peak_memory_gb"] = round(peak[method], 2)
+            results.append(row)
+        greedy = next((r for r in results if r["batch_size"] == bs and r["method"] == "greedy"), None)
+        for r in results:
+            if r["batch_size"] == bs and greedy:
+                r["ratio_vs_greedy"] = r["median_s"] / greedy["median_s"]
+            if r["batch_size"] == bs:
+                print(f"#   batch {bs:>3} {r['method']:<15} {r['ms_per_step']:8.2f} ms/step  "
+                      f"{r['tokens_per_s']:9.1f} tok/s  x{r.get('ratio_vs_greedy', float('nan')):.2f}",
+                      file=sys.stderr, flush=True)
+
+    import transformers
+
+    report = {
+        "benchmark": "decode_speed",
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "device": device_name(device),
+        "device_type": device.type,
+        "preset": args.preset,
+        "params_m": round(n_params / 1e6, 1),
+        "dtype": str(dtype).replace("torch.", ""),
+        "attention": model.config._attn_implementation,
+        "prompt_tokens": prompt_tokens,
+        "image_tokens": num_image_tokens(config),
+        "new_tokens": new_tokens,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "cuda": torch.version.cuda},
+        "git": git_hash(),
+        "command": "python " + " ".join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])),
+        "results": results,
+    }
+    print(markdown_table(report))
+    if args.out:
+        write_json(args.out, report)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def markdown_table(report: dict) -> str:
+    lines = [f"{report['preset']} on {report['device']}, {report['dtype']}, prompt {report['prompt_tokens']} tokens "
+             f"({report['image_tokens']} image), {report['new_tokens']} new tokens, median of {report['repeats']}",
+             "", "| batch | method | ms / step | new tokens / s | x greedy |", "|---|---|---|---|---|"]
+    for r in report["results"]:
+        ratio = f"{r['ratio_vs_greedy']:.2f}" if "ratio_vs_greedy" in r else "-"
+        lines.append(f"| {r['batch_size']} | {r['method']} | {r['ms_per_step']:.2f} | {r['tokens_per_s']:.1f} | "
+                     f"{ratio} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,15 @@
+"""Inference-time decoding methods. `contrastive_generate` decodes with the clean-vs-noisy image contrast of
+DESIGN.md section 3 (one 2B forward per step; greedy, sampling and beam search); `contrastive_logits` is its rule."""
+
+from seedvlm.decode.contrastive import (
+    DEFAULT_DDPM_STEP,
+    DEFAULT_GAUSSIAN_ALPHA,
+    NOISES,
+    STRATEGIES,
+    contrastive_generate,
+    contrastive_logits,
+    noisy_pixel_values,
+)
+
+__all__ = ["DEFAULT_DDPM_STEP", "DEFAULT_GAUSSIAN_ALPHA", "NOISES", "STRATEGIES", "contrastive_generate",
+           "contrastive_logits", "noisy_pixel_values"]

@@ -1,0 +1,388 @@
+"""The side-by-side demo: base greedy, SEED greedy (base + adapter) and SEED + contrastive decoding on the same
+images and question, in the terminal and as a self-contained HTML page, with the named objects that are not in the
+image marked when a COCO instances file is given.
+
+    seedvlm demo --model runs/base --adapter runs/seed/adapter --image a.png --image b.png \\
+        --instances world/instances_val.json --html demo.html
+
+Objects are found with `seedvlm.eval.chair.CHAIR` (the CHAIR protocol's synonyms, phrases and singularization);
+if that module is missing, a small fallback matches category names and a few synonyms. Every piece of model text
+is HTML-escaped before it enters the page (DESIGN.md section 10).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as _dt
+import html
+import io
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from seedvlm.errors import SeedVLMError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUESTION = "Please describe this image in detail."
+_WORD = re.compile(r"[a-z0-9]+")
+
+# Used only when seedvlm.eval.chair is not importable: a few CHAIR synonyms of the categories the world uses.
+_FALLBACK_SYNONYMS = {
+    "person": ("person", "man", "woman", "boy", "girl", "child", "kid", "people", "men", "women", "children"),
+    "dining table": ("dining table", "table", "desk"),
+    "couch": ("couch", "sofa"),
+    "tv": ("tv", "television", "monitor"),
+    "cell phone": ("cell phone", "phone", "cellphone", "smartphone"),
+    "motorcycle": ("motorcycle", "motorbike", "scooter"),
+    "airplane": ("airplane", "plane", "jet"),
+    "bicycle": ("bicycle", "bike"),
+    "car": ("car", "automobile", "van", "taxi"),
+    "potted plant": ("potted plant", "plant", "houseplant"),
+    "laptop": ("laptop", "computer", "notebook"),
+    "cup": ("cup", "mug"),
+    "traffic light": ("traffic light", "stoplight"),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Objects named in a text, with their positions
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _FallbackMatcher:
+    """The subset of CHAIR's interface the demo needs, from category names plus _FALLBACK_SYNONYMS."""
+
+    def __init__(self, instances: dict):
+        cat_name = {c["id"]: c["name"].lower() for c in instances["categories"]}
+        self.word_to_category: dict[str, str] = {}
+        self.phrases: dict[tuple[str, ...], str] = {}
+        for name in cat_name.values():
+            for syn in (name, *_FALLBACK_SYNONYMS.get(name, ())):
+                if " " in syn:
+                    self.phrases[tuple(syn.split())] = syn
+                self.word_to_category[syn] = name
+        self.vocab = {w for s in self.word_to_category for w in s.split()}
+        self.image_ids = {str(im["id"]): im["id"] for im in instances["images"]}
+        self._annotated: dict[str, set[str]] = {}
+        for a in instances["annotations"]:
+            self._annotated.setdefault(str(a["image_id"]), set()).add(cat_name[a["category_id"]])
+
+    @staticmethod
+    def singularize(word: str) -> str:
+        for suffix, repl in (("ives", "ife"), ("ies", "y"), ("ches", "ch"), ("shes", "sh"), ("sses", "ss"),
+                             ("s", "")):
+            if word.endswith(suffix) and len(word) > len(suffix) + 1:
+                return word[: -len(suffix)] + repl
+        return word
+
+    def ground_truth(self, image_id) -> frozenset[str]:
+        return frozenset(self._annotated.get(str(image_id), ()))
+
+    def mention_spans(self, text: str) -> list[tuple[int, int, str, str]]:
+        """[(start, end, word, category)] as CHAIR.mention_spans: phrases first (up to 3 words, raw or singular),
+        then single words."""
+        toks = list(_WORD.finditer(text.lower()))
+        raw = [t.group() for t in toks]
+        sing = [w if w in self.vocab else self.singularize(w) for w in raw]
+        out = []
+        i = 0
+        while i < len(raw):
+            for n in (3, 2):
+                if i + n <= len(raw):
+                    cands = (tuple(raw[i:i + n]), tuple(raw[i:i + n - 1]) + (sing[i + n - 1],), tuple(sing[i:i + n]))
+                    hit = next((self.phrases[c] for c in cands if c in self.phrases), None)
+                    if hit is not None:
+                        out.append((toks[i].start(), toks[i + n - 1].end(), hit))
+                        i += n
+                        break
+            else:
+                out.append((toks[i].start(), toks[i].end(), sing[i]))
+                i += 1
+        return [(a, b, w, self.word_to_category[w]) for a, b, w in out if w in self.word_to_category]
+
+    def score(self, image_id, caption: str) -> dict:
+        gt = self.ground_truth(image_id)
+        mentioned = list(dict.fromkeys(c for _, _, _, c in self.mention_spans(caption)))
+        return {"mentioned": mentioned, "hallucinated": [c for c in mentioned if c not in gt],
+                "ground_truth": sorted(gt)}
+
+
+def locate_mentions(matcher, text: str) -> list[tuple[int, int, str]]:
+    """[(start, end, category)] of the objects a text names, in order, with character offsets: CHAIR's reading of
+    the text (`CHAIR.mention_spans`), so that the demo marks the very words CHAIR counts."""
+    return [(s, e, c) for s, e, _, c in matcher.mention_spans(text)]
+
+
+@dataclasses.dataclass
+class ObjectChecker:
+    """Ground truth from a COCO instances file and the named/hallucinated objects of an answer."""
+
+    matcher: Any
+    by_file: dict[str, Any]
+    source: str
+    uses_chair: bool
+
+    @classmethod
+    def from_instances(cls, path: str | os.PathLike) -> "ObjectChecker":
+        from seedvlm.io import read_json
+
+        data = read_json(path, "instances file")
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
+                                                 for k in ("images", "annotations", "categories")):
+            raise SeedVLMError(f"{path}: not a COCO instances file (needs lists 'images', 'annotations', "
+                               "'categories')")
+        try:
+            from seedvlm.eval.chair import CHAIR
+        except ImportError:
+            CHAIR = None
+        if CHAIR is not None:
+            matcher, uses_chair = CHAIR(data, None), True
+        else:
+            log.warning("seedvlm.eval.chair not available: marking objects by a simple name match")
+            matcher, uses_chair = _FallbackMatcher(data), False
+        by_file: dict[str, Any] = {}
+        for im in data["images"]:
+            if isinstance(im, dict) and "file_name" in im and "id" in im:
+                by_file.setdefault(Path(str(im["file_name"])).name, im["id"])
+        return cls(matcher, by_file, str(path), uses_chair)
+
+    def image_id(self, image_path: str | os.PathLike):
+        return self.by_file.get(Path(image_path).name)
+
+    def annotated(self, image_id) -> list[str]:
+        return sorted(self.matcher.ground_truth(image_id))
+
+    def check(self, image_id, text: str) -> tuple[list[str], list[tuple[int, int, str]]]:
+        """(hallucinated categories, spans of the words that name them) for one answer."""
+        result = self.matcher.score(image_id, text)
+        bad = list(result["hallucinated"])
+        spans = [s for s in locate_mentions(self.matcher, text) if s[2] in bad]
+        return bad, spans
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running the models
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Answer:
+    label: str
+    text: str
+    hallucinated: list[str] = dataclasses.field(default_factory=list)
+    spans: list[tuple[int, int, str]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Row:
+    image_path: str
+    image: Any  # PIL.Image
+    annotated: list[str] | None  # None: no annotations for this image
+    answers: list[Answer]
+
+
+@dataclasses.dataclass
+class DemoResult:
+    columns: list[str]
+    rows: list[Row]
+    settings: dict
+
+
+def column_labels(has_adapter: bool, beta: float) -> list[str]:
+    if has_adapter:
+        return ["base greedy", "SEED greedy", f"SEED + contrastive (b={beta:g})"]
+    return ["base greedy", f"base + contrastive (b={beta:g})"]
+
+
+def load_images(paths: Sequence[str | os.PathLike]):
+    from PIL import Image, UnidentifiedImageError
+
+    images = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise SeedVLMError(f"image not found: {p}")
+        try:
+            with Image.open(p) as im:
+                images.append(im.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as e:
+            raise SeedVLMError(f"cannot read image {p}: {e}") from None
+    return images
+
+
+def run_demo(model_path: str | os.PathLike, image_paths: Sequence[str | os.PathLike], adapter: str | None = None,
+             question: str = DEFAULT_QUESTION, instances: str | None = None, beta: float = 1.0,
+             max_new_tokens: int = 64, device: str | None = None, batch_size: int = 8,
+             **decode_kwargs) -> DemoResult:
+    """Answer `question` on each image with each decoding; mark hallucinated objects when `instances` is given.
+
+    decode_kwargs go to `seedvlm.decode.contrastive_generate` (noise, alpha, plausibility, seed, ...)."""
+    import contextlib
+
+    from seedvlm.generation import generate_texts
+    from seedvlm.models import load_for_inference
+
+    if not image_paths:
+        raise SeedVLMError("no --image given")
+    images = load_images(image_paths)
+    checker = ObjectChecker.from_instances(instances) if instances else None
+    model, processor = load_for_inference(model_path, adapter=adapter, device=device)
+    prompts = [question] * len(images)
+    common = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False)
+    base_ctx = model.disable_adapter() if adapter else contextlib.nullcontext()
+    with base_ctx:
+        columns_text = [generate_texts(model, processor, images, prompts, decoding="greedy", desc="base", **common)]
+    if adapter:
+        columns_text.append(generate_texts(model, processor, images, prompts, decoding="greedy", desc="seed",
+                                           **common))
+    columns_text.append(generate_texts(model, processor, images, prompts, decoding="contrastive", desc="contrastive",
+                                       beta=beta, **common, **decode_kwargs))
+    labels = column_labels(bool(adapter), beta)
+    rows = []
+    for i, (path, image) in enumerate(zip(image_paths, images)):
+        image_id = checker.image_id(path) if checker else None
+        if checker and image_id is None:
+            log.warning("%s is not an image of %s (matched by file name): no objects marked", path, checker.source)
+        answers = []
+        for label, texts in zip(labels, columns_text):
+            a = Answer(label, texts[i])
+            if image_id is not None:
+                a.hallucinated, a.spans = checker.check(image_id, a.text)
+            answers.append(a)
+        rows.append(Row(str(path), image, checker.annotated(image_id) if image_id is not None else None, answers))
+    settings = {"model": str(model_path), "adapter": str(adapter) if adapter else None, "question": question,
+                "beta": beta, "max_new_tokens": max_new_tokens, "instances": str(instances) if instances else None,
+                "object_matcher": ("CHAIR" if checker.uses_chair else "fallback name match") if checker else None,
+                **{k: v for k, v in decode_kwargs.items()}}
+    return DemoResult(labels, rows, settings)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _marked(text: str, spans: Sequence[tuple[int, int, str]], before: str, after: str, escape) -> str:
+    """text with each span wrapped in before/after; every plain and marked piece passed through `escape`."""
+    out, pos = [], 0
+    for s, e, cat in sorted(spans):
+        if s < pos:
+            continue
+        out.append(escape(text[pos:s]))
+        out.append(before.format(category=escape(cat)) + escape(text[s:e]) + after)
+        pos = e
+    out.append(escape(text[pos:]))
+    return "".join(out)
+
+
+def use_color(mode: str = "auto", stream=None) -> bool:
+    """ANSI colors: "always", "never", or "auto" (a terminal, and NO_COLOR unset)."""
+    if mode == "always":
+        return True
+    if mode == "never":
+        return False
+    stream = stream or sys.stdout
+    return hasattr(stream, "isatty") and stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _terminal_safe(s: str) -> str:
+    """Model text must not drive the terminal: control characters (ESC included) shown as U+FFFD."""
+    return _CONTROL.sub("\ufffd", s)
+
+
+def render_terminal(result: DemoResult, color: bool = False) -> str:
+    """Labelled blocks per image: the annotated objects, then each answer with the objects that are not in the
+    image highlighted (bold red) and listed."""
+    red, bold, dim, reset = ("\x1b[1;31m", "\x1b[1m", "\x1b[2m", "\x1b[0m") if color else ("", "", "", "")
+    width = max(len(c) for c in result.columns)
+    lines = []
+    for k, row in enumerate(result.rows, 1):
+        ann = ("annotated: " + ", ".join(row.annotated)) if row.annotated is not None else "no annotations"
+        name = _terminal_safe(row.image_path)
+        lines.append(f"{bold}=== image {k}/{len(result.rows)}: {name}{reset}  {dim}({ann}){reset}")
+        for a in row.answers:
+            text = _marked(a.text, a.spans, red, reset, _terminal_safe) if color else _terminal_safe(a.text)
+            lines.append(f"[{a.label:<{width}}] {text}")
+            if row.annotated is not None:
+                missing = ", ".join(a.hallucinated) if a.hallucinated else "none"
+                lines.append(f" {'':<{width}}  {dim}not in the image: {red if a.hallucinated else ''}{missing}"
+                             f"{reset}")
+        lines.append("")
+    if any(r.annotated is not None for r in result.rows):
+        how = result.settings.get("object_matcher")
+        marked = "highlighted in red and " if color else ""
+        lines.append(f"{dim}objects named but not annotated in the image are {marked}listed under each answer "
+                     f"({how}){reset}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _png_data_uri(image, max_side: int = 384) -> str:
+    im = image.copy()
+    if max(im.size) > max_side:
+        im.thumbnail((max_side, max_side))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #1d1d1f; }
+h1 { font-size: 20px; margin: 0 0 6px 0; }
+.meta { color: #555; font-size: 13px; margin-bottom: 12px; }
+.meta code { background: #f3f3f3; padding: 1px 4px; border-radius: 3px; }
+.legend { font-size: 13px; margin: 0 0 14px 0; }
+table { border-collapse: collapse; width: 100%; table-layout: fixed; }
+th, td { border: 1px solid #ddd; padding: 10px; vertical-align: top; text-align: left; font-size: 14px; }
+th { background: #f6f6f8; }
+th.image, td.image { width: 220px; }
+td.image img { width: 200px; height: auto; image-rendering: pixelated; display: block; border: 1px solid #ccc; }
+.file { font-size: 12px; color: #555; word-break: break-all; margin-top: 6px; }
+.truth { font-size: 12px; color: #2a6b2a; margin-top: 4px; }
+.answer { white-space: pre-wrap; line-height: 1.45; margin: 0; }
+.missing { font-size: 12px; color: #a00; margin-top: 8px; }
+.none { font-size: 12px; color: #2a6b2a; margin-top: 8px; }
+mark.halluc { background: #ffc9c9; color: #8a0000; padding: 0 2px; border-radius: 2px; }
+"""
+
+
+def render_html(result: DemoResult, title: str = "seedvlm demo") -> str:
+    """A self-contained page: images embedded as base64 PNG, one row per image, one column per decoding,
+    hallucinated objects in <mark class="halluc">. All model text and every path or question is escaped."""
+    e = html.escape
+    s = result.settings
+    meta = " &middot; ".join(f"{e(k)}: <code>{e(str(v))}</code>" for k, v in s.items() if v is not None)
+    marked = any(r.annotated is not None for r in result.rows)
+    legend = ('<mark class="halluc">object</mark> = an object the answer names that is not annotated in the image '
+              f'(found with {e(str(s.get("object_matcher")))})' if marked
+              else "No instances file given: objects are not checked.")
+    head = "".join(f"<th>{e(c)}</th>" for c in result.columns)
+    body = []
+    for row in result.rows:
+        cells = [f'<td class="image"><img src="{_png_data_uri(row.image)}" alt="{e(Path(row.image_path).name)}">'
+                 f'<div class="file">{e(row.image_path)}</div>'
+                 + (f'<div class="truth">annotated: {e(", ".join(row.annotated) or "nothing")}</div>'
+                    if row.annotated is not None else "") + "</td>"]
+        for a in row.answers:
+            text = _marked(a.text, a.spans, '<mark class="halluc" title="not in the image: {category}">', "</mark>", e)
+            extra = ""
+            if row.annotated is not None:
+                extra = (f'<div class="missing">not in the image: {e(", ".join(a.hallucinated))}</div>'
+                         if a.hallucinated else '<div class="none">no object outside the annotations</div>')
+            cells.append(f'<td><p class="answer">{text}</p>{extra}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"<h1>{e(title)}</h1>\n<div class=\"meta\">{meta} &middot; {e(when)}</div>\n"
+        f"<p class=\"legend\">{legend}</p>\n"
+        f"<table>\n<thead><tr><th class=\"image\">image</th>{head}</tr></thead>\n<tbody>\n"
+        + "\n".join(body) + "\n</tbody>\n</table>\n</body>\n</html>\n"
+    )
