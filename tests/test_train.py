@@ -345,6 +345,7 @@ def test_checkpoint_write_is_atomic_and_reruns_are_refused(env, tmp_path, monkey
         run_training(make_cfg(env, out, max_steps=4, save_steps=2))
     names = sorted(p.name for p in out.iterdir() if "checkpoint" in p.name)
     assert "checkpoint-2" in names and "checkpoint-4" not in names  # no half-written checkpoint-4
+    assert ".checkpoint-4.tmp" in names  # the partial write stayed in its temp folder
     ckpt = out / "checkpoint-2"
     # Nothing in a checkpoint needs full unpickling (DESIGN.md 10): no training_args.bin, and what transformers
     # loads back (optimizer, scheduler, RNG) loads with weights_only=True, as transformers does.

@@ -232,8 +232,9 @@ class SeedTrainer(Trainer):
         run_dir = Path(self.args.output_dir)
         name = f"{CHECKPOINT_PREFIX}-{self.state.global_step}"
         final, tmp = run_dir / name, run_dir / f".{name}.tmp"
-        if self.args.should_save and tmp.exists():
-            shutil.rmtree(tmp)
+        if self.args.should_save:
+            for stale in run_dir.glob(f".{CHECKPOINT_PREFIX}-*.tmp"):  # left by a crash mid-save
+                shutil.rmtree(stale, ignore_errors=True)
         self.accelerator.wait_for_everyone()
         self.store_flos()
         self.save_model(str(tmp), _internal_call=True)
@@ -366,37 +367,40 @@ def build_training_args(cfg: TrainConfig, **overrides) -> TrainingArguments:
 
 
 def _prepare_output_dir(cfg: TrainConfig, resume: str | None, is_main: bool) -> None:
+    """A fresh run refuses an output_dir that holds an earlier run (every rank checks; rank 0 clears it when
+    overwrite_output_dir is set)."""
     out = Path(cfg.output_dir)
-    if resume is not None or not out.is_dir() or not is_main:
+    if resume is not None or not out.is_dir():
         return
-    old = [p for p in out.iterdir() if p.name.startswith(f"{CHECKPOINT_PREFIX}-") or p.name == "metrics.jsonl"]
+    old = sorted(p for p in out.iterdir() if p.name.startswith(f"{CHECKPOINT_PREFIX}-") or p.name == "metrics.jsonl")
     if not old:
         return
     if not cfg.overwrite_output_dir:
         raise SeedVLMError(f"output_dir {out} already holds a run ({old[0].name}, ...); continue it with "
                            f"--resume auto, or start afresh with --overwrite-output-dir true or another output_dir")
-    for p in old:
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if is_main:
+        for p in old:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 def build_trainer(cfg: TrainConfig, resume: str | None = None, callbacks: Sequence = (),
                   **arg_overrides) -> SeedTrainer:
     """Model + LoRA + data + TrainingArguments -> a ready SeedTrainer (also writes train_config.json and
     train_manifest.json to output_dir)."""
-    from transformers import set_seed
+    from transformers import LlavaConfig, set_seed
 
     from seedvlm.data.dataset import Collator, InstructDataset, load_records, model_context_length
-    from seedvlm.models import base_fingerprint, load_model, load_processor
+    from seedvlm.models import base_fingerprint, check_model_dir, load_model, load_processor
     from seedvlm.train.lora import apply_lora
 
     cfg.require_paths()
     args = build_training_args(cfg, **arg_overrides)
     _prepare_output_dir(cfg, resume, args.should_save)
-    set_seed(cfg.seed)
-    dtype = resolve_dtype(cfg.dtype)
-    model = load_model(cfg.model, device="cpu", dtype=dtype)
+    # The data is checked (lengths, images) before the weights load: a bad record fails in seconds, not after
+    # loading 14 GB.
+    check_model_dir(cfg.model)
     processor = load_processor(cfg.model)
-    context = model_context_length(model.config)
+    context = model_context_length(LlavaConfig.from_pretrained(cfg.model, local_files_only=True))
     max_length = cfg.max_length or context
     if max_length > context:
         raise SeedVLMError(f"max_length {max_length} exceeds the model's context ({context} positions)")
@@ -404,6 +408,8 @@ def build_trainer(cfg: TrainConfig, resume: str | None = None, callbacks: Sequen
     if cfg.max_samples is not None:
         records = records[: cfg.max_samples]
     dataset = InstructDataset(records, processor, cfg.images, max_length, source=str(cfg.data))
+    set_seed(cfg.seed)
+    model = load_model(cfg.model, device="cpu", dtype=resolve_dtype(cfg.dtype))
     fp = base_fingerprint(model)
     model.config.use_cache = False
     model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
