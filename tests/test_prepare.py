@@ -103,3 +103,19 @@ def test_bad_files_name_the_file_and_record(tmp_path, content, match):
     with pytest.raises(SeedVLMError, match=match):
         prepare(bad, images, tmp_path / "out.json")
     assert not (tmp_path / "out.json").exists()
+
+
+def test_world_instruct_file_prepares_unchanged(tmp_path):
+    """The embedded world's instruct_train.json (LLaVA-Instruct format) converts with nothing skipped."""
+    pytest.importorskip("seedvlm.world")
+    from seedvlm.cli import main
+    from seedvlm.data.prepare import prepare
+
+    world = tmp_path / "w"
+    assert main(["world", "--out", str(world), "--train", "4", "--val", "1", "--quiet"]) == 0
+    out = tmp_path / "train.json"
+    report = prepare(world / "instruct_train.json", world / "images" / "train", out)
+    records = json.loads(out.read_text())
+    assert report.kept == report.turns == len(records) > 4 and not any(report.skipped.values())
+    assert all("<image>" not in r["prompt"] and r["answer"] for r in records)
+    assert {r["image"] for r in records} <= {p.name for p in (world / "images" / "train").iterdir()}
