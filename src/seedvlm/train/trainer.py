@@ -136,7 +136,7 @@ class SeedTrainer(Trainer):
     def _unpack(self, model, inputs):
         labels = inputs["labels"]
         mask, targets = S.answer_positions(labels)
-        dtype = next(p for p in self.accelerator.unwrap_model(model).parameters()).dtype
+        dtype = self.accelerator.unwrap_model(model).get_input_embeddings().weight.dtype  # the base's, not LoRA's
         return labels, mask, targets, dtype
 
     def seed_step(self, model, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
