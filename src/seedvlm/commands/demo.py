@@ -32,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64, help="new tokens per answer (default 64)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (default 0 = torch's choice; 1 is steadier on a busy shared CPU)")
     p.add_argument("--html", default=None, metavar="OUT.html", help="also write a self-contained HTML page")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="ANSI colors in the terminal (default auto: only on a terminal, and not with NO_COLOR)")
@@ -42,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
     from seedvlm.demo import render_html, render_terminal, run_demo, use_color
     from seedvlm.io import write_text
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     result = run_demo(args.model, args.image, adapter=args.adapter, question=args.question,
                       instances=args.instances, beta=args.beta, max_new_tokens=args.max_new_tokens,
                       device=args.device, noise=args.noise, alpha=args.alpha,
