@@ -53,15 +53,18 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device | None = None,
-               dtype: torch.dtype | None = None) -> LlavaForConditionalGeneration:
-    """Load a llava-hf model offline from a local folder."""
+               dtype: torch.dtype | None = None, attn_implementation: str | None = None
+               ) -> LlavaForConditionalGeneration:
+    """Load a llava-hf model offline from a local folder. attn_implementation: "sdpa", "eager",
+    "flash_attention_2" or None (transformers' default, sdpa where available)."""
     p = check_model_dir(path)
     _quiet_transformers()
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
         model = LlavaForConditionalGeneration.from_pretrained(
-            p, dtype=dtype, local_files_only=True, use_safetensors=True, trust_remote_code=False)
+            p, dtype=dtype, local_files_only=True, use_safetensors=True, trust_remote_code=False, **extra)
     except (OSError, ValueError, RuntimeError) as e:
         raise SeedVLMError(f"could not load model from {p}: {e}") from None
     return model.to(device)

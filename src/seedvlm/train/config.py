@@ -20,6 +20,8 @@ MASK_STRATEGIES = ("restrict", "clamp")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = ("cosine", "linear", "constant_with_warmup", "constant")
 REPORT_TO = ("auto", "none", "tensorboard", "wandb")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+CACHE_TAILS = ("lump", "drop")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
@@ -90,6 +92,14 @@ class TrainConfig:
     weight_decay: float = field_(0.0, "AdamW weight decay (on LoRA weights)")
     max_grad_norm: float = field_(1.0, "gradient clipping norm (0 = off)")
     seed: int = field_(42, "seed of LoRA init, data order, dropout and the per-sample noise")
+    attn_implementation: str = field_("sdpa", "attention kernel: sdpa (torch's fused attention), eager, or "
+                                              "flash_attention_2 (needs the flash-attn package)")
+    torch_compile: bool = field_(False, "torch.compile each language-model decoder layer (one compiled graph "
+                                        "shared by all layers; pays on long GPU runs, docs/performance.md)")
+    teacher_cache: str | None = field_(None, "a teacher cache folder from `seedvlm teach`: skip the teacher forward "
+                                             "(top-k teacher logits, noise drawn once at step 0; docs/performance.md)")
+    teacher_cache_tail: str = field_("lump", "tokens outside a cache's kept top-k: lump (one extra token for the "
+                                             "rest's mass) or drop (renormalize over the kept tokens)")
     gradient_checkpointing: bool = field_(False, "recompute activations in backward: less memory (24 GB cards), "
                                                  "~30% slower")
     dtype: str = field_("auto", "auto = bf16 on GPU, fp32 on CPU; or fp32 / bf16 / fp16 (weights and autocast)")
@@ -107,7 +117,8 @@ class TrainConfig:
         for name, allowed in (("method", METHODS), ("noise", NOISE_KINDS), ("beta_schedule", BETA_SCHEDULES),
                               ("purify_space", SPACES), ("direction", DIRECTIONS),
                               ("mask_strategy", MASK_STRATEGIES), ("dtype", DTYPES), ("lr_scheduler", SCHEDULERS),
-                              ("report_to", REPORT_TO)):
+                              ("report_to", REPORT_TO), ("attn_implementation", ATTN_IMPLEMENTATIONS),
+                              ("teacher_cache_tail", CACHE_TAILS)):
             if getattr(self, name) not in allowed:
                 raise SeedVLMError(f"{name} = {getattr(self, name)!r}; choose one of {list(allowed)}")
         checks = [
@@ -133,6 +144,7 @@ class TrainConfig:
             (self.max_consecutive_nan > 0, "max_consecutive_nan must be positive"),
             (self.logging_steps > 0 and self.save_steps > 0, "logging_steps and save_steps must be positive"),
             (self.max_length is None or self.max_length > 0, "max_length must be positive"),
+            (self.teacher_cache is None or self.method == "seed", "teacher_cache is for method seed only"),
         ]
         for ok, msg in checks:
             if not ok:

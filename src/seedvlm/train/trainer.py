@@ -39,6 +39,8 @@ from seedvlm.io import atomic_path, read_json, write_json
 from seedvlm.train.callbacks import (SeedMonitor, SeedProgressCallback, StepAccumulator, load_seed_state,
                                      save_seed_state)
 from seedvlm.train.config import TrainConfig
+from seedvlm.train.step import confidence_from_rows, perturb_per_sample  # noqa: F401  (re-exported)
+from seedvlm.train import step as _step
 
 log = logging.getLogger("seedvlm.train")
 # transformers' own Trainer calls its deprecated `is_gradient_checkpointing`; not ours to fix, and noise in every run.
@@ -59,30 +61,6 @@ purify = S.purify
 # --------------------------------------------------------------------------------------------------------------
 
 
-def perturb_per_sample(pixel_values: torch.Tensor, sample_indices: Sequence[int] | torch.Tensor, step: int,
-                       cfg: TrainConfig, patch_size: int) -> torch.Tensor:
-    """The teacher's perturbed view: image i perturbed with `per_sample_generator(cfg.seed, index_i, step)`, so
-    the noise depends on (seed, sample, step) only, not on the batch, the rank or the process."""
-    idx = sample_indices.tolist() if isinstance(sample_indices, torch.Tensor) else list(sample_indices)
-    rows = [S.perturb(pixel_values[i:i + 1], cfg.noise, alpha=cfg.alpha, step=cfg.noise_step,
-                      mask_ratio=cfg.mask_ratio, patch_size=patch_size,
-                      generator=S.per_sample_generator(cfg.seed, j, step, pixel_values.device))
-            for i, j in enumerate(idx)]
-    return torch.cat(rows)
-
-
-def confidence_from_rows(rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """`seed.confidence` on gathered answer rows: rows (N, V) = logits[mask] of a (B, L) mask -> (B,) float32,
-    the mean over each sample's answer rows of log max softmax (0 for a sample without answer rows)."""
-    r = rows.float()
-    per_row = r.max(dim=-1).values - torch.logsumexp(r, dim=-1)
-    owner = mask.nonzero(as_tuple=True)[0]
-    b = mask.shape[0]
-    sums = torch.zeros(b, dtype=torch.float32, device=rows.device).index_add_(0, owner, per_row)
-    counts = mask.sum(dim=1).clamp_min(1).to(torch.float32)
-    return sums / counts
-
-
 def resolve_dtype(name: str) -> torch.dtype:
     """auto = bf16 on a GPU, fp32 on the CPU (DESIGN.md 2)."""
     if name == "auto":
@@ -99,11 +77,12 @@ class SeedTrainer(Trainer):
     """`transformers.Trainer` with the SEED step (or CE only), atomic checkpoints and the seed's logging."""
 
     def __init__(self, model, args: TrainingArguments, seed_config: TrainConfig, train_dataset, data_collator,
-                 base_fingerprint: str, lengths: Sequence[int] | None = None, **kwargs):
+                 base_fingerprint: str, lengths: Sequence[int] | None = None, teacher_cache=None, **kwargs):
         super().__init__(model=model, args=args, train_dataset=train_dataset, data_collator=data_collator, **kwargs)
         self.cfg = seed_config
         self.base_fp = base_fingerprint
         self.lengths = list(lengths) if lengths is not None else None
+        self.teacher_cache = teacher_cache  # a teacher_cache.TeacherCache: no teacher forward (seedvlm teach)
         self.loss_is_scaled_for_ga = False  # compute_loss returns a per-micro-batch mean
         self.model_accepts_loss_kwargs = False
         self.step_acc = StepAccumulator()
@@ -140,49 +119,19 @@ class SeedTrainer(Trainer):
         return labels, mask, targets, dtype
 
     def seed_step(self, model, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """One SEED micro-batch: returns {"loss", "parts", "student", "purified", "teacher_clean", "teacher_noisy",
-        "beta" (B,), "conf" (B,), "targets" (N,)}; the tensors are (N, V) rows at the answer positions."""
-        c = self.cfg
-        _, mask, targets, dtype = self._unpack(model, inputs)
-        ids, attn, pix = inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"]
-        step = int(self.state.global_step)
-        noisy = perturb_per_sample(pix.float(), inputs["sample_index"], step, c, self.patch_size)
-        n = int(mask.sum())
-        base = self.accelerator.unwrap_model(model)
-        was_training = base.training
-        base.eval()  # the teacher is deterministic (no dropout anywhere)
-        try:
-            with torch.no_grad(), base.disable_adapter():
-                t_logits = base(input_ids=torch.cat([ids, ids]), attention_mask=torch.cat([attn, attn]),
-                                pixel_values=torch.cat([pix.float(), noisy]).to(dtype),
-                                logits_to_keep=torch.cat([mask, mask])).logits
-        finally:
-            base.train(was_training)
-        clean, noisy_logits = t_logits[:n], t_logits[n:]
-        conf = confidence_from_rows(clean, mask)
-        valid = mask.any(dim=1)
+        """One SEED micro-batch (`seedvlm.train.step.seed_step`, the code benchmarks/train_step.py times): returns
+        {"loss", "parts", "student", "purified", "teacher_clean", "teacher_noisy", "beta" (B,), "conf" (B,),
+        "targets" (N,)}; the tensors are (N, V) rows at the answer positions ((N, K [+1]) with a teacher cache)."""
         if self.beta_schedule.kind == "curriculum":
             self.beta_schedule.total_steps = max(int(self.state.max_steps), 1)
-        beta = self.beta_schedule(conf, step)
-        self._update_history(conf, valid)
-        owner = mask.nonzero(as_tuple=True)[0]
-        purified = purify(clean, noisy_logits, beta[owner], space=c.purify_space, plausibility=c.plausibility)
-        student = model(input_ids=ids, attention_mask=attn, pixel_values=pix.to(dtype), logits_to_keep=mask).logits
-        loss, parts = combined_loss(student, purified, targets, w=c.distill_weight, T=c.temperature,
-                                    direction=c.direction, mask_strategy=c.mask_strategy,
-                                    chunk_size=c.kl_chunk_size)
-        return {"loss": loss, "parts": parts, "student": student, "purified": purified, "teacher_clean": clean,
-                "teacher_noisy": noisy_logits, "beta": beta, "conf": conf, "targets": targets}
+        return _step.seed_step(model, inputs, self.cfg, step=int(self.state.global_step),
+                               beta_schedule=self.beta_schedule, teacher=self.accelerator.unwrap_model(model),
+                               patch_size=self.patch_size, cache=self.teacher_cache,
+                               record_conf=self._update_history, loss_fn=combined_loss, purify_fn=purify)
 
     def sft_step(self, model, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
         """The control arm: CE on the answer tokens, same LoRA, same logits_to_keep slicing."""
-        _, mask, targets, dtype = self._unpack(model, inputs)
-        student = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                        pixel_values=inputs["pixel_values"].to(dtype), logits_to_keep=mask).logits
-        loss = F.cross_entropy(student.float(), targets)
-        ce = float(loss.detach())
-        return {"loss": loss, "parts": {"loss": ce, "ce": ce}, "student": student, "targets": targets,
-                "beta": None, "conf": None}
+        return _step.sft_step(model, inputs, teacher=self.accelerator.unwrap_model(model))
 
     def _update_history(self, conf: torch.Tensor, valid: torch.Tensor) -> None:
         """Append this micro-batch's confidences of ALL ranks (accelerate gather), so every rank keeps the same
@@ -409,10 +358,25 @@ def build_trainer(cfg: TrainConfig, resume: str | None = None, callbacks: Sequen
         records = records[: cfg.max_samples]
     dataset = InstructDataset(records, processor, cfg.images, max_length, source=str(cfg.data))
     set_seed(cfg.seed)
-    model = load_model(cfg.model, device="cpu", dtype=resolve_dtype(cfg.dtype))
+    model = load_model(cfg.model, device="cpu", dtype=resolve_dtype(cfg.dtype),
+                       attn_implementation=cfg.attn_implementation)
     fp = base_fingerprint(model)
+    cache = None
+    if cfg.teacher_cache:
+        from seedvlm.train.teacher_cache import open_cache
+
+        cache = open_cache(cfg.teacher_cache, cfg, fp, len(dataset))
     model.config.use_cache = False
+    model.config.text_config.use_cache = False  # else every training forward builds a KV cache (transformers 5.24)
     model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    if cfg.gradient_checkpointing:
+        # The Trainer turns checkpointing on (non-reentrant, see build_training_args); input grads make the
+        # reentrant variant work too when a user passes use_reentrant=True (the frozen embeddings give none).
+        model.enable_input_require_grads()
+    if cfg.torch_compile:
+        from seedvlm.train.step import compile_layers
+
+        compile_layers(model)
     if args.should_save:
         write_json(Path(cfg.output_dir) / CONFIG_FILE, dataclasses.asdict(cfg))
         write_json(Path(cfg.output_dir) / MANIFEST_FILE, {
@@ -420,7 +384,7 @@ def build_trainer(cfg: TrainConfig, resume: str | None = None, callbacks: Sequen
             "n_records": len(dataset)})
     trainer = SeedTrainer(model=model, args=args, seed_config=cfg, train_dataset=dataset,
                           data_collator=Collator(processor.tokenizer.pad_token_id), base_fingerprint=fp,
-                          lengths=dataset.lengths, callbacks=list(callbacks))
+                          lengths=dataset.lengths, callbacks=list(callbacks), teacher_cache=cache)
     trainer.processor = processor
     return trainer
 

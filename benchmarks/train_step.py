@@ -1,0 +1,423 @@
+"""Training-step speed and memory: plain LoRA SFT vs the seed's SEED recipe vs the SEED step `seedvlm train` runs.
+
+Cases (all LoRA r=64 / alpha 128 / dropout 0.05 on the LM's q/k/v/o via peft, as training applies it; every step =
+forward(s) + backward + an AdamW step over the LoRA weights; bf16 weights under bf16 autocast on CUDA like the
+Trainer, fp32 on the CPU):
+  sft           (a) plain LoRA SFT: HF forward with labels (full (B, L, V) logits, HF's fp32 loss)
+  seed-3pass    (b) the seed's recipe: three separate forwards (teacher clean, teacher noisy, student), full-
+                    vocabulary fp32 logits over the whole sequence, purify and KL on full (B, L, V) tensors
+  seed          (c) what `seedvlm train` runs: `seedvlm.train.step.seed_step` (the function SeedTrainer.compute_loss
+                    calls) with the settings of configs/seed_llava15_7b.yaml: one 2B teacher forward, logits only at
+                    the answer rows, fp32 only for those rows, chunked KL, SDPA
+  seed-gc       (c) with gradient checkpointing (non-reentrant)              [--gradient-checkpointing]
+  seed-compile  (c) with torch.compile of each decoder layer (compile_layers) [--compile]
+  seed-cached   (c) with a teacher cache (`seedvlm teach`, top-64): no teacher forward; the cached rows are built
+                    once in memory from this batch (reading them from disk is not timed)
+  sft-seedvlm   seedvlm's SFT control arm (`seedvlm.train.step.sft_step`: answer rows only)
+Samples: <bos> + the image tokens + text up to --text-tokens (80) of which the last --answer-tokens (60) are the
+answer (labels -100 on the prompt); random token ids and pixel values; no padding. Per (case, micro-batch):
+--warmup untimed steps, then --steps timed ones (synchronized), median reported as samples/s; peak memory is
+torch.cuda.max_memory_allocated, reset before each case. Ratios are throughputs against (a) and (b) measured in
+the same process at the same micro-batch.
+
+    # CPU, tiny preset (about a minute on 2 cores):
+    python benchmarks/train_step.py --preset tiny --device cpu --threads 1 --out runs/bench/train_step_cpu.json
+    # One H100/H200, the LLaVA-1.5-7B architecture in bf16, micro-batches 1 and 8 (about 3 minutes):
+    python benchmarks/train_step.py --preset llava-1.5-7b --device cuda --dtype bfloat16 \\
+        --out runs/bench/train_step_h100.json
+    # the optional levers, one process each:
+    python benchmarks/train_step.py --preset llava-1.5-7b --device cuda --dtype bfloat16 --cases seed \\
+        --gradient-checkpointing --compile --out runs/bench/train_step_h100_levers.json
+
+DESIGN.md section 7 gives the reference (H100): plain LoRA SFT 6.77 / 15.4 samples/s, the seed's 3-pass SEED
+4.91 / 9.1 at micro-batch 1 / 8; the floor without caching is ~21 samples/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # runnable from a checkout without install
+
+from seedvlm import seed as S  # noqa: E402
+from seedvlm.config import load_config  # noqa: E402
+from seedvlm.io import write_json  # noqa: E402
+from seedvlm.models import num_image_tokens, preset_config  # noqa: E402
+from seedvlm.train.config import TrainConfig  # noqa: E402
+from seedvlm.train.lora import apply_lora  # noqa: E402
+from seedvlm.train.step import compile_layers, seed_step, sft_step, teacher_forward  # noqa: E402
+from seedvlm.train.teacher_cache import select_rows  # noqa: E402
+
+CASES = {
+    "sft": "(a) plain LoRA SFT (HF forward with labels)",
+    "seed-3pass": "(b) SEED as the seed does it (3 passes, full-vocab fp32)",
+    "seed": "(c) SEED as seedvlm train runs it",
+    "seed-gc": "(c) + gradient checkpointing",
+    "seed-compile": "(c) + torch.compile (decoder layers)",
+    "seed-cached": "(c) with a teacher cache (top-64)",
+    "sft-seedvlm": "seedvlm's SFT control arm (answer rows only)",
+}
+DEFAULT_CASES = ("sft", "seed-3pass", "seed", "seed-cached")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TINY_VOCAB, TINY_IMAGE_TOKEN = 1000, 4  # the world presets' benchmark vocabulary (as benchmarks/decode_speed.py)
+RECIPE = ROOT / "configs" / "seed_llava15_7b.yaml"
+
+
+def build_model(preset: str, device: torch.device, dtype: torch.dtype, attn: str):
+    """A randomly initialized LlavaForConditionalGeneration built directly on `device` in `dtype`."""
+    from transformers import LlavaForConditionalGeneration
+
+    if preset != "llava-1.5-7b":
+        config = preset_config(preset, vocab_size=TINY_VOCAB, image_token_index=TINY_IMAGE_TOKEN, pad_token_id=0,
+                               bos_token_id=1, eos_token_id=2)
+    else:
+        config = preset_config(preset)
+    config._attn_implementation = attn
+    config.use_cache = False
+    torch.manual_seed(0)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = LlavaForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(old)
+    return model.to(device=device, dtype=dtype), config
+
+
+def make_batch(config, batch_size: int, text_tokens: int, answer_tokens: int, device, seed: int = 0) -> dict:
+    """<bos>, the image tokens, random prompt text, then `answer_tokens` random answer tokens (labels there only)."""
+    n_img = num_image_tokens(config)
+    if answer_tokens < 1 or text_tokens < answer_tokens + 1:
+        raise SystemExit("need --text-tokens >= --answer-tokens + 1 >= 2")
+    g = torch.Generator().manual_seed(seed)
+    t = config.text_config
+    high = config.image_token_index if config.image_token_index > 5 else t.vocab_size  # never the image token
+    text = torch.randint(5, high, (batch_size, text_tokens - 1), generator=g)
+    ids = torch.cat([torch.full((batch_size, 1), t.bos_token_id), torch.full((batch_size, n_img),
+                     config.image_token_index), text], dim=1)
+    labels = torch.full_like(ids, -100)
+    labels[:, -answer_tokens:] = ids[:, -answer_tokens:]
+    v = config.vision_config
+    pixels = torch.randn(batch_size, 3, v.image_size, v.image_size, generator=g)
+    return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
+            "labels": labels.to(device), "pixel_values": pixels.to(device),
+            "sample_index": torch.arange(batch_size, device=device)}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The steps: each returns the loss of one micro-batch (backward and the optimizer step are done by the caller)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def step_sft(model, batch, ctx):
+    """(a) plain LoRA SFT: the HF forward with labels (HF shifts, upcasts the full logits to fp32, CE)."""
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                 pixel_values=batch["pixel_values"].to(ctx["dtype"]), labels=batch["labels"]).loss
+
+
+def step_seed_3pass(model, batch, ctx):
+    """(b) the seed's SEED step: teacher clean, teacher noisy and student as three forwards, full (B, L, V) fp32
+    logits, purification and reverse KL computed on full-vocabulary fp32 tensors, noise from the global RNG."""
+    cfg, dtype = ctx["cfg"], ctx["dtype"]
+    ids, attn, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    pix = batch["pixel_values"]
+    noisy = S.add_noise(pix.float(), alpha=cfg.alpha)
+    with torch.no_grad(), model.disable_adapter():
+        clean_t = model(input_ids=ids, attention_mask=attn, pixel_values=pix.to(dtype)).logits.float()
+        noisy_t = model(input_ids=ids, attention_mask=attn, pixel_values=noisy.to(dtype)).logits.float()
+    student = model(input_ids=ids, attention_mask=attn, pixel_values=pix.to(dtype)).logits.float()
+    s, tc, tn, lab = student[:, :-1], clean_t[:, :-1], noisy_t[:, :-1], labels[:, 1:]
+    m = lab != -100
+    conf = S.confidence(tc, m)
+    beta = ctx["schedule"](conf)
+    ctx["schedule"].update(conf)
+    b = beta[:, None, None]
+    purified = (1 + b) * tc - b * tn
+    T, w = cfg.temperature, cfg.distill_weight
+    kl = F.kl_div(F.log_softmax(purified[m] / T, dim=-1), F.softmax(s[m] / T, dim=-1), reduction="batchmean")
+    ce = F.cross_entropy(s[m], lab[m])
+    return w * T * T * kl + (1 - w) * ce
+
+
+def step_seed(model, batch, ctx):
+    """(c) seedvlm train's SEED step: seedvlm.train.step.seed_step (one 2B teacher forward, answer rows only)."""
+    ctx["step"] += 1
+    return seed_step(model, batch, ctx["cfg"], step=ctx["step"], beta_schedule=ctx["schedule"],
+                     cache=ctx.get("cache"))["loss"]
+
+
+def step_sft_seedvlm(model, batch, ctx):
+    return sft_step(model, batch)["loss"]
+
+
+class MemoryCache:
+    """A teacher cache of one fixed batch held in memory, with TeacherCache's `rows` interface: built from one
+    teacher forward with `select_rows` (top-k) and rounded through the cache's storage dtypes."""
+
+    def __init__(self, model, batch, cfg, top_k: int = 64):
+        mask, _ = S.answer_positions(batch["labels"])
+        clean, noisy = teacher_forward(model, batch, mask, cfg, step=0)
+        from seedvlm.train.step import confidence_from_rows
+
+        with torch.no_grad():
+            rows = select_rows(clean, noisy, top_k)
+            rows["ids"] = rows["ids"].to(torch.int16 if clean.shape[-1] <= 32767 else torch.int32).long()
+            rows["clean"] = rows["clean"].half().float()
+            rows["noisy"] = rows["noisy"].half().float()
+            rows["conf"] = confidence_from_rows(clean, mask)
+        self._rows = rows
+
+    def rows(self, sample_indices, mask, device="cpu"):
+        return {k: v.to(device) for k, v in self._rows.items()}
+
+
+STEPS = {"sft": step_sft, "seed-3pass": step_seed_3pass, "seed": step_seed, "seed-gc": step_seed,
+         "seed-compile": step_seed, "seed-cached": step_seed, "sft-seedvlm": step_sft_seedvlm}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Measuring
+# --------------------------------------------------------------------------------------------------------------
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu} ({torch.get_num_threads()} threads)"
+
+
+def git_hash() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=ROOT, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def set_levers(model, case: str, on: bool, state: dict) -> None:
+    """Gradient checkpointing for seed-gc; compile for seed-compile (switched off again afterwards)."""
+    base = model.get_base_model()
+    if case == "seed-gc":
+        if on:
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            base.enable_input_require_grads()
+        else:
+            base.activation_checkpointing_disable()
+            base.disable_input_require_grads()
+    if case == "seed-compile":
+        from seedvlm.train.step import decoder_layers
+
+        if on:
+            compile_layers(model, **state.get("compile_kwargs", {}))
+        else:
+            for layer in decoder_layers(model):
+                layer._compiled_call_impl = None
+
+
+def run_case(case: str, model, batch: dict, ctx: dict, warmup: int, steps: int, device: torch.device) -> dict:
+    """warmup + steps optimizer steps of one case; returns timings and peak memory."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-5, fused=device.type == "cuda")
+    autocast = (torch.autocast("cuda", dtype=ctx["dtype"]) if device.type == "cuda" and ctx["dtype"] != torch.float32
+                else torch.autocast("cpu", enabled=False))
+    fn = STEPS[case]
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    times, first = [], None
+    set_levers(model, case, True, ctx)
+    try:
+        model.train()
+        for i in range(warmup + steps):
+            sync(device)
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            with autocast:
+                loss = fn(model, batch, ctx)
+            loss.backward()
+            opt.step()
+            sync(device)
+            dt = time.perf_counter() - t0
+            if not torch.isfinite(loss.detach()):
+                raise SystemExit(f"{case}: non-finite loss at step {i}")
+            first = dt if first is None else first
+            if i >= warmup:
+                times.append(dt)
+    finally:
+        set_levers(model, case, False, ctx)
+        opt.zero_grad(set_to_none=True)
+        del opt
+    med = statistics.median(times)
+    bs = int(batch["input_ids"].shape[0])
+    row = {"case": case, "what": CASES[case], "batch_size": bs, "median_s": med, "times_s": times,
+           "first_step_s": first, "samples_per_s": bs / med}
+    if device.type == "cuda":
+        row["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="tiny", choices=("tiny", "small", "llava-1.5-7b"))
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    ap.add_argument("--dtype", default=None, choices=tuple(DTYPES), help="default: float32 on cpu, bfloat16 on cuda")
+    ap.add_argument("--cases", default=",".join(DEFAULT_CASES), help=f"comma-separated subset of {','.join(CASES)}")
+    ap.add_argument("--batches", default="1,8", help="micro-batch sizes, comma-separated (default 1,8)")
+    ap.add_argument("--steps", type=int, default=8, help="timed steps per (case, batch); median reported")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    ap.add_argument("--text-tokens", type=int, default=80, help="text tokens after the image, answer included")
+    ap.add_argument("--answer-tokens", type=int, default=60, help="answer tokens (the last ones; labels there)")
+    ap.add_argument("--gradient-checkpointing", action="store_true", help="add the case seed-gc")
+    ap.add_argument("--compile", action="store_true", help="add the case seed-compile")
+    ap.add_argument("--compile-backend", default="inductor", help="torch.compile backend for seed-compile")
+    ap.add_argument("--top-k", type=int, default=64, help="top-k of the seed-cached case")
+    ap.add_argument("--attn", default="sdpa", help="attention implementation (default sdpa)")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+    args = ap.parse_args(argv)
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but no CUDA device is visible")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = DTYPES[args.dtype or ("bfloat16" if device.type == "cuda" else "float32")]
+    cases = [c for c in args.cases.split(",") if c]
+    for flag, case in ((args.gradient_checkpointing, "seed-gc"), (args.compile, "seed-compile")):
+        if flag and case not in cases:
+            cases.append(case)
+    unknown = set(cases) - set(CASES)
+    if unknown:
+        raise SystemExit(f"unknown case(s) {sorted(unknown)}; choose from {list(CASES)}")
+    cases = sorted(cases, key=list(CASES).index)  # fixed order; compile last but one (it stays compiled)
+    if "seed-compile" in cases:
+        cases.remove("seed-compile")
+        cases.append("seed-compile")
+    batches = [int(b) for b in args.batches.split(",") if b]
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    t0 = time.perf_counter()
+    model, config = build_model(args.preset, device, dtype, args.attn)
+    cfg = load_config(TrainConfig, RECIPE)  # the 7B recipe's SEED settings (w, T, b schedule, kl_chunk_size, LoRA)
+    model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    sync(device)
+    build_s = time.perf_counter() - t0
+    n_params = sum(p.numel() for p in model.parameters())
+    n_lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_img = num_image_tokens(config)
+    seq = 1 + n_img + args.text_tokens
+    print(f"# {args.preset}: {n_params / 1e6:.1f}M params ({n_lora / 1e6:.1f}M LoRA), {dtype}, {device_name(device)}, "
+          f"attention {model.config._attn_implementation}; built in {build_s:.1f}s; {seq} tokens per sample "
+          f"({n_img} image, {args.answer_tokens} answer)", file=sys.stderr)
+
+    results = []
+    for bs in batches:
+        batch = make_batch(config, bs, args.text_tokens, args.answer_tokens, device)
+        for case in cases:
+            ctx = {"cfg": cfg, "dtype": dtype, "step": 0, "compile_kwargs": {"backend": args.compile_backend},
+                   "schedule": S.BetaSchedule(kind=cfg.beta_schedule, values=cfg.beta_values,
+                                              quantiles=cfg.beta_quantiles, history_size=cfg.beta_history_size,
+                                              min_history=cfg.beta_min_history)}
+            if case == "seed-cached":
+                ctx["cache"] = MemoryCache(model, batch, cfg, args.top_k)
+            try:
+                row = run_case(case, model, batch, ctx, args.warmup, args.steps, device)
+            except torch.cuda.OutOfMemoryError:
+                row = {"case": case, "what": CASES[case], "batch_size": bs, "oom": True}
+            ctx.clear()
+            gc.collect()
+            results.append(row)
+            speed = f"{row['samples_per_s']:8.2f} samples/s" if "samples_per_s" in row else "out of memory"
+            mem = f"  peak {row['peak_memory_gb']:.1f} GB" if "peak_memory_gb" in row else ""
+            print(f"#   batch {bs:>2} {case:<13} {speed}{mem}", file=sys.stderr, flush=True)
+        for ref, key in (("sft", "x_sft"), ("seed-3pass", "x_seed_3pass")):
+            base = next((r for r in results if r["batch_size"] == bs and r["case"] == ref and "samples_per_s" in r),
+                        None)
+            for r in results:
+                if base and r["batch_size"] == bs and "samples_per_s" in r:
+                    r[key] = r["samples_per_s"] / base["samples_per_s"]
+
+    import peft
+    import transformers
+
+    report = {
+        "benchmark": "train_step",
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "device": device_name(device),
+        "device_type": device.type,
+        "preset": args.preset,
+        "params_m": round(n_params / 1e6, 1),
+        "lora_params_m": round(n_lora / 1e6, 2),
+        "dtype": str(dtype).replace("torch.", ""),
+        "attention": model.config._attn_implementation,
+        "tokens_per_sample": seq,
+        "image_tokens": n_img,
+        "answer_tokens": args.answer_tokens,
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "seed_settings": {k: getattr(cfg, k) for k in ("distill_weight", "temperature", "direction",
+                                                      "beta_schedule", "kl_chunk_size", "lora_r", "lora_alpha",
+                                                      "lora_dropout")},
+        "top_k": args.top_k,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "peft": peft.__version__, "cuda": torch.version.cuda},
+        "git": git_hash(),
+        "command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + (argv if argv is not None
+                                                                           else sys.argv[1:])),
+        "results": results,
+    }
+    print(markdown_table(report))
+    if args.out:
+        write_json(args.out, report)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def markdown_table(report: dict) -> str:
+    mem = report["device_type"] == "cuda"
+    lines = [f"{report['preset']} on {report['device']}, {report['dtype']}, {report['tokens_per_sample']} tokens per "
+             f"sample ({report['image_tokens']} image, {report['answer_tokens']} answer), LoRA r="
+             f"{report['seed_settings']['lora_r']}, median of {report['steps']} steps after {report['warmup']}",
+             "", "| step | micro-batch | samples/s | " + ("peak GB | " if mem else "") + "x (a) sft | x (b) seed-3pass |",
+             "|---|---|---|" + ("---|" if mem else "") + "---|---|"]
+    for r in report["results"]:
+        if r.get("oom"):
+            lines.append(f"| {r['what']} | {r['batch_size']} | out of memory |" + (" - |" if mem else "") + " - | - |")
+            continue
+        ratios = " | ".join(f"{r[k]:.2f}" if k in r else "-" for k in ("x_sft", "x_seed_3pass"))
+        peak = f" {r['peak_memory_gb']:.1f} |" if mem else ""
+        lines.append(f"| {r['what']} | {r['batch_size']} | {r['samples_per_s']:.2f} |{peak} {ratios} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""`seedvlm teach`: run the frozen teacher (the base model, no adapter) once over the prepared data and store its
+top-k answer-row logits, clean and noisy, as a teacher cache for `seedvlm train --teacher-cache`.
+
+    seedvlm teach --config configs/seed_tiny.yaml --out runs/teacher_cache [--top-k 64]
+    seedvlm train --config configs/seed_tiny.yaml --teacher-cache runs/teacher_cache
+    seedvlm teach --config configs/seed_llava15_7b.yaml --model /models/llava-1.5-7b-hf \\
+        --data runs/llava_train.json --images coco/train2014 --out runs/llava_teacher --batch-size 8
+
+Reads the training config (model, data, images, max_samples, max_length, noise, alpha, noise_step, mask_ratio,
+seed, dtype, attn_implementation; any --key value override) so the cache matches the run that will use it; the
+noisy view of sample i is drawn with per_sample_generator(seed, i, step=0), the same in every epoch. Writes
+CACHE/shard-NNNNN.safetensors + CACHE/index.json atomically (nothing at CACHE until complete). Training refuses a
+cache made for another data file, base model or noise setting. docs/performance.md: what is kept, the
+approximation, the storage per sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from seedvlm.config import add_config_arguments
+    from seedvlm.train.config import TrainConfig
+
+    p = sub.add_parser("teach", help="store the frozen teacher's top-k logits once (a teacher cache for train)",
+                       description=__doc__, allow_abbrev=False)
+    add_config_arguments(p, TrainConfig)
+    p.add_argument("--out", required=True, metavar="CACHE", help="cache folder to write (replaced when complete)")
+    p.add_argument("--top-k", type=int, default=64,
+                   help="kept tokens per answer row: clean top-k + noisy top-k (filled with the next clean tokens "
+                        "to 2k); default 64")
+    p.add_argument("--batch-size", type=int, default=None, help="samples per forward (default: the config's "
+                                                                  "per_device_batch_size)")
+    p.add_argument("--value-dtype", default="float16", choices=("float16", "bfloat16", "float32"),
+                   help="storage of the kept logits (default float16)")
+    p.add_argument("--shard-samples", type=int, default=4096, help="samples per shard file (default 4096)")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.set_defaults(func=run, accepts_overrides=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from seedvlm.config import load_config
+    from seedvlm.train.config import TrainConfig
+    from seedvlm.train.teacher_cache import teach
+
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    index = teach(cfg, args.out, top_k=args.top_k, batch_size=args.batch_size, value_dtype=args.value_dtype,
+                  shard_samples=args.shard_samples, device=args.device)
+    print(f"teacher cache {args.out}: {index['n_samples']} samples, {index['n_rows']} answer rows, "
+          f"{index['kept_per_row']} kept tokens per row, {index['bytes'] / 1e6:.1f} MB "
+          f"({index['bytes_per_sample'] / 1e3:.1f} kB per sample, {index['bytes_per_row']:.0f} B per row), "
+          f"{index['seconds']:.0f} s")
+    return 0

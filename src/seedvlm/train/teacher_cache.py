@@ -1,0 +1,419 @@
+"""Teacher cache: the frozen teacher's answer-row logits stored once (`seedvlm teach`), so `seedvlm train
+--teacher-cache CACHE` runs the student forward only (DESIGN.md 7: the teacher is frozen, so its outputs can be
+computed once for a multi-epoch run).
+
+What is stored, per answer row (the positions `answer_positions(labels)` marks), after ONE pass of the base model
+(no adapter) over the prepared data with the noisy view drawn by `per_sample_generator(seed, sample_index, step=0)`:
+- `ids` (R, K): the kept tokens, K = min(2k, V) distinct ids per row: the clean top-k, then the noisy top-k tokens
+  not already in it, then (to fill all K slots) the next-best clean tokens. The noisy top-k matter because they
+  are the tokens purification pushes down (the hallucination-prone ones): a student putting mass there must see
+  the target's low value, not a missing one. int16 when V <= 32767 (LLaVA's 32064), else int32;
+- `clean`, `noisy` (R, K): the clean and noisy teacher logits at those ids (float16 by default; `--value-dtype`);
+- `clean_lse`, `noisy_lse` (R,) float32: log-normalizers over the whole vocabulary (log-prob = logit - lse);
+- `clean_rest`, `noisy_rest` (R,) float32: logsumexp of the logits of the V - K tokens NOT kept (-inf if none);
+- `clean_tail_max` (R,) float32: the largest clean logit among the tokens not kept (for the plausibility mask);
+- per sample: `conf` (n,) float32 (the clean teacher's confidence, computed on the full fp32 rows),
+  `sample_index` (n,) int64, `row_offsets` (n + 1,) int64 (sample j's rows are ids[row_offsets[j]:row_offsets[j+1]]).
+Files: `CACHE/shard-00000.safetensors`, ... and `CACHE/index.json` (format, data file + sha256, image list hash,
+model + `base_fingerprint`, noise settings (step fixed to 0), top-k, K, vocabulary, dtypes, samples, rows, bytes per
+sample and per row). The folder is written in a temp folder beside CACHE and renamed when complete
+(`seedvlm.io.atomic_path`): an interrupted run leaves no CACHE.
+
+How training uses it (`cached_loss`): the student's answer rows (N, V) are reduced to the same columns: the kept
+tokens, plus, with `teacher_cache_tail: lump` [default], ONE extra column standing for all the other tokens, whose
+logit is the logsumexp of their logits (student: computed from its full row; teacher: `clean_rest`/`noisy_rest`).
+Then exactly the uncached recipe runs on these (N, K+1) "coarse" rows: purify with the sample's b, the plausibility
+mask, distill_loss (T, direction, mask strategy); CE stays on the student's full rows. So:
+- K = V (top-k >= V/2): no rest column; the loss equals the uncached loss (tests: within 1e-5 with float32 values);
+- lump: the rest of the vocabulary is ONE token for teacher and student alike: at T = 1 its probability is exact
+  (the rest's total mass) for the clean and noisy teacher and for the student; purification and the temperature
+  then act on that one token instead of each of its members, so the target's rest mass is
+  softmax(((1+b) clean_rest - b noisy_rest) / T) instead of sum_v softmax(((1+b) c_v - b n_v) / T) (not equal
+  unless the rest holds one token, or c_v - n_v is constant over it and T = 1);
+- drop: the rest is discarded: teacher target and student are both renormalized over the K kept tokens (the
+  `restrict` semantics of -inf targets); the student's mass on other tokens is neither rewarded nor punished;
+- the plausibility mask (g) is exact on the kept tokens (the clean argmax is always kept); the rest column is
+  masked when `clean_tail_max` is below the cutoff (then every token in it is), else kept whole;
+- the noise is drawn once (step 0) instead of anew at every global step, so every epoch sees the same noisy view;
+- the values are float16 by default (~1e-3 relative rounding of the logits).
+docs/performance.md reports the measured gap and the storage per sample.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from seedvlm import seed as S
+from seedvlm.errors import SeedVLMError
+from seedvlm.io import atomic_path, read_json, write_json
+
+log = logging.getLogger("seedvlm.teach")
+
+FORMAT = "seedvlm-teacher-cache"
+VERSION = 1
+INDEX_FILE = "index.json"
+TAIL_MODES = ("lump", "drop")
+VALUE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+ROW_KEYS = ("ids", "clean", "noisy", "clean_lse", "noisy_lse", "clean_rest", "noisy_rest", "clean_tail_max")
+NOISE_STEP = 0
+"""The global step the cached noise is drawn at: per_sample_generator(seed, sample_index, 0) for every epoch."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Fingerprints of what a cache was made from
+# --------------------------------------------------------------------------------------------------------------
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def images_sha256(data: str | Path, images: str | Path) -> str:
+    """A cheap fingerprint of the images a data file uses: sha256 over (name, size in bytes) of every distinct image
+    its records name (all records, whatever max_samples), sorted by name; a missing file counts as size -1. Contents
+    are not read: a re-encoded image of exactly the same size is not noticed."""
+    from seedvlm.data.dataset import load_records
+    from seedvlm.io import safe_join
+
+    h = hashlib.sha256()
+    for name in sorted({r["image"] for r in load_records(data)}):
+        p = safe_join(images, name)
+        h.update(f"{name}\0{p.stat().st_size if p.is_file() else -1}\n".encode())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Rows: what is kept of one answer row
+# --------------------------------------------------------------------------------------------------------------
+
+
+def kept_width(top_k: int, vocab: int) -> int:
+    """K = min(2k, V) kept tokens per row."""
+    if top_k <= 0:
+        raise SeedVLMError(f"top-k must be positive, got {top_k}")
+    return min(2 * int(top_k), int(vocab))
+
+
+def select_rows(clean: torch.Tensor, noisy: torch.Tensor, top_k: int) -> dict[str, torch.Tensor]:
+    """clean, noisy (R, V) teacher logits -> the cached fields of module docstring, in float32 / int64 (the caller
+    casts for storage). Kept ids: clean top-k, then noisy top-k not in it, then the next-best clean tokens."""
+    c, n = clean.float(), noisy.float()
+    r, v = c.shape
+    k = min(int(top_k), v)
+    width = kept_width(top_k, v)
+    if width == v:
+        ids = c.argsort(dim=-1, descending=True)
+    else:
+        chosen = torch.zeros((r, v), dtype=torch.bool, device=c.device)
+        chosen.scatter_(1, c.topk(k, dim=-1).indices, True)
+        chosen.scatter_(1, n.topk(k, dim=-1).indices, True)
+        ids = c.masked_fill(chosen, float("inf")).topk(width, dim=-1).indices
+    rest = torch.ones((r, v), dtype=torch.bool, device=c.device)
+    rest.scatter_(1, ids, False)
+    neg = float("-inf")
+    c_rest_vals = c.masked_fill(~rest, neg)
+    return {
+        "ids": ids,
+        "clean": c.gather(1, ids),
+        "noisy": n.gather(1, ids),
+        "clean_lse": torch.logsumexp(c, dim=-1),
+        "noisy_lse": torch.logsumexp(n, dim=-1),
+        "clean_rest": torch.logsumexp(c_rest_vals, dim=-1),
+        "noisy_rest": torch.logsumexp(n.masked_fill(~rest, neg), dim=-1),
+        "clean_tail_max": c_rest_vals.max(dim=-1).values if r else c.new_zeros((0,)),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading a cache
+# --------------------------------------------------------------------------------------------------------------
+
+
+class TeacherCache:
+    """A teacher cache folder opened for training: `rows(sample_indices, mask)` returns a batch's cached rows.
+
+    Shards are memory-mapped (safetensors `safe_open`) and sliced per sample, so a cache larger than RAM works.
+    """
+
+    def __init__(self, folder: str | Path, tail: str = "lump"):
+        from safetensors import safe_open
+
+        self.folder = Path(folder)
+        if tail not in TAIL_MODES:
+            raise SeedVLMError(f"teacher_cache_tail = {tail!r}; choose one of {list(TAIL_MODES)}")
+        self.tail = tail
+        if not (self.folder / INDEX_FILE).is_file():
+            raise SeedVLMError(f"not a teacher cache (no {INDEX_FILE}): {self.folder}; make one with `seedvlm teach`")
+        self.index = read_json(self.folder / INDEX_FILE, "teacher cache index")
+        if self.index.get("format") != FORMAT or self.index.get("version") != VERSION:
+            raise SeedVLMError(f"{self.folder / INDEX_FILE}: not a {FORMAT} version {VERSION} index "
+                               f"(format {self.index.get('format')!r}, version {self.index.get('version')!r})")
+        self.width = int(self.index["kept_per_row"])
+        self.vocab = int(self.index["vocab_size"])
+        self._files = []
+        self._where: dict[int, tuple[int, int, int, int]] = {}  # sample -> (shard, position, row start, row end)
+        self._conf: dict[int, float] = {}
+        for si, shard in enumerate(self.index["shards"]):
+            path = self.folder / shard["file"]
+            if not path.is_file():
+                raise SeedVLMError(f"teacher cache shard missing: {path}")
+            f = safe_open(str(path), framework="pt", device="cpu")
+            self._files.append(f)
+            idx = f.get_tensor("sample_index").tolist()
+            offsets = f.get_tensor("row_offsets").tolist()
+            conf = f.get_tensor("conf").tolist()
+            for j, s in enumerate(idx):
+                self._where[int(s)] = (si, j, int(offsets[j]), int(offsets[j + 1]))
+                self._conf[int(s)] = float(conf[j])
+
+    @property
+    def n_samples(self) -> int:
+        return len(self._where)
+
+    def check(self, *, data: str | Path, fingerprint: str, noise: dict, n_samples: int,
+              images_hash: str | None = None) -> None:
+        """Refuse a cache made for another data file, base model or noise setting, or one that lacks samples."""
+        idx, where = self.index, self.folder
+        sha = file_sha256(data)
+        if idx["data"]["sha256"] != sha:
+            raise SeedVLMError(f"teacher cache {where} was made for data file {idx['data']['path']} (sha256 "
+                               f"{idx['data']['sha256'][:12]}...), not for {data} (sha256 {sha[:12]}...); make a "
+                               f"new cache with `seedvlm teach` for this data")
+        if images_hash is not None and idx["data"].get("images_sha256") != images_hash:
+            raise SeedVLMError(f"teacher cache {where} was made with other image files (names or sizes differ "
+                               f"from {idx['data'].get('images')}); make a new cache with `seedvlm teach`")
+        if idx["model"]["fingerprint"] != fingerprint:
+            raise SeedVLMError(f"teacher cache {where} was made with base model {idx['model']['path']} (fingerprint "
+                               f"{idx['model']['fingerprint']}), not this base (fingerprint {fingerprint}); make a "
+                               f"new cache with `seedvlm teach` for this model")
+        have = {k: v for k, v in idx["noise"].items() if k != "step"}
+        if have != noise:
+            raise SeedVLMError(f"teacher cache {where} was made with noise settings {have}, this run uses {noise}; "
+                               f"make a new cache with `seedvlm teach` and these settings")
+        missing = [i for i in range(n_samples) if i not in self._where]
+        if missing:
+            raise SeedVLMError(f"teacher cache {where} holds {self.n_samples} samples but the data has {n_samples} "
+                               f"(first missing: #{missing[0]})")
+
+    def rows(self, sample_indices: Sequence[int] | torch.Tensor, mask: torch.Tensor,
+             device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """The cached rows of a batch, in the row order of `logits[mask]` (sample by sample), on `device`:
+        ids int64 (N, K), clean/noisy float32 (N, K), the per-row float32 statistics (N,), conf (B,) float32.
+        A sample whose cached row count differs from its answer tokens in `mask` is an error (data or tokenizer
+        changed since `seedvlm teach`)."""
+        idx = sample_indices.tolist() if isinstance(sample_indices, torch.Tensor) else list(sample_indices)
+        counts = mask.sum(dim=1).tolist()
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in ROW_KEYS}
+        conf = []
+        for s, want in zip(idx, counts):
+            if int(s) not in self._where:
+                raise SeedVLMError(f"teacher cache {self.folder} has no sample #{s}")
+            si, _, a, b = self._where[int(s)]
+            if b - a != int(want):
+                raise SeedVLMError(f"teacher cache {self.folder}: sample #{s} has {b - a} cached answer rows but "
+                                   f"{int(want)} answer tokens now (data, tokenizer or max_length changed since "
+                                   f"`seedvlm teach`); make a new cache")
+            f = self._files[si]
+            for k in ROW_KEYS:
+                parts[k].append(f.get_slice(k)[a:b])
+            conf.append(self._conf[int(s)])
+        out = {k: torch.cat(v).to(device) for k, v in parts.items()}
+        out["ids"] = out["ids"].long()
+        for k in ROW_KEYS[1:]:
+            out[k] = out[k].float()
+        out["conf"] = torch.tensor(conf, dtype=torch.float32, device=device)
+        return out
+
+
+def open_cache(folder: str | Path, cfg, fingerprint: str, n_samples: int) -> TeacherCache:
+    """TeacherCache(folder) checked against this run's data file (and its images), base model and noise settings."""
+    from seedvlm.train.step import noise_settings
+
+    cache = TeacherCache(folder, tail=cfg.teacher_cache_tail)
+    cache.check(data=cfg.data, fingerprint=fingerprint, noise=noise_settings(cfg), n_samples=n_samples,
+                images_hash=images_sha256(cfg.data, cfg.images))
+    return cache
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The loss from cached rows
+# --------------------------------------------------------------------------------------------------------------
+
+
+def coarse_student(student: torch.Tensor, ids: torch.Tensor, lump: bool) -> torch.Tensor:
+    """Student rows (N, V) -> (N, K [+1]) in float32: the kept columns, plus (lump) the logsumexp of the others."""
+    s = student.float()
+    kept = s.gather(1, ids)
+    if not lump or ids.shape[1] >= s.shape[1]:
+        return kept
+    rest = torch.logsumexp(s.scatter(1, ids, float("-inf")), dim=-1, keepdim=True)
+    return torch.cat([kept, rest], dim=1)
+
+
+def cached_loss(student: torch.Tensor, rows: dict[str, torch.Tensor], beta_rows: torch.Tensor,
+                targets: torch.Tensor, cfg, purify_fn: Callable | None = None
+                ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The SEED loss with cached teacher rows (module docstring):
+        L = w * distill_loss(coarse student, purified coarse teacher) + (1 - w) * CE(student full rows, targets)
+    Returns (L, parts, clean coarse, noisy coarse, purified coarse)."""
+    purify_fn = purify_fn or S.purify
+    if student.shape[0] != rows["ids"].shape[0]:
+        raise SeedVLMError(f"{student.shape[0]} student rows but {rows['ids'].shape[0]} cached rows")
+    lump = cfg.teacher_cache_tail == "lump" and rows["ids"].shape[1] < student.shape[1]
+    clean, noisy = rows["clean"], rows["noisy"]
+    if lump:
+        clean = torch.cat([clean, rows["clean_rest"][:, None]], dim=1)
+        noisy = torch.cat([noisy, rows["noisy_rest"][:, None]], dim=1)
+    purified = purify_fn(clean, noisy, beta_rows, space=cfg.purify_space, plausibility=None)
+    if cfg.plausibility:
+        # purify's rule, c_v < log g + max_u c_u (the clean argmax is always kept), on the kept columns; the rest
+        # column is masked when its largest member is below the cutoff.
+        cutoff = math.log(float(cfg.plausibility)) + rows["clean"].max(dim=-1, keepdim=True).values
+        drop = rows["clean"] < cutoff
+        if lump:
+            drop = torch.cat([drop, rows["clean_tail_max"][:, None] < cutoff], dim=1)
+        purified = purified.masked_fill(drop, float("-inf"))
+    s = coarse_student(student, rows["ids"], lump)
+    w = float(cfg.distill_weight)
+    kl = S.distill_loss(s, purified, T=cfg.temperature, direction=cfg.direction, mask_strategy=cfg.mask_strategy,
+                        chunk_size=cfg.kl_chunk_size)
+    ce = F.cross_entropy(student.float(), targets.long()) if student.shape[0] else kl * 0.0
+    loss = w * kl + (1.0 - w) * ce
+    parts = {"loss": float(loss.detach()), "distill": float(kl.detach()), "ce": float(ce.detach())}
+    return loss, parts, clean, noisy, purified
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Writing a cache (`seedvlm teach`)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _cast_rows(rows: dict[str, torch.Tensor], value_dtype: torch.dtype, id_dtype: torch.dtype) -> dict:
+    out = {"ids": rows["ids"].to(id_dtype).cpu(), "clean": rows["clean"].to(value_dtype).cpu(),
+           "noisy": rows["noisy"].to(value_dtype).cpu()}
+    for k in ROW_KEYS[3:]:
+        out[k] = rows[k].float().cpu()
+    return out
+
+
+def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, value_dtype: str = "float16",
+          shard_samples: int = 4096, device: str | None = None) -> dict[str, Any]:
+    """Run the frozen base model over the prepared data once and write the teacher cache folder `out` (atomically).
+    cfg: the TrainConfig of the training run (model, data, images, max_samples, max_length, noise, alpha,
+    noise_step, mask_ratio, seed, dtype, attn_implementation). Returns the index dict."""
+    from safetensors.torch import save_file
+    from transformers import LlavaConfig
+
+    from seedvlm.data.dataset import Collator, InstructDataset, load_records, model_context_length
+    from seedvlm.models import base_fingerprint, check_model_dir, load_model, load_processor
+    from seedvlm.train.step import confidence_from_rows, noise_settings, perturb_per_sample
+    from seedvlm.train.trainer import resolve_dtype
+
+    if value_dtype not in VALUE_DTYPES:
+        raise SeedVLMError(f"value dtype {value_dtype!r}; choose one of {list(VALUE_DTYPES)}")
+    if shard_samples <= 0:
+        raise SeedVLMError(f"shard size must be positive, got {shard_samples}")
+    kept_width(top_k, 1)  # validates top_k
+    cfg.require_paths()
+    check_model_dir(cfg.model)
+    processor = load_processor(cfg.model)
+    context = model_context_length(LlavaConfig.from_pretrained(cfg.model, local_files_only=True))
+    max_length = cfg.max_length or context
+    if max_length > context:
+        raise SeedVLMError(f"max_length {max_length} exceeds the model's context ({context} positions)")
+    records = load_records(cfg.data)
+    if cfg.max_samples is not None:
+        records = records[: cfg.max_samples]
+    dataset = InstructDataset(records, processor, cfg.images, max_length, source=str(cfg.data))
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = resolve_dtype(cfg.dtype)
+    model = load_model(cfg.model, device=dev, dtype=dtype, attn_implementation=cfg.attn_implementation).eval()
+    fp = base_fingerprint(model)
+    vocab = int(model.config.text_config.vocab_size)
+    width = kept_width(top_k, vocab)
+    id_dtype = torch.int16 if vocab <= 32767 else torch.int32
+    vdt = VALUE_DTYPES[value_dtype]
+    patch = int(model.config.vision_config.patch_size)
+    collate = Collator(processor.tokenizer.pad_token_id)
+    bs = int(batch_size or cfg.per_device_batch_size)
+    n = len(dataset)
+    t0 = time.time()
+    shards, total_rows, total_bytes = [], 0, 0
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        for si, start in enumerate(range(0, n, shard_samples)):
+            members = list(range(start, min(n, start + shard_samples)))
+            order = sorted(members, key=lambda i: -dataset.lengths[i])  # similar lengths together: less padding
+            got: dict[int, tuple[dict, float]] = {}
+            for b0 in range(0, len(order), bs):
+                chunk = order[b0:b0 + bs]
+                batch = {k: v.to(dev) for k, v in collate([dataset[i] for i in chunk]).items()}
+                mask, _ = S.answer_positions(batch["labels"])
+                pix = batch["pixel_values"].float()
+                noisy_pix = perturb_per_sample(pix, batch["sample_index"], NOISE_STEP, cfg, patch)
+                with torch.inference_mode():
+                    logits = model(input_ids=torch.cat([batch["input_ids"]] * 2),
+                                   attention_mask=torch.cat([batch["attention_mask"]] * 2),
+                                   pixel_values=torch.cat([pix, noisy_pix]).to(dtype),
+                                   logits_to_keep=torch.cat([mask, mask]), use_cache=False).logits
+                    half = logits.shape[0] // 2
+                    clean, noisy = logits[:half], logits[half:]
+                    conf = confidence_from_rows(clean, mask).cpu()
+                    rows = _cast_rows(select_rows(clean, noisy, top_k), vdt, id_dtype)
+                counts = mask.sum(dim=1).tolist()
+                at = 0
+                for j, i in enumerate(chunk):
+                    got[i] = ({k: v[at:at + counts[j]] for k, v in rows.items()}, float(conf[j]))
+                    at += counts[j]
+            tensors = {k: torch.cat([got[i][0][k] for i in members]).contiguous() for k in ROW_KEYS}
+            counts = [got[i][0]["ids"].shape[0] for i in members]
+            tensors["row_offsets"] = torch.tensor([0] + counts, dtype=torch.int64).cumsum(0)
+            tensors["sample_index"] = torch.tensor(members, dtype=torch.int64)
+            tensors["conf"] = torch.tensor([got[i][1] for i in members], dtype=torch.float32)
+            name = f"shard-{si:05d}.safetensors"
+            save_file(tensors, str(tmp / name), metadata={"format": FORMAT, "version": str(VERSION)})
+            size = (tmp / name).stat().st_size
+            shards.append({"file": name, "n_samples": len(members), "n_rows": int(sum(counts)), "bytes": size})
+            total_rows += int(sum(counts))
+            total_bytes += size
+            log.info("teach: shard %d: %d samples, %d rows, %.1f MB (%d/%d samples, %.0f s)", si, len(members),
+                     sum(counts), size / 1e6, members[-1] + 1, n, time.time() - t0)
+        index = {
+            "format": FORMAT,
+            "version": VERSION,
+            "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "data": {"path": str(cfg.data), "sha256": file_sha256(cfg.data), "images": str(cfg.images),
+                     "images_sha256": images_sha256(cfg.data, cfg.images), "n_records": n,
+                     "max_samples": cfg.max_samples, "max_length": max_length},
+            "model": {"path": str(cfg.model), "fingerprint": fp, "dtype": str(dtype).replace("torch.", ""),
+                      "attn_implementation": cfg.attn_implementation},
+            "noise": {**noise_settings(cfg), "step": NOISE_STEP},
+            "top_k": int(top_k),
+            "kept_per_row": width,
+            "kept_rule": "clean top-k, then noisy top-k not in it, then next-best clean tokens; K = min(2k, V)",
+            "vocab_size": vocab,
+            "value_dtype": value_dtype,
+            "id_dtype": str(id_dtype).replace("torch.", ""),
+            "n_samples": n,
+            "n_rows": total_rows,
+            "bytes": total_bytes,
+            "bytes_per_sample": round(total_bytes / max(n, 1), 1),
+            "bytes_per_row": round(total_bytes / max(total_rows, 1), 1),
+            "seconds": round(time.time() - t0, 1),
+            "shards": shards,
+        }
+        write_json(tmp / INDEX_FILE, index)
+    return index

@@ -1,0 +1,116 @@
+"""The training-step levers and the benchmark that times them (CPU, seconds): the benchmark's tiny run writes its
+table and JSON with every case; training works with gradient checkpointing and with compiled decoder layers and
+gives the same loss as without; no training forward builds a KV cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    from test_teacher_cache import build_env
+
+    return build_env(tmp_path_factory.mktemp("step_env"), n=6)
+
+
+def test_benchmark_tiny_runs_every_case(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import train_step
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "bench.json"
+    assert train_step.main(["--preset", "tiny", "--device", "cpu", "--batches", "2", "--steps", "1", "--warmup",
+                            "0", "--cases", "sft,seed-3pass,seed,seed-cached,sft-seedvlm", "--gradient-checkpointing",
+                            "--compile", "--compile-backend", "eager", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    cases = [r["case"] for r in report["results"]]
+    assert cases == ["sft", "seed-3pass", "seed", "seed-gc", "seed-cached", "sft-seedvlm", "seed-compile"]
+    assert all(r["samples_per_s"] > 0 and r["batch_size"] == 2 for r in report["results"])
+    assert report["results"][0]["x_sft"] == 1.0 and report["results"][1]["x_seed_3pass"] == 1.0
+    assert report["tokens_per_sample"] == 1 + 64 + 80 and report["answer_tokens"] == 60
+    assert {"torch", "transformers", "peft"} <= set(report["versions"]) and report["device"]
+    table = capsys.readouterr().out
+    assert "| (c) SEED as seedvlm train runs it | 2 |" in table
+
+
+def test_training_forwards_build_no_kv_cache(env, tmp_path, monkeypatch):
+    from transformers.models.llama import modeling_llama
+
+    from test_teacher_cache import make_cfg
+    from seedvlm.train.trainer import build_trainer
+
+    trainer = build_trainer(make_cfg(env, tmp_path / "run"))
+    seen = []
+    real = modeling_llama.LlamaModel.forward
+
+    def spy(self, *a, **k):
+        out = real(self, *a, **k)
+        seen.append(out.past_key_values if hasattr(out, "past_key_values") else None)
+        return out
+
+    monkeypatch.setattr(modeling_llama.LlamaModel, "forward", spy)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in (0, 1)])
+    trainer.seed_step(trainer.model, batch)
+    assert len(seen) == 2 and all(c is None for c in seen)  # teacher (2B) + student
+
+
+@pytest.mark.parametrize("lever", ["gradient_checkpointing", "torch_compile"])
+def test_levers_train_and_keep_the_loss(env, tmp_path, lever, monkeypatch):
+    import seedvlm.train.step as step_mod
+    from test_teacher_cache import make_cfg, randomize_lora
+    from seedvlm.train.trainer import build_trainer, run_training
+
+    if lever == "torch_compile":  # the plumbing, not inductor's code generation (minutes on 2 cores)
+        real = step_mod.compile_layers
+        monkeypatch.setattr(step_mod, "compile_layers", lambda m, **k: real(m, backend="eager"))
+    plain = build_trainer(make_cfg(env, tmp_path / "plain"))
+    fast = build_trainer(make_cfg(env, tmp_path / "fast", **{lever: True}))
+    calls = []
+    if lever == "torch_compile":
+        assert all(layer._compiled_call_impl is not None for layer in step_mod.decoder_layers(fast.model))
+    else:  # as Trainer.train() turns it on
+        fast.model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs=dict(fast.args.activation_checkpointing_kwargs))
+        layer = step_mod.decoder_layers(fast.model)[0]
+        ckpt = layer._gradient_checkpointing_func
+        layer._gradient_checkpointing_func = lambda *a, **k: (calls.append(1), ckpt(*a, **k))[1]
+    randomize_lora(plain.model)
+    randomize_lora(fast.model)
+    batch = plain.data_collator([plain.train_dataset[i] for i in (0, 3, 5)])
+    losses = []
+    for t in (plain, fast):
+        t.model.train()
+        t.model.zero_grad()
+        torch.manual_seed(0)  # LoRA dropout draws the same masks
+        out = t.seed_step(t.model, batch)
+        out["loss"].backward()
+        grads = {n: p.grad.clone() for n, p in t.model.named_parameters() if p.grad is not None}
+        losses.append((float(out["loss"].detach()), grads))
+    assert abs(losses[0][0] - losses[1][0]) < 1e-5
+    if lever == "gradient_checkpointing":
+        assert calls == [1]  # the student's layer 0 was checkpointed; the teacher (no grad) was not
+    assert losses[0][1].keys() == losses[1][1].keys() and losses[0][1]
+    for n in losses[0][1]:
+        torch.testing.assert_close(losses[1][1][n], losses[0][1][n], atol=1e-5, rtol=1e-4)
+    result = run_training(make_cfg(env, tmp_path / "run", max_steps=2, **{lever: True}))
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert result["global_step"] == 2 and all(r["loss"] is not None for r in rows)
