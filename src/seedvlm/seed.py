@@ -375,12 +375,21 @@ class BetaSchedule:
         self.b_start, self.b_end, self.warmup_fraction = float(b_start), float(b_end), float(warmup_fraction)
         self.history: deque[float] = deque(maxlen=self.history_size)
 
-    def __call__(self, conf: Any, step: int = 0) -> torch.Tensor:
+    def __call__(self, conf: Any, step: int = 0, pending: Any = None) -> torch.Tensor:
         """b for each sample of a batch: conf (B,) (or a scalar) -> float32 betas of conf's shape and device.
-        Does not touch the history (call `update` after)."""
+        Does not touch the history (call `update` after).
+
+        pending: confidences that come before this batch in the global sample order but are not in the history
+        yet (under data parallelism: the batches of the lower ranks in the same micro-step). The thresholds then
+        use the history as `update(pending)` would leave it, so rank r of N sees what one process running the
+        same batches one after another would see."""
         c = _as_float_tensor(conf).detach()
         if self.kind == "quantile":
-            return select_beta(c, list(self.history), self.values, self.quantiles, self.min_history)
+            history = list(self.history)
+            if pending is not None:
+                extra = _as_float_tensor(pending).detach().reshape(-1).to("cpu", torch.float64)
+                history = (history + [float(x) for x in extra[torch.isfinite(extra)].tolist()])[-self.history_size:]
+            return select_beta(c, history, self.values, self.quantiles, self.min_history)
         if self.kind == "continuous":
             return continuous_beta(c, self.b_max, self.tau)
         if self.kind == "fixed":

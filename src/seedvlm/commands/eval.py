@@ -6,6 +6,8 @@
     seedvlm eval chair --model M --instances instances_val2014.json --references captions_val2014.json \\
         --images coco/val2014 --n 500 --max-new-tokens 512 --out runs/base/chair
 
+    accelerate launch --num_processes 4 -m seedvlm eval pope ...   # several GPUs: shards the questions, rank 0 writes
+
 Writes OUT/results.json (metrics, config, git hash, versions) and OUT/samples.jsonl (raw answers, parsed labels).
 Extra `--key value` options are decode options passed to the decoder (e.g. --top-p 0.9 with --decoding sample,
 --beta 1.0 with --decoding contrastive). Re-score the samples with `seedvlm score`.
@@ -80,6 +82,7 @@ def _gen_kwargs(args: argparse.Namespace, options: dict) -> dict:
 
 
 def run_pope(args: argparse.Namespace) -> int:
+    from seedvlm import distributed
     from seedvlm.eval import runner
     from seedvlm.eval.pope import load_questions, questions_provenance, score_pope
     from seedvlm.eval.report import pope_table
@@ -91,9 +94,12 @@ def run_pope(args: argparse.Namespace) -> int:
     leak = runner.check_leakage([q["image"] for q in questions], args.train_manifest, args.allow_overlap)
     answers = runner.answer_questions(questions, args.images, args.model, adapter=args.adapter, device=args.device,
                                       prompt_suffix=args.prompt_suffix, seed=args.seed, **gen)
+    if not distributed.is_main():  # several processes: every rank has all answers; rank 0 scores and writes
+        return 0
     metrics, samples = score_pope(questions, answers, answers_source="the model's answers")
     metrics.update(questions_provenance(args.questions), leakage=leak)
-    write_results(args.out, "pope", metrics, samples, config=dict(args_config(args), decode_options=options),
+    write_results(args.out, "pope", metrics, samples, config=dict(args_config(args), decode_options=options,
+                                                                   processes=distributed.rank_world()[1]),
                   model=args.model, adapter=args.adapter)
     print(pope_table(metrics))
     return 0
@@ -136,6 +142,7 @@ def select_images(chair, n: int, seed: int, image_ids: str | None) -> list[dict]
 
 
 def run_chair(args: argparse.Namespace) -> int:
+    from seedvlm import distributed
     from seedvlm.eval import runner
     from seedvlm.eval.chair import CHAIR
     from seedvlm.eval.report import chair_table
@@ -148,9 +155,12 @@ def run_chair(args: argparse.Namespace) -> int:
     leak = runner.check_leakage([im["file_name"] for im in images], args.train_manifest, args.allow_overlap)
     records = runner.caption_images(images, args.images, args.model, args.prompt, adapter=args.adapter,
                                     device=args.device, seed=args.seed, **gen)
+    if not distributed.is_main():  # several processes: every rank has all captions; rank 0 scores and writes
+        return 0
     metrics, samples = chair.evaluate(records)
     metrics["leakage"] = leak
-    write_results(args.out, "chair", metrics, samples, config=dict(args_config(args), decode_options=options),
+    write_results(args.out, "chair", metrics, samples, config=dict(args_config(args), decode_options=options,
+                                                                    processes=distributed.rank_world()[1]),
                   model=args.model, adapter=args.adapter)
     print(chair_table(metrics))
     return 0

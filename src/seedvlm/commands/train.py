@@ -4,7 +4,9 @@
         --images worlds/main/images/train --output-dir runs/seed
     seedvlm train --config configs/sft_tiny.yaml ... --output-dir runs/sft        # the control arm
     seedvlm train --config configs/seed_tiny.yaml ... --resume auto               # continue the latest checkpoint
-    accelerate launch -m seedvlm train --config configs/seed_llava15_7b.yaml ...  # several GPUs
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml --num_processes 4 -m seedvlm train \
+        --config configs/seed_llava15_7b.yaml ...                                 # several GPUs (DDP)
+    accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes 4 -m seedvlm train ...   # FSDP
 
 Every option of TrainConfig can be set in the YAML or overridden as --key value (listed below); docs/training.md
 says where each default comes from.

@@ -4,6 +4,11 @@ The model is reached only through `load_model` and `generate` below (thin wrappe
 `seedvlm.models.load_for_inference` and `seedvlm.generation.generate_texts`), so tests replace those two with a fake
 answerer and exercise everything else. Images are opened in chunks (a few hundred at a time, the same file opened
 once per chunk), never all at once.
+
+Several processes (`accelerate launch --num_processes N -m seedvlm eval ...`): `run_sharded` gives each rank a
+contiguous share of whole generation batches and gathers the answers, in order, on every rank; the command writes
+its files on rank 0 only. Batches are the same as one process's and the RNGs are seeded per batch, so the answers,
+and the metrics, equal a one-process run (tests/test_distributed.py).
 """
 
 from __future__ import annotations
@@ -131,51 +136,93 @@ def _open(path: Path):
 
 
 def run_prompts(model, processor, paths: Sequence[Path], prompts: Sequence[str], chunk_size: int = 256,
-                **gen_kwargs) -> list[str]:
-    """Generate one answer per (image path, prompt), loading images chunk by chunk."""
+                seed: int | None = None, first_index: int = 0, **gen_kwargs) -> list[str]:
+    """Generate one answer per (image path, prompt), loading images chunk by chunk.
+
+    Generation runs in batches of `gen_kwargs["batch_size"]` (default 16) cut at multiples of it counted from
+    `first_index`, the position of paths[0] in the whole list (a shard's start, itself a multiple of the batch).
+    With `seed`, the global RNGs (HF sampling) are seeded before each batch from (seed, batch number), so a batch's
+    answers depend on its own questions only: a run sharded over several processes answers exactly as one process
+    does (contrastive decoding seeds its own generator per batch from `seed` already)."""
     from tqdm import tqdm
 
+    from seedvlm import distributed
+
+    batch = int(gen_kwargs.get("batch_size", 16))
+    if batch < 1 or first_index % batch:
+        raise SeedVLMError(f"run_prompts: batch size {batch} and first index {first_index} do not line up")
+    chunk = max(chunk_size // batch, 1) * batch  # whole batches per chunk of opened images
     out: list[str] = []
-    bar = tqdm(total=len(prompts), desc="eval", unit="q", dynamic_ncols=True, disable=None)
-    for start in range(0, len(prompts), chunk_size):
+    bar = tqdm(total=len(prompts), desc="eval", unit="q", dynamic_ncols=True,
+               disable=None if distributed.is_main() else True)
+    for start in range(0, len(prompts), chunk):
         cache: dict[Path, Any] = {}
-        chunk_paths = paths[start:start + chunk_size]
-        for p in chunk_paths:
+        for p in paths[start:start + chunk]:
             if p not in cache:
                 cache[p] = _open(p)
-        texts = generate(model, processor, [cache[p] for p in chunk_paths], list(prompts[start:start + chunk_size]),
-                         progress=False, **gen_kwargs)
-        if len(texts) != len(chunk_paths):
-            raise SeedVLMError(f"the model returned {len(texts)} answers for {len(chunk_paths)} prompts")
-        out.extend(t if isinstance(t, str) else str(t) for t in texts)
-        bar.update(len(chunk_paths))
+        for b in range(start, min(start + chunk, len(prompts)), batch):
+            batch_paths = paths[b:b + batch]
+            if seed is not None:
+                _seed_batch(seed, (first_index + b) // batch)
+            texts = generate(model, processor, [cache[p] for p in batch_paths], list(prompts[b:b + batch]),
+                             progress=False, **gen_kwargs)
+            if len(texts) != len(batch_paths):
+                raise SeedVLMError(f"the model returned {len(texts)} answers for {len(batch_paths)} prompts")
+            out.extend(t if isinstance(t, str) else str(t) for t in texts)
+            bar.update(len(batch_paths))
     bar.close()
     return out
 
 
-def _seed_everything(seed: int, gen_kwargs: dict) -> None:
-    """Seed the global RNGs (HF sampling) and, for contrastive decoding, its own generator (unless given)."""
+def _seed_batch(seed: int, batch_number: int) -> None:
+    """Seed python's and torch's global RNGs for one generation batch from (seed, batch number)."""
     import random
 
+    import torch
+
+    value = (int(seed) * 1_000_003 + int(batch_number)) % (2 ** 63)
+    random.seed(value)
+    torch.manual_seed(value)
+
+
+def _seed_everything(seed: int, gen_kwargs: dict) -> None:
+    """Contrastive decoding gets `seed` for its own generator (unless given); the global RNGs are seeded per batch
+    (`_seed_batch`)."""
     if gen_kwargs.get("decoding") == "contrastive":
         gen_kwargs.setdefault("seed", seed)
 
-    random.seed(seed)
-    try:
-        import torch
 
-        torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+def run_sharded(paths: Sequence[Path], prompts: Sequence[str], model_path: str, adapter: str | None,
+                device: str | None, seed: int, **gen_kwargs) -> list[str]:
+    """Answers to all (path, prompt) pairs, in order. Under a launcher (accelerate launch / torchrun, N
+    processes) each rank loads the model on its own device, answers its contiguous share of whole batches
+    (`distributed.shard_bounds`) and the shares are gathered (accelerate `gather_object`) so every rank returns
+    the full list; with one process, all of it here."""
+    from seedvlm import distributed
+
+    rank, world = distributed.rank_world()
+    if device is None and world > 1:
+        device = str(distributed.device())
+    batch = int(gen_kwargs.get("batch_size", 16))
+    start, stop = distributed.shard_bounds(len(prompts), rank, world, unit=batch)
+    if world > 1:
+        log.info("rank %d of %d: items %d..%d of %d on %s", rank, world, start, stop, len(prompts), device)
+    model, processor = load_model(model_path, adapter=adapter, device=device)
+    _seed_everything(seed, gen_kwargs)
+    texts = run_prompts(model, processor, paths[start:stop], prompts[start:stop], seed=seed, first_index=start,
+                        **gen_kwargs)
+    texts = distributed.gather_lists(texts)
+    if len(texts) != len(prompts):
+        raise SeedVLMError(f"gathered {len(texts)} answers from {world} processes for {len(prompts)} prompts")
+    return texts
 
 
 def answer_questions(questions: Sequence[dict], images_dir: str | Path, model_path: str, adapter: str | None = None,
                      device: str | None = None, prompt_suffix: str = "", seed: int = 0, **gen_kwargs) -> dict[str, str]:
     """{question_id: raw answer} for POPE questions; images are checked before the model loads."""
     paths = resolve_images(images_dir, [(q["image"], q["question_id"]) for q in questions], "question")
-    model, processor = load_model(model_path, adapter=adapter, device=device)
-    _seed_everything(seed, gen_kwargs)
-    texts = run_prompts(model, processor, paths, [q["text"] + prompt_suffix for q in questions], **gen_kwargs)
+    texts = run_sharded(paths, [q["text"] + prompt_suffix for q in questions], model_path, adapter, device, seed,
+                        **gen_kwargs)
     return {str(q["question_id"]): t for q, t in zip(questions, texts)}
 
 
@@ -183,7 +230,5 @@ def caption_images(images: Sequence[dict], images_dir: str | Path, model_path: s
                    adapter: str | None = None, device: str | None = None, seed: int = 0, **gen_kwargs) -> list[dict]:
     """[{"image_id", "caption"}] for COCO image records ({"id", "file_name"})."""
     paths = resolve_images(images_dir, [(im["file_name"], im["id"]) for im in images], "image_id")
-    model, processor = load_model(model_path, adapter=adapter, device=device)
-    _seed_everything(seed, gen_kwargs)
-    texts = run_prompts(model, processor, paths, [prompt] * len(images), **gen_kwargs)
+    texts = run_sharded(paths, [prompt] * len(images), model_path, adapter, device, seed, **gen_kwargs)
     return [{"image_id": im["id"], "caption": t} for im, t in zip(images, texts)]

@@ -212,11 +212,14 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     write_text(path, "".join(keep))
 
 
-def save_seed_state(folder: str | Path, beta_schedule, monitor: SeedMonitor | None) -> None:
-    """Write seedvlm_state.json: the b history (BetaSchedule.state_dict, plain JSON) and the NaN counters."""
+def save_seed_state(folder: str | Path, beta_schedule, monitor: SeedMonitor | None,
+                    data: dict | None = None) -> None:
+    """Write seedvlm_state.json: the b history (BetaSchedule.state_dict, plain JSON), the NaN counters and the data
+    position (`data`: global batch, processes, samples consumed; see SeedTrainer.data_position)."""
     write_json(Path(folder) / SEED_STATE_FILE, {
         "beta_schedule": beta_schedule.state_dict() if beta_schedule is not None else None,
         "monitor": monitor.state_dict() if monitor is not None else None,
+        "data": data,
     }, indent=None)
 
 

@@ -89,6 +89,10 @@ class TrainConfig:
     per_device_batch_size: int = field_(1, "micro-batch per device")
     grad_accumulation: int = field_(8, "micro-batches per optimizer step (effective batch = per_device_batch_size "
                                        "x grad_accumulation x devices; the seed: 8)")
+    global_batch_size: int | None = field_(None, "samples per optimizer step over all processes; when set, "
+                                                 "grad_accumulation = global_batch_size / (per_device_batch_size x "
+                                                 "processes), so 1 or N GPUs train the same steps (must divide "
+                                                 "exactly; docs/distributed.md)")
     weight_decay: float = field_(0.0, "AdamW weight decay (on LoRA weights)")
     max_grad_norm: float = field_(1.0, "gradient clipping norm (0 = off)")
     seed: int = field_(42, "seed of LoRA init, data order, dropout and the per-sample noise")
@@ -140,7 +144,8 @@ class TrainConfig:
             (self.learning_rate > 0, "learning_rate must be positive"),
             (0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)"),
             (self.max_steps > 0 or self.num_epochs > 0, "set num_epochs > 0 or max_steps > 0"),
-            (self.per_device_batch_size > 0 and self.grad_accumulation > 0, "batch sizes must be positive"),
+            (self.per_device_batch_size > 0 and self.grad_accumulation > 0
+             and (self.global_batch_size is None or self.global_batch_size > 0), "batch sizes must be positive"),
             (self.max_consecutive_nan > 0, "max_consecutive_nan must be positive"),
             (self.logging_steps > 0 and self.save_steps > 0, "logging_steps and save_steps must be positive"),
             (self.max_length is None or self.max_length > 0, "max_length must be positive"),

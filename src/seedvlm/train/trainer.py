@@ -15,7 +15,8 @@ checkpoint/resume with RNG state, tqdm and TensorBoard, and `accelerate launch` 
 Commands (see docs/training.md):
     seedvlm train --config configs/seed_tiny.yaml --model runs/base --data train.json --images world/images/train
     seedvlm train --config configs/sft_tiny.yaml ...            # the control arm
-    accelerate launch -m seedvlm train --config configs/seed_llava15_7b.yaml ...   # several GPUs
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml --num_processes 4 -m seedvlm train \
+        --config configs/seed_llava15_7b.yaml ...        # several GPUs, DDP (fsdp.yaml: FSDP; docs/distributed.md)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from transformers import ProgressCallback, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint, rotate_checkpoints
 
 from seedvlm import seed as S
+from seedvlm.distributed import launched_world_size
 from seedvlm.errors import SeedVLMError
 from seedvlm.io import atomic_path, read_json, write_json
 from seedvlm.train.callbacks import (SeedMonitor, SeedProgressCallback, StepAccumulator, load_seed_state,
@@ -66,6 +68,89 @@ def resolve_dtype(name: str) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_available() else torch.float32
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Data parallelism: the b history in the global sample order, the teacher forward under FSDP
+# --------------------------------------------------------------------------------------------------------------
+
+
+class RankOrderedBeta:
+    """The b of one micro-batch as ONE process running the same batches one after another would pick it.
+
+    accelerate deals the sampler's batches round-robin (rank r of N gets global batches r, r+N, r+2N, ...), so in
+    the global order rank r's micro-batch comes right after those of ranks 0..r-1 of the same micro-step. Calling
+    this object (`(conf, step) -> b`, as `seedvlm.train.step.seed_step` calls a BetaSchedule) gathers the
+    micro-step's confidences of all ranks (accelerate `gather`, one collective of B floats per rank), picks b with
+    the history plus the lower ranks' confidences (`BetaSchedule(..., pending=...)`), and `record` then appends all
+    ranks' confidences in rank order. Every rank so holds the same history (hence the same thresholds), equal to
+    that of one process running per_device_batch_size x grad_accumulation x N with grad_accumulation x N
+    micro-batches. Samples without answer rows (valid False) count in neither.
+    """
+
+    def __init__(self, schedule: S.BetaSchedule, accelerator, mask: torch.Tensor) -> None:
+        self.schedule, self.accelerator = schedule, accelerator
+        self.valid = mask.any(dim=1)
+        self.kind = schedule.kind
+        self.everyone: torch.Tensor | None = None
+
+    def __call__(self, conf: torch.Tensor, step: int = 0) -> torch.Tensor:
+        c = conf.detach().float()
+        vals = torch.where(self.valid.to(c.device), c, torch.full_like(c, float("nan")))
+        n, rank = self.accelerator.num_processes, self.accelerator.process_index
+        if n == 1:
+            self.everyone = vals
+            return self.schedule(conf, step)
+        self.everyone = self.accelerator.gather(self.accelerator.pad_across_processes(vals, pad_index=float("nan")))
+        pending = self.everyone.reshape(n, -1)[:rank].reshape(-1)
+        return self.schedule(conf, step, pending=pending)
+
+    def record(self, conf: torch.Tensor, valid: torch.Tensor) -> None:
+        """Append the micro-step's confidences of all ranks (NaN = padding or no answer rows: skipped)."""
+        if self.everyone is None:  # called without __call__: this rank's own values only
+            self.schedule.update(conf, valid)
+            return
+        self.schedule.update(self.everyone)
+
+
+def write_gathered_adapter(model, state_dict: dict[str, torch.Tensor], folder: str | Path) -> None:
+    """peft's adapter folder (adapter_config.json + adapter_model.safetensors, the keys peft's save_pretrained
+    writes) from LoRA weights gathered out of an FSDP-wrapped model. peft's own save cannot take them: it picks its
+    keys from the module names, which carry FSDP's `_fsdp_wrapped_module.` inside a wrapped model."""
+    import copy
+
+    from safetensors.torch import save_file
+
+    name = model.active_adapter
+    weights = {k.replace(f".{name}.", "."): v.detach().to("cpu").contiguous()
+               for k, v in state_dict.items() if "lora_" in k}
+    if not weights:
+        raise SeedVLMError("no LoRA weights in the gathered FSDP state dict; nothing to save")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = copy.deepcopy(model.peft_config[name])
+    config.inference_mode = True
+    config.save_pretrained(str(folder))
+
+
+def _torch_optimizer(optimizer):
+    """The torch optimizer inside accelerate's AcceleratedOptimizer wrapper."""
+    return getattr(optimizer, "optimizer", optimizer)
+
+
+class ForwardThrough:
+    """A peft model for everything (disable_adapter, eval/train, config, embeddings) except the forward itself,
+    which runs through `wrapper` (an FSDP1 wrapper around it: only its forward gathers the sharded weights)."""
+
+    def __init__(self, bare, wrapper) -> None:
+        self._bare, self._wrapper = bare, wrapper
+
+    def __call__(self, *args, **kwargs):
+        return self._wrapper(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._bare, name)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -107,7 +192,10 @@ class SeedTrainer(Trainer):
         if self.cfg.group_by_length and self.lengths is not None:
             from seedvlm.data.dataset import LengthGroupedSampler
 
-            return LengthGroupedSampler(self.lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps,
+            # Megabatches of the GLOBAL batch: the sampler yields one order that accelerate deals out to the ranks,
+            # so the order (and each optimizer step's samples) is the same on any number of processes.
+            global_batch = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+            return LengthGroupedSampler(self.lengths, global_batch,
                                         seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed)
         return super()._get_train_sampler(train_dataset)
 
@@ -124,22 +212,26 @@ class SeedTrainer(Trainer):
         "targets" (N,)}; the tensors are (N, V) rows at the answer positions ((N, K [+1]) with a teacher cache)."""
         if self.beta_schedule.kind == "curriculum":
             self.beta_schedule.total_steps = max(int(self.state.max_steps), 1)
+        ordered = RankOrderedBeta(self.beta_schedule, self.accelerator, S.answer_positions(inputs["labels"])[0])
         return _step.seed_step(model, inputs, self.cfg, step=int(self.state.global_step),
-                               beta_schedule=self.beta_schedule, teacher=self.accelerator.unwrap_model(model),
+                               beta_schedule=ordered, teacher=self._teacher(model),
                                patch_size=self.patch_size, cache=self.teacher_cache,
-                               record_conf=self._update_history, loss_fn=combined_loss, purify_fn=purify)
+                               record_conf=ordered.record, loss_fn=combined_loss, purify_fn=purify)
+
+    def _teacher(self, model):
+        """The model the teacher pass runs through: the bare peft model (its adapter is what gets disabled).
+        Under FSDP1 the bare module's parameters are shards and only the FSDP wrapper's forward gathers them, so
+        there the forward goes through the wrapper (`ForwardThrough`); under DDP the bare module is enough (no
+        gradient, so no DDP hook is needed) and skips DDP's per-forward work. FSDP2 shards in place (the bare
+        module is the wrapped one)."""
+        bare = self.accelerator.unwrap_model(model)
+        if self.is_fsdp_enabled and bare is not model:
+            return ForwardThrough(bare, model)
+        return bare
 
     def sft_step(self, model, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
         """The control arm: CE on the answer tokens, same LoRA, same logits_to_keep slicing."""
         return _step.sft_step(model, inputs, teacher=self.accelerator.unwrap_model(model))
-
-    def _update_history(self, conf: torch.Tensor, valid: torch.Tensor) -> None:
-        """Append this micro-batch's confidences of ALL ranks (accelerate gather), so every rank keeps the same
-        history and picks the same thresholds."""
-        vals = torch.where(valid, conf.float(), torch.full_like(conf.float(), float("nan")))
-        if self.accelerator.num_processes > 1:
-            vals = self.accelerator.gather(self.accelerator.pad_across_processes(vals, pad_index=float("nan")))
-        self.beta_schedule.update(vals)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         out = self.seed_step(model, inputs) if self.cfg.method == "seed" else self.sft_step(model, inputs)
@@ -169,7 +261,10 @@ class SeedTrainer(Trainer):
             return
         os.makedirs(output_dir, exist_ok=True)
         model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
-        model.save_pretrained(output_dir, state_dict=state_dict, safe_serialization=True)
+        if self.is_fsdp_enabled and state_dict is not None:
+            write_gathered_adapter(model, state_dict, output_dir)
+        else:
+            model.save_pretrained(output_dir, state_dict=state_dict, safe_serialization=True)
         from seedvlm.models.loading import BASE_FINGERPRINT_FILE
 
         write_json(Path(output_dir) / BASE_FINGERPRINT_FILE, {"fingerprint": self.base_fp})
@@ -192,7 +287,7 @@ class SeedTrainer(Trainer):
             self._save_scaler(str(tmp))
             self._save_rng_state(str(tmp))
         if self.args.should_save:
-            save_seed_state(tmp, self.beta_schedule, self.monitor)
+            save_seed_state(tmp, self.beta_schedule, self.monitor, data=self.data_position())
             self.state.save_to_json(str(tmp / "trainer_state.json"))
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
@@ -208,19 +303,110 @@ class SeedTrainer(Trainer):
                                use_mtime=False)
         self.accelerator.wait_for_everyone()
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Under FSDP: every rank joins the gather of the adapter's weights (LoRA only), rank 0 writes them
+        (transformers' own FSDP path writes nothing here with SHARDED_STATE_DICT, or the whole base with
+        FULL_STATE_DICT). Otherwise transformers' save_model (-> `_save` on rank 0)."""
+        if self.is_fsdp_enabled:
+            self._save(output_dir or self.args.output_dir, state_dict=self._sharded_adapter_state())
+            return
+        super().save_model(output_dir, _internal_call)
+
+    def _sharded_adapter_state(self) -> dict[str, torch.Tensor] | None:
+        """The trainable weights of an FSDP-wrapped model, gathered (a collective: every rank calls it); None when
+        the model is not sharded. The frozen base is skipped (`ignore_frozen_params`)."""
+        if not self.is_fsdp_enabled:
+            return None
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        # cpu_offload (full tensors on rank 0's CPU only) is for GPUs; FSDP on the CPU (tests) keeps them in place.
+        options = StateDictOptions(full_state_dict=True, ignore_frozen_params=True,
+                                   cpu_offload=self.args.device.type != "cpu")
+        return get_model_state_dict(self.model_wrapped, options=options)
+
     def save_adapter(self, folder: str | Path) -> Path:
-        """The final adapter (with seedvlm_base.json and the config), written atomically."""
+        """The final adapter (with seedvlm_base.json and the config), written atomically. Every rank calls it (under
+        FSDP the weights are gathered first); rank 0 writes."""
         folder = Path(folder)
+        state_dict = self._sharded_adapter_state()
         if self.args.should_save:
             with atomic_path(folder) as tmp:
-                self._save(str(tmp))
+                self._save(str(tmp), state_dict=state_dict)
         self.accelerator.wait_for_everyone()
         return folder
 
     # -- resuming --------------------------------------------------------------------------------------------------
+    def data_position(self) -> dict[str, int]:
+        """Where the run is in its data, in samples: global_step x the global batch (per_device_batch_size x
+        grad_accumulation x processes). transformers resumes by optimizer steps (each rank skips
+        step x grad_accumulation of its batches), which lands on the same sample on any number of processes as
+        long as the global batch is the same; `check_data_position` refuses a resume that changes it."""
+        a = self.args
+        global_batch = a.per_device_train_batch_size * a.gradient_accumulation_steps * a.world_size
+        return {"global_batch_size": global_batch, "per_device_batch_size": a.per_device_train_batch_size,
+                "grad_accumulation": a.gradient_accumulation_steps, "processes": a.world_size,
+                "global_step": int(self.state.global_step), "samples": int(self.state.global_step) * global_batch}
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """Under FSDP: the AdamW state gathered in full (torch's `get_optimizer_state_dict`: the moments of the LoRA
+        weights only, ~0.8 GB at 13B with r=64) into optimizer.pt by rank 0, and the LR schedule; not transformers'
+        sharded copy of the whole model (its only trainable part, the adapter, is what `save_model` wrote; the
+        frozen base would add ~26 GB at 13B to every checkpoint). A full state loads on any number of processes."""
+        if not self.is_fsdp_enabled:
+            super()._save_optimizer_and_scheduler(output_dir)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+        from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=self.args.device.type != "cpu")
+        state = get_optimizer_state_dict(self.model_wrapped, _torch_optimizer(self.optimizer), options=options)
+        if self.args.should_save:
+            torch.save(state, os.path.join(output_dir, OPTIMIZER_NAME))
+            torch.save(self.lr_scheduler.state_dict(), os.path.join(output_dir, SCHEDULER_NAME))
+
+    def _load_optimizer_and_scheduler(self, checkpoint) -> None:
+        """Under FSDP: what `_save_optimizer_and_scheduler` wrote, read with `torch.load(weights_only=True)` by every
+        rank and put in place by torch's `set_optimizer_state_dict`."""
+        if not self.is_fsdp_enabled or checkpoint is None:
+            super()._load_optimizer_and_scheduler(checkpoint)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+        from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME
+
+        folder = Path(checkpoint)
+        if not (folder / OPTIMIZER_NAME).is_file():
+            raise SeedVLMError(f"checkpoint {folder} has no {OPTIMIZER_NAME}: not written by an FSDP run of seedvlm")
+        state = torch.load(folder / OPTIMIZER_NAME, map_location="cpu", weights_only=True)
+        set_optimizer_state_dict(self.model_wrapped, _torch_optimizer(self.optimizer), state,
+                                 options=StateDictOptions(full_state_dict=True))
+        self.lr_scheduler.load_state_dict(torch.load(folder / SCHEDULER_NAME, map_location="cpu", weights_only=True))
+
+    def _load_sharded_adapter(self, folder: str | Path, wrapped) -> None:
+        """Under FSDP: the checkpoint's adapter_model.safetensors into the sharded LoRA weights (every rank reads
+        the file; torch's `set_model_state_dict` puts each rank's shard in place)."""
+        import re
+
+        from safetensors.torch import load_file
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        name = self.accelerator.unwrap_model(wrapped).active_adapter
+        saved = load_file(str(Path(folder) / "adapter_model.safetensors"))
+        # peft's files drop the adapter name: X.lora_A.weight -> X.lora_A.<name>.weight in the model
+        state = {re.sub(r"\.(lora_[A-Za-z_]+)\.", rf".\1.{name}.", k, count=1): v for k, v in saved.items()}
+        n_saved, trainable = len(state), sum(1 for p in wrapped.parameters() if p.requires_grad)
+        result = set_model_state_dict(wrapped, state, options=StateDictOptions(full_state_dict=True, strict=False))
+        unexpected = list(getattr(result, "unexpected_keys", []) or [])
+        if unexpected or n_saved != trainable:
+            raise SeedVLMError(f"checkpoint {folder}: its adapter ({n_saved} tensors) does not fit this model's "
+                               f"{trainable} LoRA weights (unexpected: {unexpected[:3]})")
+
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         check_checkpoint(resume_from_checkpoint, self.base_fp, self.cfg)
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        check_data_position(resume_from_checkpoint, self.data_position()["global_batch_size"], self.args.world_size)
+        if self.is_fsdp_enabled:
+            self._load_sharded_adapter(resume_from_checkpoint, model if model is not None else self.model_wrapped)
+        else:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
         load_seed_state(resume_from_checkpoint, self.beta_schedule, self.monitor)
 
 
@@ -255,6 +441,28 @@ def check_checkpoint(folder: str | Path, base_fp: str, cfg: TrainConfig) -> None
                         ", ".join(f"{k}: {old[k]!r} -> {now[k]!r}" for k in changed))
 
 
+def check_data_position(folder: str | Path, global_batch: int, processes: int) -> None:
+    """A resume must keep the global batch (transformers counts its data position in optimizer steps); the number
+    of processes may change (set global_batch_size, and grad_accumulation follows)."""
+    from seedvlm.train.callbacks import SEED_STATE_FILE
+
+    p = Path(folder) / SEED_STATE_FILE
+    data = read_json(p, "seedvlm checkpoint state").get("data") if p.is_file() else None
+    if not isinstance(data, dict) or "global_batch_size" not in data:
+        return  # a checkpoint written before the data position was recorded
+    old = int(data["global_batch_size"])
+    if old != global_batch:
+        raise SeedVLMError(
+            f"checkpoint {folder} was trained with a global batch of {old} samples per optimizer step "
+            f"({data.get('per_device_batch_size')} per device x {data.get('grad_accumulation')} accumulation x "
+            f"{data.get('processes')} processes); this run has {global_batch}. The data position and the LR schedule "
+            f"count optimizer steps, so resume with the same global batch: --global-batch-size {old}")
+    if int(data.get("processes", processes)) != processes:
+        log.info("resuming a %s-process run on %d processes: same global batch %d, data position %s samples "
+                 "(step %s); RNG states (LoRA dropout only) are not carried over", data.get("processes"), processes,
+                 global_batch, data.get("samples"), data.get("global_step"))
+
+
 def resolve_resume(resume: str | None, output_dir: str | Path) -> str | None:
     """`--resume DIR` -> DIR (must be a checkpoint); `--resume auto` -> the latest checkpoint-N in output_dir, or
     None (a fresh start) when there is none yet."""
@@ -284,7 +492,7 @@ def build_training_args(cfg: TrainConfig, **overrides) -> TrainingArguments:
     kw = dict(
         output_dir=cfg.output_dir,
         per_device_train_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=cfg.grad_accumulation,
+        gradient_accumulation_steps=resolve_grad_accumulation(cfg, launched_world_size()),
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_steps if cfg.warmup_steps > 0 else cfg.warmup_ratio,
@@ -310,9 +518,34 @@ def build_training_args(cfg: TrainConfig, **overrides) -> TrainingArguments:
         dataloader_pin_memory=cuda,
         logging_nan_inf_filter=False,
         disable_tqdm=False,
+        # DDP: every LoRA weight gets a gradient at every step (no unused-parameter search); the buffers (rotary
+        # tables, position ids) are constants, so no broadcast before each forward.
+        ddp_find_unused_parameters=False,
+        ddp_broadcast_buffers=False,
     )
     kw.update(overrides)
-    return TrainingArguments(**kw)
+    args = TrainingArguments(**kw)
+    if args.parallel_mode.value == "not_distributed" and args.n_gpu > 1:
+        # Without a launcher the Trainer would wrap the model in torch.nn.DataParallel over all visible GPUs; the
+        # teacher pass and the b history assume one process per GPU.
+        log.warning("%d GPUs visible but one process: training on one GPU. For several, launch with "
+                    "`accelerate launch --config_file configs/accelerate/multi_gpu.yaml -m seedvlm train ...` "
+                    "(docs/distributed.md)", args.n_gpu)
+        args._n_gpu = 1
+    return args
+
+
+def resolve_grad_accumulation(cfg: TrainConfig, world_size: int) -> int:
+    """grad_accumulation, or with `global_batch_size` set: global_batch_size / (per_device_batch_size x
+    world_size), which must divide exactly (so 1 and N processes take the same optimizer steps)."""
+    if cfg.global_batch_size is None:
+        return cfg.grad_accumulation
+    per_micro_step = cfg.per_device_batch_size * world_size
+    if cfg.global_batch_size % per_micro_step:
+        raise SeedVLMError(f"global_batch_size {cfg.global_batch_size} is not a multiple of per_device_batch_size "
+                           f"{cfg.per_device_batch_size} x {world_size} processes; choose a global batch or a "
+                           f"per-device batch that divides it")
+    return cfg.global_batch_size // per_micro_step
 
 
 def _prepare_output_dir(cfg: TrainConfig, resume: str | None, is_main: bool) -> None:

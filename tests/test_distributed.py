@@ -1,0 +1,296 @@
+"""Several processes on the CPU (gloo): DDP and FSDP training equal one process with the same global batch; eval
+sharded over two processes equals one process; resuming on another number of processes; the pieces (shards, the
+b history in rank order, global_batch_size, the accelerate configs).
+
+The multi-process runs go through `torch.distributed.run --nproc_per_node 2` (tests/dist_worker.py for training,
+the real `-m seedvlm eval pope` for evaluation), one intra-op thread each.
+
+Tolerance of the loss curves (1e-5, absolute, on losses ~1): DDP averages the two ranks' gradients, each the mean
+over its grad_accumulation micro-batches, so a step's gradient is the same mean over the same micro-batches as one
+process accumulating them all (transformers divides each micro-batch loss, a mean over its answer tokens, by the
+accumulation count; DDP divides the all-reduced sum by the world size). Only float32 summation order differs
+(pairwise sums across ranks vs one running sum): ~1 ulp (1e-7 relative) per gradient entry, which AdamW (lr 2e-3,
+12 steps) carries into the loss as measured differences of 3e-8. 1e-5 leaves 300x margin over that and is still
+~1000x below what a real semantic change causes: one sample dealt to the wrong step, a lagging b history (the
+first version of the gather gave rank 1 a history one micro-batch old: b moved by 0.05 at some steps) or a lost
+optimizer state on resume (loss off by 2e-3). b, conf, lr and the b history must be EXACTLY equal: they are
+discrete or computed from the frozen teacher's identical logits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_train import build_env, make_cfg, read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).resolve().parent / "dist_worker.py"
+LOSS_TOL = 1e-5
+
+# 16 records, 2 per device, global batch 8: one process accumulates 4 micro-batches, two processes 2 each; 2 steps
+# per epoch, so 12 steps cross 5 epoch boundaries. No LoRA dropout: its masks come from each process's own RNG
+# stream, so no multi-process run can reproduce one process's masks (that is true of any DDP run).
+RUN = dict(max_steps=12, per_device_batch_size=2, global_batch_size=8, grad_accumulation=1, save_steps=6,
+           lora_dropout=0.0, beta_min_history=4, logging_steps=3)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return build_env(tmp_path_factory.mktemp("dist_env"))
+
+
+def launch(*args: str, timeout: int = 240) -> None:
+    """`python -m torch.distributed.run --standalone --nproc_per_node 2 ARGS` (a free port, gloo on the CPU)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-60:])
+        pytest.fail(f"{' '.join(cmd[3:])} failed ({proc.returncode}):\n{tail}")
+
+
+def cfg_json(env, out: Path, **kw) -> str:
+    import dataclasses
+
+    return json.dumps(dataclasses.asdict(make_cfg(env, out, **{**RUN, **kw})))
+
+
+def ranks(dump: Path) -> list[dict]:
+    return [json.loads((dump / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def assert_same_curve(one: list[dict], many: list[dict]) -> None:
+    by_step = {r["step"]: r for r in one}
+    assert many and all(r["step"] in by_step for r in many)
+    for row in many:
+        ref = by_step[row["step"]]
+        for key in ("loss", "distill", "sup"):
+            assert abs(row[key] - ref[key]) <= LOSS_TOL, (row["step"], key, row[key], ref[key])
+        for key in ("beta", "conf", "lr"):
+            assert row[key] == pytest.approx(ref[key], abs=1e-12), (row["step"], key)
+
+
+def assert_same_adapter(a: Path, b: Path) -> None:
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(str(a / "adapter_model.safetensors")), load_file(str(b / "adapter_model.safetensors"))
+    assert sorted(wa) == sorted(wb) and wa
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=LOSS_TOL, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def one_process(env, tmp_path_factory):
+    """The reference: one process, global batch 8 = 2 per device x 4 accumulation."""
+    from seedvlm.train.trainer import run_training
+
+    out = tmp_path_factory.mktemp("one") / "run"
+    res = run_training(make_cfg(env, out, **RUN))
+    assert res["trainer"].args.gradient_accumulation_steps == 4
+    return {"out": out, "metrics": read_metrics(out), "history": list(res["trainer"].beta_schedule.history)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_train_like_one_and_resume_on_one(env, one_process, tmp_path):
+    from seedvlm.errors import SeedVLMError
+    from seedvlm.train.trainer import run_training
+
+    two = tmp_path / "two"
+    launch(str(WORKER), "train", cfg_json(env, two), str(tmp_path / "dump"))
+    r0, r1 = ranks(tmp_path / "dump")
+    assert (r0["world"], r0["grad_accumulation"], r0["wrapper"]) == (2, 2, "DistributedDataParallel")
+    # the b history: the same on both ranks, in the same order as one process's (so the same as a multiset)
+    assert r0["history"] == r1["history"] == one_process["history"]
+    assert len(r0["history"]) == 12 * 8
+    # written once, by rank 0: one row per step, one set of checkpoint files (RNG state per rank)
+    metrics = read_metrics(two)
+    assert [r["step"] for r in metrics] == list(range(1, 13))
+    assert_same_curve(one_process["metrics"], metrics)
+    ckpt = two / "checkpoint-6"
+    assert sorted(p.name for p in two.glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-6"]
+    assert (ckpt / "rng_state_0.pth").is_file() and (ckpt / "rng_state_1.pth").is_file()
+    state = json.loads((ckpt / "seedvlm_state.json").read_text())
+    assert state["data"] == {"global_batch_size": 8, "per_device_batch_size": 2, "grad_accumulation": 2,
+                             "processes": 2, "global_step": 6, "samples": 48}
+    assert_same_adapter(one_process["out"] / "adapter", two / "adapter")
+
+    # resume the 2-process checkpoint on 1 process: steps 7..12 as the uninterrupted 1-process run
+    res = run_training(make_cfg(env, tmp_path / "resumed", **RUN), resume=str(ckpt))
+    resumed = read_metrics(tmp_path / "resumed")
+    assert [r["step"] for r in resumed] == list(range(7, 13))
+    assert_same_curve(one_process["metrics"], resumed)
+    assert list(res["trainer"].beta_schedule.history) == one_process["history"]
+    assert_same_adapter(one_process["out"] / "adapter", tmp_path / "resumed" / "adapter")
+    # another global batch would land on other samples and another LR schedule: refused, naming the fix
+    with pytest.raises(SeedVLMError, match="global batch of 8.*--global-batch-size 8"):
+        run_training(make_cfg(env, tmp_path / "other", **{**RUN, "global_batch_size": 4}), resume=str(ckpt))
+
+
+@pytest.mark.slow
+def test_fsdp_two_processes_train_like_one_and_resume(env, one_process, tmp_path):
+    """accelerate's FSDP1 plugin from configs/accelerate/fsdp.yaml (FULL_SHARD, decoder layers + peft's LoRA
+    units, use_orig_params): the teacher pass through the wrapper, the gathered adapter, the full optimizer state."""
+    fsdp = tmp_path / "fsdp"
+    launch(str(WORKER), "fsdp-train", cfg_json(env, fsdp), str(tmp_path / "dump"))
+    r0, r1 = ranks(tmp_path / "dump")
+    assert r0["wrapper"] == "FullyShardedDataParallel" and r0["history"] == r1["history"] == one_process["history"]
+    assert_same_curve(one_process["metrics"], read_metrics(fsdp))
+    assert_same_adapter(one_process["out"] / "adapter", fsdp / "adapter")
+    ckpt = fsdp / "checkpoint-6"
+    names = {p.name for p in ckpt.iterdir()}
+    assert {"adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "seedvlm_state.json"} <= names
+    assert not any(n.startswith("pytorch_model_fsdp") for n in names)  # no copy of the frozen base
+    torch.load(ckpt / "optimizer.pt", weights_only=True)  # no pickled code (DESIGN.md 10)
+
+    resumed = tmp_path / "fsdp_resumed"
+    launch(str(WORKER), "fsdp-train", cfg_json(env, resumed), str(tmp_path / "dump2"), str(ckpt))
+    rows = read_metrics(resumed)
+    assert [r["step"] for r in rows] == list(range(7, 13))
+    assert_same_curve(one_process["metrics"], rows)
+    assert_same_adapter(one_process["out"] / "adapter", resumed / "adapter")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# evaluation
+# ---------------------------------------------------------------------------------------------------------------
+
+CATS = ["person", "dog", "cat", "car", "fork", "knife", "cup", "bowl"]
+OBJECTS = {1: ["person", "dog", "car"], 2: ["dog", "car", "cat"], 3: ["person", "fork", "knife"],
+           4: ["fork", "knife", "cup"], 5: ["fork", "bowl", "cup"]}
+
+
+@pytest.fixture(scope="module")
+def pope_world(tmp_path_factory):
+    """A tiny random LLaVA whose vocabulary holds yes/no and the category names, 5 images, and POPE built on them."""
+    import numpy as np
+    from PIL import Image
+
+    from conftest import tiny_config
+    from seedvlm.cli import main
+    from seedvlm.models import build_processor, build_word_tokenizer, random_model, save_model
+
+    root = tmp_path_factory.mktemp("pope_world")
+    tok = build_word_tokenizer(CATS + "yes no is there a an in the image not".split())
+    cfg = tiny_config(tok)
+    save_model(random_model(cfg, seed=3), build_processor(tok, cfg), root / "model")
+    (root / "images").mkdir()
+    rng = np.random.default_rng(0)
+    for i in OBJECTS:
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(root / "images" / f"img{i}.png")
+    cat_id = {c: k + 1 for k, c in enumerate(CATS)}
+    anns = [{"id": n + 1, "image_id": i, "category_id": cat_id[c], "bbox": [0, 0, 1, 1]}
+            for n, (i, c) in enumerate((i, c) for i, cs in OBJECTS.items() for c in cs)]
+    inst = {"images": [{"id": i, "file_name": f"img{i}.png"} for i in OBJECTS], "annotations": anns,
+            "categories": [{"id": v, "name": k} for k, v in cat_id.items()]}
+    (root / "instances.json").write_text(json.dumps(inst))
+    assert main(["pope", "build", "--instances", str(root / "instances.json"), "--out", str(root / "pope")]) == 0
+    return root
+
+
+def test_eval_pope_two_processes_equals_one(pope_world, tmp_path):
+    from seedvlm.cli import main
+
+    args = ["eval", "pope", "--model", str(pope_world / "model"), "--questions", str(pope_world / "pope"),
+            "--images", str(pope_world / "images"), "--batch-size", "4", "--max-new-tokens", "3"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    launch("-m", "seedvlm", *args, "--out", str(tmp_path / "two"))  # 90 questions = 23 batches: 12 + 11
+    one = [json.loads(x) for x in (tmp_path / "one" / "samples.jsonl").read_text().splitlines()]
+    two = [json.loads(x) for x in (tmp_path / "two" / "samples.jsonl").read_text().splitlines()]
+    assert len(one) == 90 and two == one  # same questions, order, raw answers, parsed labels
+    r1 = json.loads((tmp_path / "one" / "results.json").read_text())
+    r2 = json.loads((tmp_path / "two" / "results.json").read_text())
+    for split in r1["splits"] + ["mean"]:
+        assert r2[split] == r1[split]
+    assert r2["config"]["processes"] == 2 and r1["config"]["processes"] == 1
+    assert len({s["text"] for s in one}) > 1  # the random model does not answer one constant
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the pieces
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n,world,unit", [(90, 2, 4), (7, 3, 2), (0, 2, 4), (5, 8, 1), (3000, 8, 16)])
+def test_shard_bounds_cover_in_order_on_batch_boundaries(n, world, unit):
+    from seedvlm.distributed import shard_bounds
+
+    bounds = [shard_bounds(n, r, world, unit) for r in range(world)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert all(start % unit == 0 for start, _ in bounds)
+    sizes = [-(-(b - a) // unit) for a, b in bounds]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_pending_confidences_give_the_sequential_b():
+    """Rank r picks b with the history plus the lower ranks' confidences of the same micro-step: exactly what one
+    process sees running the batches in the global order."""
+    from seedvlm.seed import BetaSchedule
+
+    g = torch.Generator().manual_seed(0)
+    batches = [-torch.rand(2, generator=g) * 5 for _ in range(12)]
+    seq, par = BetaSchedule(min_history=4, history_size=10), BetaSchedule(min_history=4, history_size=10)
+    one = []
+    for b in batches:
+        one.append(seq(b))
+        seq.update(b)
+    two = []
+    for j in range(0, 12, 2):  # two ranks: batches j (rank 0) and j + 1 (rank 1) at the same micro-step
+        two += [par(batches[j]), par(batches[j + 1], pending=batches[j])]
+        par.update(torch.cat([batches[j], batches[j + 1]]))
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
+    assert list(seq.history) == list(par.history)
+
+
+def test_global_batch_size_sets_accumulation_per_world_size():
+    from seedvlm.errors import SeedVLMError
+    from seedvlm.train.config import TrainConfig
+    from seedvlm.train.trainer import resolve_grad_accumulation
+
+    cfg = TrainConfig(per_device_batch_size=2, global_batch_size=16, grad_accumulation=99)
+    assert [resolve_grad_accumulation(cfg, n) for n in (1, 2, 4, 8)] == [8, 4, 2, 1]
+    assert resolve_grad_accumulation(TrainConfig(grad_accumulation=3), 4) == 3  # unset: grad_accumulation as is
+    with pytest.raises(SeedVLMError, match="not a multiple of per_device_batch_size 2 x 3 processes"):
+        resolve_grad_accumulation(cfg, 3)
+    with pytest.raises(SeedVLMError, match="batch sizes must be positive"):
+        TrainConfig(global_batch_size=0)
+
+
+def test_accelerate_configs_load_and_name_their_command():
+    import yaml
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    folder = ROOT / "configs" / "accelerate"
+    kinds = {"single_gpu.yaml": "NO", "multi_gpu.yaml": "MULTI_GPU", "fsdp.yaml": "FSDP"}
+    assert sorted(p.name for p in folder.glob("*.yaml")) == sorted(kinds)
+    for name, kind in kinds.items():
+        path = folder / name
+        first = path.read_text().splitlines()[0]
+        assert first.startswith(f"# accelerate launch --config_file configs/accelerate/{name}") and "-m seedvlm" in first
+        cfg = load_config_from_file(str(path))
+        assert cfg.distributed_type.value == kind and cfg.mixed_precision == "no"  # seedvlm's dtype decides
+    fsdp = yaml.safe_load((folder / "fsdp.yaml").read_text())["fsdp_config"]
+    assert fsdp["fsdp_sharding_strategy"] == "FULL_SHARD" and fsdp["fsdp_use_orig_params"] is True
+    assert fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    assert set(fsdp["fsdp_transformer_layer_cls_to_wrap"].split(",")) == {"LlamaDecoderLayer", "CLIPEncoderLayer"}
