@@ -11,14 +11,25 @@ from seedvlm.config import field_
 class PretrainConfig:
     world: str = field_("", "world folder written by `seedvlm world` (instances/captions/instruct JSON + images)")
     preset: str = field_("tiny", "model preset: tiny (CPU) or small (GPU)")
+    init: str = field_("", "start from this llava-hf checkpoint (and its processor) instead of random weights; "
+                           "stages with 0 steps/epochs are skipped")
     out: str = field_("runs/base", "output folder: a llava-hf checkpoint + processor + readiness.json")
     seed: int = field_(0, "seed for initialization, data order and the vision corpus")
     device: str = field_("auto", "auto | cpu | cuda")
     threads: int = field_(0, "torch CPU threads (0 = torch's default)")
+    # Stage 0: the language model alone, on text: each image replaced by its object list (LLaVA starts from an LM).
+    text_steps: int = field_(6000, "stage 0 steps: language pretraining on instruct turns with the image given as text "
+                                    "(0 = skip)")
+    text_lr: float = field_(1e-3, "stage 0 peak learning rate")
+    text_batch: int = field_(128, "stage 0 batch size")
     # Stage 1: the vision tower alone, multi-label object classification on unpaired scenes.
     vision_steps: int = field_(1200, "stage 1 steps (vision tower + per-patch linear head, multi-label BCE)")
     vision_batch: int = field_(64, "stage 1 batch size")
     vision_lr: float = field_(1e-3, "stage 1 peak learning rate (AdamW, cosine)")
+    vision_head: str = field_("words", "stage 1 head: words (cosine to the category words' embeddings through the "
+                                        "projector, CLIP-like) or linear (a linear head on the tower's patches)")
+    vision_words: str = field_("auto", "words head: frozen (align vision to the LM's word embeddings), trained (learn "
+                                       "both), auto (frozen when the LM was pretrained: text_steps > 0 or init)")
     vision_pool: int = field_(12000, "stage 1 corpus size: uniform-category scenes rendered once, reused")
     # Stage 2: projector alignment + language on captions and descriptions, tower frozen, features cached.
     align_epochs: float = field_(3.0, "stage 2 epochs over the world's captions + detailed descriptions")
@@ -31,5 +42,5 @@ class PretrainConfig:
     weight_decay: float = field_(0.01, "AdamW weight decay")
     # Readiness check on val.
     readiness_images: int = field_(200, "val images used by the readiness check (0 = skip)")
-    max_new_tokens: int = field_(64, "generation length for the readiness descriptions")
+    max_new_tokens: int = field_(128, "generation length for the readiness descriptions")
     save_dtype: str = field_("float16", "dtype of the saved weights (float16 keeps the shipped tiny base small)")

@@ -41,8 +41,10 @@ def world_records(world: Path, split: str) -> tuple[list[str], list[tuple[str, s
     return images, caption_recs, instruct_recs
 
 
-def tokenize_records(records, images: list[str], processor, n_image_tokens: int) -> list[TextSample]:
-    """Tokenize (image, prompt, answer) with the chat template; `<image>` expanded to the patch count."""
+def tokenize_records(records, images: list[str], processor, n_image_tokens: int,
+                     contexts: dict[str, str] | None = None) -> list[TextSample]:
+    """Tokenize (image, prompt, answer) with the chat template; `<image>` expanded to the patch count, or, with
+    `contexts`, replaced by the image's text description (text-only language pretraining)."""
     from seedvlm.models.processor import chat_prompt
 
     tok = processor.tokenizer
@@ -53,13 +55,28 @@ def tokenize_records(records, images: list[str], processor, n_image_tokens: int)
     for image, prompt, answer in records:
         if image not in index:
             raise SeedVLMError(f"record refers to image {image!r} that is not in the split's instances")
-        if prompt not in cache:
-            text = chat_prompt(processor, prompt).replace(image_tok, image_tok * n_image_tokens)
-            cache[prompt] = tok(text).input_ids
-        p = cache[prompt]
+        if contexts is not None:
+            p = tok(chat_prompt(processor, prompt).replace(image_tok, contexts[image])).input_ids
+        else:
+            if prompt not in cache:
+                text = chat_prompt(processor, prompt).replace(image_tok, image_tok * n_image_tokens)
+                cache[prompt] = tok(text).input_ids
+            p = cache[prompt]
         a = tok(" " + answer, add_special_tokens=False).input_ids + [tok.eos_token_id]
         out.append(TextSample(index[image], p + a, [-100] * len(p) + a))
     return out
+
+
+def scene_texts(world: Path, split: str) -> dict[str, str]:
+    """Each image's objects as text, left to right ("red fork , blue knife , green cup"): the stand-in for the image
+    when the language model is pretrained on text alone (stage 0), as LLaVA starts from a pretrained LM."""
+    inst = read_json(world / f"instances_{split}.json", "instances file")
+    names = {c["id"]: c["name"] for c in inst["categories"]}
+    objs: dict[int, list] = {}
+    for a in inst["annotations"]:
+        x = a["bbox"][0] + a["bbox"][2] / 2
+        objs.setdefault(a["image_id"], []).append((x, f"{a.get('color', '')} {names[a['category_id']]}".strip()))
+    return {im["file_name"]: " , ".join(t for _, t in sorted(objs.get(im["id"], []))) for im in inst["images"]}
 
 
 def collate(samples: list[TextSample], pad_id: int) -> dict[str, torch.Tensor]:

@@ -16,11 +16,12 @@ import torch
 from seedvlm.config import to_dict
 from seedvlm.errors import SeedVLMError
 from seedvlm.io import require_dir, write_json
-from seedvlm.models import (build_processor, build_word_tokenizer, num_image_tokens, preset_config, random_model,
-                            save_model, words_of)
+from seedvlm.models import (build_processor, build_word_tokenizer, load_model, load_processor, num_image_tokens,
+                            preset_config, random_model, save_model, words_of)
 from seedvlm.pretrain.config import PretrainConfig
-from seedvlm.pretrain.data import CAPTION_PROMPT, load_split_images, tokenize_records, world_records
-from seedvlm.pretrain.stages import cache_features, train_language, train_vision
+from seedvlm.pretrain.data import CAPTION_PROMPT, load_split_images, scene_texts, tokenize_records, world_records
+from seedvlm.pretrain.stages import (cache_features, first_token_accuracy, standardize_projector_input,
+                                     train_language, train_vision)
 
 log = logging.getLogger("seedvlm.pretrain")
 
@@ -71,6 +72,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if not cfg.world:
         raise SeedVLMError("--world is required: a folder written by `seedvlm world`")
     world = require_dir(cfg.world, "world folder")
+    if not cfg.init:
+        preset_config(cfg.preset)  # an unknown preset fails here, before any work
     device = _device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -81,33 +84,68 @@ def pretrain(cfg: PretrainConfig) -> dict:
     summary: dict = {"config": to_dict(cfg), "device": _device_name(device), "torch": torch.__version__,
                      "threads": torch.get_num_threads(), "stages": {}}
 
-    tokenizer = build_world_tokenizer(world)
-    config = preset_config(cfg.preset, vocab_size=len(tokenizer), image_token_index=tokenizer.image_token_id,
-                           pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                           eos_token_id=tokenizer.eos_token_id)
-    processor = build_processor(tokenizer, config)
-    model = random_model(config, seed=cfg.seed).to(device)
+    if cfg.init:
+        processor = load_processor(cfg.init)
+        tokenizer = processor.tokenizer
+        model = load_model(cfg.init, device=device, dtype=torch.float32)
+        config = model.config
+    else:
+        tokenizer = build_world_tokenizer(world)
+        config = preset_config(cfg.preset, vocab_size=len(tokenizer), image_token_index=tokenizer.image_token_id,
+                               pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                               eos_token_id=tokenizer.eos_token_id)
+        processor = build_processor(tokenizer, config)
+        model = random_model(config, seed=cfg.seed).to(device)
     size = config.vision_config.image_size
     n_params = sum(p.numel() for p in model.parameters())
     log.info(f"pretrain: preset {cfg.preset} ({n_params / 1e6:.1f}M params), vocab {len(tokenizer)}, "
              f"{num_image_tokens(config)} image tokens, device {summary['device']}")
 
+    names, caps, inst = world_records(world, "train")
+    n_tok = num_image_tokens(config)
+    yes_no = [r for r in inst if r[2] in ("Yes.", "No.") and r[1].startswith("Is there")]
+    common = dict(image_token_id=config.image_token_index, pad_id=tokenizer.pad_token_id,
+                  warmup_fraction=cfg.warmup_fraction, weight_decay=cfg.weight_decay, device=device, seed=cfg.seed)
+
+    # Stage 0: the language model on text, each image given as its object list.
+    if cfg.text_steps > 0:
+        contexts = scene_texts(world, "train")
+        text_samples = tokenize_records(inst + caps, names, processor, n_tok, contexts=contexts)
+        s0 = train_language(model, text_samples, None, epochs=0, lr=cfg.text_lr, per_sample=True,
+                            desc="stage 0 text", steps=cfg.text_steps, batch_size=cfg.text_batch, **common)
+        val_names, _, val_inst = world_records(world, "val")
+        val_yn = [r for r in val_inst if r[2] in ("Yes.", "No.") and r[1].startswith("Is there")][:1000]
+        s0["yesno_acc_val_text"] = first_token_accuracy(
+            model, tokenize_records(val_yn, val_names, processor, n_tok, contexts=scene_texts(world, "val")),
+            None, config.image_token_index, tokenizer.pad_token_id, device)
+        summary["stages"]["text"] = s0
+        log.info(f"stage 0 (text): loss {s0['loss']:.3f}, yes/no from text on val {s0['yesno_acc_val_text']:.3f}, "
+                 f"{s0['seconds']:.0f}s")
+
     # Stage 1: vision tower on unpaired scenes.
     t = time.time()
-    pool, pool_labels, _ = vision_corpus(cfg.vision_pool, size, cfg.seed + 1)
+    pool, pool_labels, cat_ids = vision_corpus(cfg.vision_pool, size, cfg.seed + 1)
     summary["stages"]["vision_corpus_seconds"] = time.time() - t
     if cfg.vision_steps > 0:
+        word_ids = None
+        if cfg.vision_head == "words":
+            from seedvlm.world import category_by_id
+
+            word_ids = [tokenizer(category_by_id(c)["name"], add_special_tokens=False).input_ids for c in cat_ids]
+        elif cfg.vision_head != "linear":
+            raise SeedVLMError(f"vision_head must be 'words' or 'linear', got {cfg.vision_head!r}")
         s1 = train_vision(model, pool, pool_labels, cfg.vision_steps, cfg.vision_batch, cfg.vision_lr,
-                          cfg.warmup_fraction, cfg.weight_decay, device, cfg.seed)
+                          cfg.warmup_fraction, cfg.weight_decay, device, cfg.seed, class_word_ids=word_ids,
+                          train_word_embeddings=_train_words(cfg))
         summary["stages"]["vision"] = s1
         log.info(f"stage 1 (vision): loss {s1['loss']:.4f}, held-out mAP {s1['mAP']:.3f}, {s1['seconds']:.0f}s")
     del pool, pool_labels
 
     # Stages 2 and 3: language on cached features of the world's train images.
-    names, caps, inst = world_records(world, "train")
     images = load_split_images(world, "train", names, size)
     feats = cache_features(model, images, device)
-    n_tok = num_image_tokens(config)
+    if (cfg.vision_head == "linear" or cfg.vision_steps == 0) and not cfg.init:
+        standardize_projector_input(model, feats)  # the projector is still random: give it standardized inputs
     tok_caps = tokenize_records(caps, names, processor, n_tok)
     descriptions = [r for r in inst if len(r[2].split()) > 8]
     tok_desc = tokenize_records(descriptions, names, processor, n_tok)
@@ -116,18 +154,22 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if longest > config.text_config.max_position_embeddings:
         raise SeedVLMError(f"a world sample has {longest} tokens, more than the preset's context "
                            f"{config.text_config.max_position_embeddings}")
-    common = dict(image_token_id=config.image_token_index, pad_id=tokenizer.pad_token_id,
-                  batch_size=cfg.batch_size, warmup_fraction=cfg.warmup_fraction,
-                  weight_decay=cfg.weight_decay, device=device, seed=cfg.seed)
-    s2 = train_language(model, tok_caps + tok_desc, feats, epochs=cfg.align_epochs, lr=cfg.align_lr,
-                        per_sample=False, desc="stage 2 align", **common)
-    summary["stages"]["align"] = s2
-    log.info(f"stage 2 (alignment): loss {s2['loss']:.3f}, {s2['steps']} steps, {s2['seconds']:.0f}s")
-    s3 = train_language(model, tok_inst, feats, epochs=cfg.instruct_epochs, lr=cfg.instruct_lr,
-                        per_sample=True, desc="stage 3 instruct", **common)
+    common["batch_size"] = cfg.batch_size
+    if cfg.align_epochs > 0:
+        s2 = train_language(model, tok_caps + tok_desc, feats, epochs=cfg.align_epochs, lr=cfg.align_lr,
+                            per_sample=False, desc="stage 2 align", **common)
+        summary["stages"]["align"] = s2
+        log.info(f"stage 2 (alignment): loss {s2['loss']:.3f}, {s2['steps']} steps, {s2['seconds']:.0f}s")
+    s3 = {"steps": 0}
+    if cfg.instruct_epochs > 0:
+        s3 = train_language(model, tok_inst, feats, epochs=cfg.instruct_epochs, lr=cfg.instruct_lr,
+                            per_sample=True, desc="stage 3 instruct", **common)
     summary["stages"]["instruct"] = s3
-    log.info(f"stage 3 (instruction, per-sample loss): loss {s3['loss']:.3f}, {s3['steps']} steps, "
-             f"{s3['seconds']:.0f}s")
+    s3["yesno_acc_train_subset"] = first_token_accuracy(
+        model, tokenize_records(yes_no[:1000], names, processor, n_tok), feats, config.image_token_index,
+        tokenizer.pad_token_id, device)
+    log.info(f"stage 3 (instruction, per-sample loss): loss {s3.get('loss', float('nan')):.3f}, {s3['steps']} "
+             f"steps, {s3.get('seconds', 0):.0f}s, yes/no on train images {s3['yesno_acc_train_subset']:.3f}")
     del feats, images
     summary["train_seconds"] = time.time() - t_start
 
@@ -144,6 +186,15 @@ def pretrain(cfg: PretrainConfig) -> dict:
     summary["total_seconds"] = time.time() - t_start
     write_json(out / "pretrain.json", summary)
     return summary
+
+
+def _train_words(cfg: PretrainConfig) -> bool:
+    """Whether stage 1 also trains the word embeddings it aligns vision to (not once the LM was pretrained)."""
+    if cfg.vision_words == "auto":
+        return cfg.text_steps == 0 and not cfg.init
+    if cfg.vision_words not in ("frozen", "trained"):
+        raise SeedVLMError(f"vision_words must be auto, frozen or trained, got {cfg.vision_words!r}")
+    return cfg.vision_words == "trained"
 
 
 def _device_name(device: torch.device) -> str:

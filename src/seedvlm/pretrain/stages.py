@@ -39,14 +39,55 @@ def _progress(desc: str, total: int):
 
 
 def train_vision(model, pool_images: np.ndarray, pool_labels: np.ndarray, steps: int, batch_size: int, lr: float,
-                 warmup_fraction: float, weight_decay: float, device: torch.device, seed: int) -> dict:
-    """Stage 1: train the vision tower with multi-label BCE; returns final metrics (loss, mAP on a held-out slice)."""
+                 warmup_fraction: float, weight_decay: float, device: torch.device, seed: int,
+                 class_word_ids: list[list[int]] | None = None, train_word_embeddings: bool = True) -> dict:
+    """Stage 1: train the vision tower with multi-label BCE; returns final metrics (loss, mAP on a held-out slice).
+
+    With `class_word_ids` (the token ids of each category's name) the head is word-aligned, as CLIP aligns images
+    with text: a patch's score for a category is the cosine between the *projected* patch feature and the mean input
+    embedding of the category's words, so tower, projector and those word embeddings are trained together and the
+    language model later receives image tokens that already resemble the words naming what they show. With
+    `train_word_embeddings=False` (after text pretraining) the words stay fixed and vision is aligned to them.
+    Otherwise a plain linear head per patch on the tower's features.
+    """
     n_cls = pool_labels.shape[1]
     tower = model.model.vision_tower
-    hidden = model.config.vision_config.hidden_size
-    head = torch.nn.Linear(hidden, n_cls).to(device)
-    params = list(tower.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    for p in model.parameters():  # an earlier stage may have frozen the tower and projector: this stage trains them
+        p.requires_grad_(False)
+    for p in list(tower.parameters()) + list(model.model.multi_modal_projector.parameters()):
+        p.requires_grad_(True)
+    params = list(tower.parameters())
+    groups = [{"params": params, "weight_decay": weight_decay}]
+    if class_word_ids is not None:
+        projector = model.model.multi_modal_projector
+        emb = model.get_input_embeddings()
+        n_words = max(len(w) for w in class_word_ids)
+        ids = torch.zeros((n_cls, n_words), dtype=torch.long)
+        wmask = torch.zeros((n_cls, n_words))
+        for k, w in enumerate(class_word_ids):
+            ids[k, :len(w)] = torch.tensor(w)
+            wmask[k, :len(w)] = 1.0
+        ids, wmask = ids.to(device), (wmask / wmask.sum(1, keepdim=True)).to(device)
+        scale = torch.nn.Parameter(torch.tensor(math.log(10.0), device=device))
+        bias = torch.nn.Parameter(torch.full((n_cls,), -2.0, device=device))
+        emb.weight.requires_grad_(train_word_embeddings)
+        extra = [emb.weight, scale, bias] if train_word_embeddings else [scale, bias]
+        groups += [{"params": list(projector.parameters()), "weight_decay": weight_decay},
+                   {"params": extra, "weight_decay": 0.0}]
+        params = params + list(projector.parameters()) + extra
+        word_vectors = emb(ids) if train_word_embeddings else emb(ids).detach()
+
+        def patch_logits_of(feats):
+            words = emb(ids) if train_word_embeddings else word_vectors
+            f = F.normalize(projector(feats), dim=-1)                          # (B, P, H)
+            c = F.normalize((words * wmask.unsqueeze(-1)).sum(1), dim=-1)     # (C, H)
+            return scale.exp() * f @ c.T + bias
+    else:
+        head = torch.nn.Linear(model.config.vision_config.hidden_size, n_cls).to(device)
+        groups.append({"params": list(head.parameters()), "weight_decay": weight_decay})
+        params = params + list(head.parameters())
+        patch_logits_of = head
+    opt = torch.optim.AdamW(groups, lr=lr)
     n_hold = min(512, len(pool_images) // 10)
     train_idx = np.arange(n_hold, len(pool_images))
     g = np.random.default_rng(seed)
@@ -57,8 +98,7 @@ def train_vision(model, pool_images: np.ndarray, pool_labels: np.ndarray, steps:
     t0 = time.time()
 
     def logits_of(pix):
-        feats = vision_features(model, pix)            # (B, P, D)
-        patch_logits = head(feats)                     # (B, P, C)
+        patch_logits = patch_logits_of(vision_features(model, pix))           # (B, P, C)
         return torch.logsumexp(patch_logits, dim=1) - math.log(patch_logits.shape[1])  # soft max-pool
 
     for step in range(steps):
@@ -115,6 +155,23 @@ def cache_features(model, images: np.ndarray, device: torch.device, batch_size: 
     return torch.cat(out)
 
 
+@torch.no_grad()
+def standardize_projector_input(model, features: torch.Tensor) -> None:
+    """Fold a per-dimension standardization of the tower's features into the projector's first linear layer.
+
+    Raw CLIP features carry a large constant offset and a few huge dimensions; object identity lives in small
+    variations on top. A random projector passes the offset through and the language model, learning from scratch,
+    never finds the objects (a prototype's yes/no answers stayed at chance). W' = W / sigma, b' = b - W' mu keeps the
+    llava-hf architecture unchanged: it is only a better initialization.
+    """
+    flat = features.reshape(-1, features.shape[-1]).float()
+    mu, sigma = flat.mean(0), flat.std(0).clamp(min=1e-3)
+    lin = model.model.multi_modal_projector.linear_1
+    w = lin.weight.float() / sigma
+    lin.weight.copy_(w.to(lin.weight.dtype))
+    lin.bias.copy_((lin.bias.float() - w @ mu).to(lin.bias.dtype))
+
+
 def lm_loss(model, batch: dict, features: torch.Tensor, image_token_id: int, per_sample: bool) -> torch.Tensor:
     """Next-token loss of the language model with projected cached image features in place of `<image>` tokens.
 
@@ -123,9 +180,10 @@ def lm_loss(model, batch: dict, features: torch.Tensor, image_token_id: int, per
     """
     ids = batch["input_ids"]
     embeds = model.get_input_embeddings()(ids)
-    img = model.model.multi_modal_projector(features[batch["image_index"]])        # (B, P, H)
-    mask = ids == image_token_id
-    embeds = embeds.masked_scatter(mask.unsqueeze(-1), img.to(embeds.dtype))
+    if features is not None:  # text-only sequences (stage 0) have no image tokens
+        img = model.model.multi_modal_projector(features[batch["image_index"]])    # (B, P, H)
+        mask = ids == image_token_id
+        embeds = embeds.masked_scatter(mask.unsqueeze(-1), img.to(embeds.dtype))
     hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).last_hidden_state
     labels = batch["labels"][:, 1:]
     keep = labels != -100
@@ -139,17 +197,19 @@ def lm_loss(model, batch: dict, features: torch.Tensor, image_token_id: int, per
     return per_row[keep.any(1)].mean()
 
 
-def train_language(model, samples, features: torch.Tensor, image_token_id: int, pad_id: int, epochs: float,
+def train_language(model, samples, features: torch.Tensor | None, image_token_id: int, pad_id: int, epochs: float,
                    batch_size: int, lr: float, warmup_fraction: float, weight_decay: float, device: torch.device,
-                   seed: int, per_sample: bool, desc: str) -> dict:
-    """Stages 2 and 3: train projector + language model (tower frozen) on token sequences with cached features."""
-    for p in model.model.vision_tower.parameters():
-        p.requires_grad_(False)
-    params = [p for n, p in model.named_parameters() if "vision_tower" not in n]
-    for p in params:
-        p.requires_grad_(True)
+                   seed: int, per_sample: bool, desc: str, steps: int | None = None) -> dict:
+    """Stages 0, 2 and 3: train the language model (+ the projector when there are image features; the tower is
+    frozen) on token sequences, with cached image features or none (text only)."""
+    frozen = ("vision_tower",) if features is not None else ("vision_tower", "multi_modal_projector")
+    params = []
+    for n, p in model.named_parameters():
+        p.requires_grad_(not any(f in n for f in frozen))
+        if p.requires_grad:
+            params.append(p)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    steps = max(1, int(epochs * len(samples) / batch_size))
+    steps = steps or max(1, int(epochs * len(samples) / batch_size))
     warmup = max(1, int(steps * warmup_fraction))
     model.train()
     bar = _progress(desc, steps)
@@ -171,3 +231,25 @@ def train_language(model, samples, features: torch.Tensor, image_token_id: int, 
     bar.close()
     model.eval()
     return {"loss": loss_ema, "steps": steps, "seconds": time.time() - t0}
+
+
+@torch.no_grad()
+def first_token_accuracy(model, samples, features, image_token_id: int, pad_id: int, device,
+                         batch_size: int = 128) -> float:
+    """Fraction of samples whose first answer token is predicted right (yes/no accuracy on yes/no samples)."""
+    right = 0
+    for s in range(0, len(samples), batch_size):
+        batch = {k: v.to(device) for k, v in collate(samples[s:s + batch_size], pad_id).items()}
+        ids = batch["input_ids"]
+        embeds = model.get_input_embeddings()(ids)
+        if features is not None:
+            img = model.model.multi_modal_projector(features[batch["image_index"]])
+            embeds = embeds.masked_scatter((ids == image_token_id).unsqueeze(-1), img.to(embeds.dtype))
+        hidden = model.model.language_model(inputs_embeds=embeds,
+                                            attention_mask=batch["attention_mask"]).last_hidden_state
+        labels = batch["labels"][:, 1:]
+        first = (labels != -100).float().argmax(1)
+        rows = torch.arange(len(ids), device=ids.device)
+        pred = model.lm_head(hidden[rows, first]).argmax(-1)
+        right += int((pred == labels[rows, first]).sum())
+    return right / max(1, len(samples))
