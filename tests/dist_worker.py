@@ -1,10 +1,11 @@
 """One process of the multi-process CPU tests (tests/test_distributed.py), started by `torch.distributed.run` (gloo).
 
-    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/dist_worker.py train CFG_JSON DUMP [RESUME]
-    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/dist_worker.py fsdp-train CFG_JSON DUMP [RESUME]
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/dist_worker.py train JOBS
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/dist_worker.py fsdp-train JOBS
 
-train: `run_training(TrainConfig(**CFG_JSON))` (what `seedvlm train` runs; DDP over gloo), then DUMP/rank{r}.json
-with this rank's b history, world size, gradient accumulation and model wrapper.
+JOBS: a JSON list of {"cfg": TrainConfig fields, "dump": folder, "resume": checkpoint folder or null}, run in order.
+train: `run_training(TrainConfig(**cfg), resume)` (what `seedvlm train` runs; DDP over gloo), then
+DUMP/rank{r}.json with this rank's b history, world size, gradient accumulation and model wrapper.
 fsdp-train: the same under accelerate's FSDP1 plugin configured from configs/accelerate/fsdp.yaml (see
 `fsdp_on_cpu` for the two patches that let accelerate build it on a CPU).
 """
@@ -76,10 +77,12 @@ def fsdp_on_cpu(config_file: Path) -> None:
 
 
 if __name__ == "__main__":
-    mode, cfg, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-    resume = sys.argv[4] if len(sys.argv) > 4 else None
+    # MODE JOBS: JOBS is a JSON list of {"cfg": TrainConfig fields, "dump": folder, "resume": checkpoint or null},
+    # run one after the other in the same processes (a resume right after the run it continues: one launch).
+    mode, jobs = sys.argv[1], json.loads(sys.argv[2])
     if mode == "fsdp-train":
         fsdp_on_cpu(Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "fsdp.yaml")
     elif mode != "train":
         raise SystemExit(f"unknown mode {mode}")
-    train(cfg, out, resume, fsdp=mode == "fsdp-train")
+    for job in jobs:
+        train(json.dumps(job["cfg"]), Path(job["dump"]), job.get("resume"), fsdp=mode == "fsdp-train")

@@ -65,10 +65,11 @@ def launch(*args: str, timeout: int = 240) -> None:
         pytest.fail(f"{' '.join(cmd[3:])} failed ({proc.returncode}):\n{tail}")
 
 
-def cfg_json(env, out: Path, **kw) -> str:
+def job(env, out: Path, dump: Path, resume: Path | None = None, **kw) -> dict:
     import dataclasses
 
-    return json.dumps(dataclasses.asdict(make_cfg(env, out, **{**RUN, **kw})))
+    cfg = dataclasses.asdict(make_cfg(env, out, **{**RUN, **kw}))
+    return {"cfg": cfg, "dump": str(dump), "resume": str(resume) if resume else None}
 
 
 def ranks(dump: Path) -> list[dict]:
@@ -117,7 +118,7 @@ def test_ddp_two_processes_train_like_one_and_resume_on_one(env, one_process, tm
     from seedvlm.train.trainer import run_training
 
     two = tmp_path / "two"
-    launch(str(WORKER), "train", cfg_json(env, two), str(tmp_path / "dump"))
+    launch(str(WORKER), "train", json.dumps([job(env, two, tmp_path / "dump")]))
     r0, r1 = ranks(tmp_path / "dump")
     assert (r0["world"], r0["grad_accumulation"], r0["wrapper"]) == (2, 2, "DistributedDataParallel")
     # the b history: the same on both ranks, in the same order as one process's (so the same as a multiset)
@@ -151,21 +152,19 @@ def test_ddp_two_processes_train_like_one_and_resume_on_one(env, one_process, tm
 def test_fsdp_two_processes_train_like_one_and_resume(env, one_process, tmp_path):
     """accelerate's FSDP1 plugin from configs/accelerate/fsdp.yaml (FULL_SHARD, decoder layers + peft's LoRA
     units, use_orig_params): the teacher pass through the wrapper, the gathered adapter, the full optimizer state."""
-    fsdp = tmp_path / "fsdp"
-    launch(str(WORKER), "fsdp-train", cfg_json(env, fsdp), str(tmp_path / "dump"))
+    fsdp, resumed, ckpt = tmp_path / "fsdp", tmp_path / "fsdp_resumed", tmp_path / "fsdp" / "checkpoint-6"
+    launch(str(WORKER), "fsdp-train", json.dumps([job(env, fsdp, tmp_path / "dump"),
+                                                   job(env, resumed, tmp_path / "dump2", resume=ckpt)]))
     r0, r1 = ranks(tmp_path / "dump")
     assert r0["wrapper"] == "FullyShardedDataParallel" and r0["history"] == r1["history"] == one_process["history"]
     assert_same_curve(one_process["metrics"], read_metrics(fsdp))
     assert_same_adapter(one_process["out"] / "adapter", fsdp / "adapter")
-    ckpt = fsdp / "checkpoint-6"
     names = {p.name for p in ckpt.iterdir()}
     assert {"adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "seedvlm_state.json"} <= names
     assert not any(n.startswith("pytorch_model_fsdp") for n in names)  # no copy of the frozen base
     torch.load(ckpt / "optimizer.pt", weights_only=True)  # no pickled code (DESIGN.md 10)
 
-    resumed = tmp_path / "fsdp_resumed"
-    launch(str(WORKER), "fsdp-train", cfg_json(env, resumed), str(tmp_path / "dump2"), str(ckpt))
-    rows = read_metrics(resumed)
+    rows = read_metrics(resumed)  # the second job: the FSDP run resumed from its checkpoint-6
     assert [r["step"] for r in rows] == list(range(7, 13))
     assert_same_curve(one_process["metrics"], rows)
     assert_same_adapter(one_process["out"] / "adapter", resumed / "adapter")
@@ -224,6 +223,26 @@ def test_eval_pope_two_processes_equals_one(pope_world, tmp_path):
         assert r2[split] == r1[split]
     assert r2["config"]["processes"] == 2 and r1["config"]["processes"] == 1
     assert len({s["text"] for s in one}) > 1  # the random model does not answer one constant
+
+
+def test_teach_two_processes_writes_the_one_process_cache(env, tmp_path):
+    from safetensors.torch import load_file
+
+    from seedvlm.train.teacher_cache import INDEX_FILE, teach
+
+    one = tmp_path / "one"
+    teach(make_cfg(env, tmp_path / "run"), one, top_k=2, shard_samples=4)
+    launch("-m", "seedvlm", "teach", "--model", str(env["model"]), "--data", str(env["data"]), "--images",
+           str(env["images"]), "--output-dir", str(tmp_path / "run2"), "--out", str(tmp_path / "two"),
+           "--top-k", "2", "--shard-samples", "4")
+    i1, i2 = (json.loads((d / INDEX_FILE).read_text()) for d in (one, tmp_path / "two"))
+    assert (i1["processes"], i2["processes"]) == (1, 2)
+    volatile = {"created", "seconds", "processes"}
+    assert {k: v for k, v in i1.items() if k not in volatile} == {k: v for k, v in i2.items() if k not in volatile}
+    assert len(i1["shards"]) == 4  # ranks wrote shards 0, 2 and 1, 3
+    for shard in i1["shards"]:
+        a, b = load_file(str(one / shard["file"])), load_file(str(tmp_path / "two" / shard["file"]))
+        assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -294,3 +313,14 @@ def test_accelerate_configs_load_and_name_their_command():
     assert fsdp["fsdp_sharding_strategy"] == "FULL_SHARD" and fsdp["fsdp_use_orig_params"] is True
     assert fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
     assert set(fsdp["fsdp_transformer_layer_cls_to_wrap"].split(",")) == {"LlamaDecoderLayer", "CLIPEncoderLayer"}
+
+
+def test_llava_13b_preset_is_the_13b_architecture_without_weights():
+    from seedvlm.models import num_image_tokens, preset_config
+
+    cfg = preset_config("llava-1.5-13b")
+    t, v = cfg.text_config, cfg.vision_config
+    assert (t.hidden_size, t.num_hidden_layers, t.num_attention_heads, t.intermediate_size, t.vocab_size) == (
+        5120, 40, 40, 13824, 32064)
+    assert (v.image_size, v.patch_size, v.hidden_size, v.num_hidden_layers) == (336, 14, 1024, 24)
+    assert num_image_tokens(cfg) == 576 and cfg.image_token_index == 32000 and cfg.vision_feature_layer == -2

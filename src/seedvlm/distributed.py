@@ -82,3 +82,13 @@ def gather_lists(items: Sequence[Any]) -> list[Any]:
 
     _state()
     return list(gather_object(list(items)))
+
+
+def broadcast(obj: Any) -> Any:
+    """Rank 0's `obj` on every rank (accelerate `broadcast_object_list`); `obj` itself with one process."""
+    if launched_world_size() == 1:
+        return obj
+    from accelerate.utils import broadcast_object_list
+
+    _state()
+    return broadcast_object_list([obj], from_process=0)[0]

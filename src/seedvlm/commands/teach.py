@@ -11,7 +11,8 @@ seed, dtype, attn_implementation; any --key value override) so the cache matches
 noisy view of sample i is drawn with per_sample_generator(seed, i, step=0), the same in every epoch. Writes
 CACHE/shard-NNNNN.safetensors + CACHE/index.json atomically (nothing at CACHE until complete). Training refuses a
 cache made for another data file, base model or noise setting. docs/performance.md: what is kept, the
-approximation, the storage per sample.
+approximation, the storage per sample. Several GPUs: `accelerate launch --num_processes N -m seedvlm teach ...`
+(rank r writes shards r, r+N, ...; the same cache as one process when the shards are the same size).
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(TrainConfig, args.config, args.overrides)
     index = teach(cfg, args.out, top_k=args.top_k, batch_size=args.batch_size, value_dtype=args.value_dtype,
                   shard_samples=args.shard_samples, device=args.device)
+    from seedvlm import distributed
+
+    if not distributed.is_main():
+        return 0
     print(f"teacher cache {args.out}: {index['n_samples']} samples, {index['n_rows']} answer rows, "
           f"{index['kept_per_row']} kept tokens per row, {index['bytes'] / 1e6:.1f} MB "
           f"({index['bytes_per_sample'] / 1e3:.1f} kB per sample, {index['bytes_per_row']:.0f} B per row), "

@@ -1,5 +1,6 @@
-"""Model presets as `LlavaConfig`s: `tiny` (CPU, minutes), `small` (tens of millions of parameters, one GPU) and
-`llava-1.5-7b` (the exact llava-hf/llava-1.5-7b-hf architecture, for benchmarks with random weights)."""
+"""Model presets as `LlavaConfig`s: `tiny` (CPU, minutes), `small` (tens of millions of parameters, one GPU),
+`llava-1.5-7b` (the exact llava-hf/llava-1.5-7b-hf architecture, for benchmarks with random weights) and
+`llava-1.5-13b` (the llava-1.5-13b architecture, for the multi-GPU / FSDP benchmarks)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,16 @@ _PRESETS: dict[str, tuple[dict, dict, dict, str]] = {
              pad_token_id=32001, bos_token_id=1, eos_token_id=2),
         dict(vision_feature_layer=-2, image_token_index=32000),
         "exact llava-hf/llava-1.5-7b-hf architecture (576 image tokens); random weights, for benchmarks",
+    ),
+    "llava-1.5-13b": (
+        dict(image_size=336, patch_size=14, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+             num_attention_heads=16, projection_dim=768, hidden_act="quick_gelu", layer_norm_eps=1e-5),
+        dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
+             num_key_value_heads=40, max_position_embeddings=4096, rms_norm_eps=1e-5, vocab_size=32064,
+             pad_token_id=32001, bos_token_id=1, eos_token_id=2),
+        dict(vision_feature_layer=-2, image_token_index=32000),
+        "llava-hf/llava-1.5-13b-hf architecture (the 7B's CLIP tower, a 40-layer 5120-wide Llama); random "
+        "weights, for the multi-GPU (FSDP) benchmarks",
     ),
 }
 

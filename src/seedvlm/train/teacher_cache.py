@@ -317,6 +317,9 @@ def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, 
     from safetensors.torch import save_file
     from transformers import LlavaConfig
 
+    import contextlib
+
+    from seedvlm import distributed
     from seedvlm.data.dataset import Collator, InstructDataset, load_records, model_context_length
     from seedvlm.models import base_fingerprint, check_model_dir, load_model, load_processor
     from seedvlm.train.step import confidence_from_rows, noise_settings, perturb_per_sample
@@ -338,6 +341,12 @@ def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, 
     if cfg.max_samples is not None:
         records = records[: cfg.max_samples]
     dataset = InstructDataset(records, processor, cfg.images, max_length, source=str(cfg.data))
+    # Several processes (accelerate launch / torchrun): rank r writes shards r, r + N, ... on its own device into
+    # rank 0's temp folder; rank 0 writes index.json and renames the folder once all shards are there.
+    rank, world = distributed.rank_world()
+    if world > 1:
+        device = device or str(distributed.device())
+        shard_samples = max(1, min(shard_samples, -(-len(dataset) // world)))  # every rank gets a shard
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = resolve_dtype(cfg.dtype)
     model = load_model(cfg.model, device=dev, dtype=dtype, attn_implementation=cfg.attn_implementation).eval()
@@ -352,9 +361,13 @@ def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, 
     n = len(dataset)
     t0 = time.time()
     shards, total_rows, total_bytes = [], 0, 0
-    with atomic_path(out) as tmp:
-        tmp.mkdir(parents=True)
+    with (atomic_path(out) if rank == 0 else contextlib.nullcontext()) as tmp:
+        if rank == 0:
+            tmp.mkdir(parents=True)
+        tmp = Path(distributed.broadcast(str(tmp)))
         for si, start in enumerate(range(0, n, shard_samples)):
+            if si % world != rank:
+                continue
             members = list(range(start, min(n, start + shard_samples)))
             order = sorted(members, key=lambda i: -dataset.lengths[i])  # similar lengths together: less padding
             got: dict[int, tuple[dict, float]] = {}
@@ -391,6 +404,9 @@ def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, 
             total_bytes += size
             log.info("teach: shard %d: %d samples, %d rows, %.1f MB (%d/%d samples, %.0f s)", si, len(members),
                      sum(counts), size / 1e6, members[-1] + 1, n, time.time() - t0)
+        shards = sorted(distributed.gather_lists(shards), key=lambda sh: sh["file"])
+        total_rows, total_bytes = sum(sh["n_rows"] for sh in shards), sum(sh["bytes"] for sh in shards)
+        distributed.barrier()  # every shard file is complete
         index = {
             "format": FORMAT,
             "version": VERSION,
@@ -414,6 +430,9 @@ def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, 
             "bytes_per_row": round(total_bytes / max(total_rows, 1), 1),
             "seconds": round(time.time() - t0, 1),
             "shards": shards,
+            "processes": world,
         }
-        write_json(tmp / INDEX_FILE, index)
+        if rank == 0:
+            write_json(tmp / INDEX_FILE, index)
+    distributed.barrier()  # no rank returns before the cache is in place
     return index

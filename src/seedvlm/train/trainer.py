@@ -518,10 +518,8 @@ def build_training_args(cfg: TrainConfig, **overrides) -> TrainingArguments:
         dataloader_pin_memory=cuda,
         logging_nan_inf_filter=False,
         disable_tqdm=False,
-        # DDP: every LoRA weight gets a gradient at every step (no unused-parameter search); the buffers (rotary
-        # tables, position ids) are constants, so no broadcast before each forward.
+        # DDP: every LoRA weight gets a gradient at every step, so no unused-parameter search after each backward.
         ddp_find_unused_parameters=False,
-        ddp_broadcast_buffers=False,
     )
     kw.update(overrides)
     args = TrainingArguments(**kw)
