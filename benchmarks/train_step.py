@@ -16,8 +16,9 @@ Trainer, fp32 on the CPU):
   sft-seedvlm   seedvlm's SFT control arm (`seedvlm.train.step.sft_step`: answer rows only)
 Samples: <bos> + the image tokens + text up to --text-tokens (80) of which the last --answer-tokens (60) are the
 answer (labels -100 on the prompt); random token ids and pixel values; no padding. Per (case, micro-batch):
---warmup untimed steps, then --steps timed ones (synchronized), median reported as samples/s; peak memory is
-torch.cuda.max_memory_allocated, reset before each case. Ratios are throughputs against (a) and (b) measured in
+--warmup untimed steps case by case, then --steps timed ones round-robin over the cases (synchronized), median
+reported as samples/s; peak memory is torch.cuda.max_memory_allocated, reset before every step (max over the
+case's steps; the one AdamW state over the LoRA weights is shared by all cases). Ratios are throughputs against (a) and (b) measured in
 the same process at the same micro-batch.
 
     # CPU, tiny preset (about a minute on 2 cores):
@@ -239,48 +240,84 @@ def set_levers(model, case: str, on: bool, state: dict) -> None:
         else:
             for layer in decoder_layers(model):
                 layer._compiled_call_impl = None
+            base.disable_input_require_grads()
 
 
-def run_case(case: str, model, batch: dict, ctx: dict, warmup: int, steps: int, device: torch.device) -> dict:
-    """warmup + steps optimizer steps of one case; returns timings and peak memory."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-5, fused=device.type == "cuda")
+def one_step(case: str, model, batch: dict, ctx: dict, opt, device: torch.device) -> tuple[float, float | None]:
+    """One optimizer step of one case: (seconds, peak GiB allocated during it or None on the CPU)."""
     autocast = (torch.autocast("cuda", dtype=ctx["dtype"]) if device.type == "cuda" and ctx["dtype"] != torch.float32
                 else torch.autocast("cpu", enabled=False))
-    fn = STEPS[case]
     if device.type == "cuda":
-        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    times, first = [], None
     set_levers(model, case, True, ctx)
     try:
         model.train()
-        for i in range(warmup + steps):
-            sync(device)
-            t0 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            with autocast:
-                loss = fn(model, batch, ctx)
-            loss.backward()
-            opt.step()
-            sync(device)
-            dt = time.perf_counter() - t0
-            if not torch.isfinite(loss.detach()):
-                raise SystemExit(f"{case}: non-finite loss at step {i}")
-            first = dt if first is None else first
-            if i >= warmup:
-                times.append(dt)
-    finally:
-        set_levers(model, case, False, ctx)
+        sync(device)
+        t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        del opt
-    med = statistics.median(times)
+        with autocast:
+            loss = STEPS[case](model, batch, ctx)
+        loss.backward()
+        opt.step()
+        sync(device)
+        dt = time.perf_counter() - t0
+    finally:
+        opt.zero_grad(set_to_none=True)
+        set_levers(model, case, False, ctx)
+    if not torch.isfinite(loss.detach()):
+        raise SystemExit(f"{case}: non-finite loss")
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return dt, peak
+
+
+def measure(cases: list[str], model, batch: dict, ctxs: dict, warmup: int, steps: int, device) -> list[dict]:
+    """Warm-up steps case by case, then the timed steps round-robin over the cases (a change of machine load or
+    clocks hits every case alike); one AdamW over the LoRA weights serves every case. A case that runs out of GPU
+    memory is reported as such and dropped."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-5, fused=device.type == "cuda")
+    times: dict[str, list[float]] = {c: [] for c in cases}
+    first: dict[str, float] = {}
+    peak: dict[str, float] = {}
+    oom: set[str] = set()
+
+    def run(case: str, timed: bool) -> None:
+        try:
+            dt, pk = one_step(case, model, batch, ctxs[case], opt, device)
+        except torch.cuda.OutOfMemoryError:
+            oom.add(case)
+            opt.zero_grad(set_to_none=True)
+            gc.collect()
+            torch.cuda.empty_cache()
+            return
+        first.setdefault(case, dt)
+        if timed:
+            times[case].append(dt)
+        if pk is not None:
+            peak[case] = max(peak.get(case, 0.0), pk)
+
+    for case in cases:
+        for _ in range(warmup):
+            if case not in oom:
+                run(case, timed=False)
+    for _ in range(steps):
+        for case in cases:
+            if case not in oom:
+                run(case, timed=True)
     bs = int(batch["input_ids"].shape[0])
-    row = {"case": case, "what": CASES[case], "batch_size": bs, "median_s": med, "times_s": times,
-           "first_step_s": first, "samples_per_s": bs / med}
-    if device.type == "cuda":
-        row["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-    return row
+    rows = []
+    for case in cases:
+        if case in oom or not times[case]:
+            rows.append({"case": case, "what": CASES[case], "batch_size": bs, "oom": True})
+            continue
+        med = statistics.median(times[case])
+        row = {"case": case, "what": CASES[case], "batch_size": bs, "median_s": med, "times_s": times[case],
+               "first_step_s": first[case], "samples_per_s": bs / med}
+        if case in peak:
+            row["peak_memory_gb"] = round(peak[case], 2)
+        rows.append(row)
+    del opt
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,23 +379,22 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for bs in batches:
         batch = make_batch(config, bs, args.text_tokens, args.answer_tokens, device)
+        ctxs = {}
         for case in cases:
-            ctx = {"cfg": cfg, "dtype": dtype, "step": 0, "compile_kwargs": {"backend": args.compile_backend},
-                   "schedule": S.BetaSchedule(kind=cfg.beta_schedule, values=cfg.beta_values,
-                                              quantiles=cfg.beta_quantiles, history_size=cfg.beta_history_size,
-                                              min_history=cfg.beta_min_history)}
+            ctxs[case] = {"cfg": cfg, "dtype": dtype, "step": 0, "compile_kwargs": {"backend": args.compile_backend},
+                          "schedule": S.BetaSchedule(kind=cfg.beta_schedule, values=cfg.beta_values,
+                                                     quantiles=cfg.beta_quantiles, history_size=cfg.beta_history_size,
+                                                     min_history=cfg.beta_min_history)}
             if case == "seed-cached":
-                ctx["cache"] = MemoryCache(model, batch, cfg, args.top_k)
-            try:
-                row = run_case(case, model, batch, ctx, args.warmup, args.steps, device)
-            except torch.cuda.OutOfMemoryError:
-                row = {"case": case, "what": CASES[case], "batch_size": bs, "oom": True}
-            ctx.clear()
-            gc.collect()
+                ctxs[case]["cache"] = MemoryCache(model, batch, cfg, args.top_k)
+        rows = measure(cases, model, batch, ctxs, args.warmup, args.steps, device)
+        ctxs.clear()
+        gc.collect()
+        for row in rows:
             results.append(row)
             speed = f"{row['samples_per_s']:8.2f} samples/s" if "samples_per_s" in row else "out of memory"
             mem = f"  peak {row['peak_memory_gb']:.1f} GB" if "peak_memory_gb" in row else ""
-            print(f"#   batch {bs:>2} {case:<13} {speed}{mem}", file=sys.stderr, flush=True)
+            print(f"#   batch {bs:>2} {row['case']:<13} {speed}{mem}", file=sys.stderr, flush=True)
         for ref, key in (("sft", "x_sft"), ("seed-3pass", "x_seed_3pass")):
             base = next((r for r in results if r["batch_size"] == bs and r["case"] == ref and "samples_per_s" in r),
                         None)

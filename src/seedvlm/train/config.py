@@ -99,7 +99,7 @@ class TrainConfig:
     attn_implementation: str = field_("sdpa", "attention kernel: sdpa (torch's fused attention), eager, or "
                                               "flash_attention_2 (needs the flash-attn package)")
     torch_compile: bool = field_(False, "torch.compile each language-model decoder layer (one compiled graph "
-                                        "shared by all layers; pays on long GPU runs, docs/performance.md)")
+                                        "shared by all layers; no gain on the CPU, GPU: docs/performance.md)")
     teacher_cache: str | None = field_(None, "a teacher cache folder from `seedvlm teach`: skip the teacher forward "
                                              "(top-k teacher logits, noise drawn once at step 0; docs/performance.md)")
     teacher_cache_tail: str = field_("lump", "tokens outside a cache's kept top-k: lump (one extra token for the "

@@ -181,7 +181,13 @@ def compile_layers(model, **compile_kwargs) -> int:
     train/grad) serves all of them: compile time is that of one layer, not of the model. The rest (vision tower,
     projector, the image-token scatter, the answer-row slice before lm_head, the loss) stays eager, so the
     data-dependent shapes there (bool-mask slicing) cause no graph breaks inside the compiled region.
-    Returns the number of layers compiled."""
+    Defaults: dynamic=True (batch size and sequence length vary with length-grouped batches: one graph for all
+    shapes), and the embeddings' output requires grad (`enable_input_require_grads`) so the student's first layer
+    sees the same kind of input as the others: three compilations in all (teacher, student, one shape
+    specialization), measured on the CPU. Returns the number of layers compiled."""
+    compile_kwargs.setdefault("dynamic", True)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.enable_input_require_grads()
     layers = decoder_layers(model)
     for layer in layers:
         layer.compile(**compile_kwargs)
