@@ -18,7 +18,8 @@ Samples: <bos> + the image tokens + text up to --text-tokens (80) of which the l
 answer (labels -100 on the prompt); random token ids and pixel values; no padding. Per (case, micro-batch):
 --warmup untimed steps case by case, then --steps timed ones round-robin over the cases (synchronized), median
 reported as samples/s; peak memory is torch.cuda.max_memory_allocated, reset before every step (max over the
-case's steps; the one AdamW state over the LoRA weights is shared by all cases). Ratios are throughputs against (a) and (b) measured in
+case's steps; the one AdamW state over the LoRA weights is shared by all cases). --time-budget (330 s) caps the
+run: past it no new round of timed steps starts (each remaining case still gets its warm-up and one timed step). Ratios are throughputs against (a) and (b) measured in
 the same process at the same micro-batch.
 
     # CPU, tiny preset (about a minute on 2 cores):
@@ -270,10 +271,12 @@ def one_step(case: str, model, batch: dict, ctx: dict, opt, device: torch.device
     return dt, peak
 
 
-def measure(cases: list[str], model, batch: dict, ctxs: dict, warmup: int, steps: int, device) -> list[dict]:
+def measure(cases: list[str], model, batch: dict, ctxs: dict, warmup: int, steps: int, device,
+            deadline: float = float("inf")) -> list[dict]:
     """Warm-up steps case by case, then the timed steps round-robin over the cases (a change of machine load or
     clocks hits every case alike); one AdamW over the LoRA weights serves every case. A case that runs out of GPU
-    memory is reported as such and dropped."""
+    memory is reported as such and dropped. Past `deadline` (time.perf_counter()) no new round of timed steps
+    starts (every case keeps its warm-up and at least one timed step); the rows then say `"truncated": true`."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, fused=device.type == "cuda")
     times: dict[str, list[float]] = {c: [] for c in cases}
@@ -300,7 +303,11 @@ def measure(cases: list[str], model, batch: dict, ctxs: dict, warmup: int, steps
         for _ in range(warmup):
             if case not in oom:
                 run(case, timed=False)
-    for _ in range(steps):
+    truncated = False
+    for i in range(steps):
+        if i > 0 and time.perf_counter() > deadline:
+            truncated = True
+            break
         for case in cases:
             if case not in oom:
                 run(case, timed=True)
@@ -313,6 +320,8 @@ def measure(cases: list[str], model, batch: dict, ctxs: dict, warmup: int, steps
         med = statistics.median(times[case])
         row = {"case": case, "what": CASES[case], "batch_size": bs, "median_s": med, "times_s": times[case],
                "first_step_s": first[case], "samples_per_s": bs / med}
+        if truncated:
+            row["truncated"] = True
         if case in peak:
             row["peak_memory_gb"] = round(peak[case], 2)
         rows.append(row)
@@ -337,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-k", type=int, default=64, help="top-k of the seed-cached case")
     ap.add_argument("--attn", default="sdpa", help="attention implementation (default sdpa)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    ap.add_argument("--time-budget", type=float, default=330.0,
+                    help="seconds for the whole run (default 330): past it no new round of timed steps starts "
+                         "(fewer steps, marked truncated); 0 = none")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
 
@@ -363,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.set_verbosity_error()
     t0 = time.perf_counter()
+    deadline = t0 + args.time_budget if args.time_budget > 0 else float("inf")
     model, config = build_model(args.preset, device, dtype, args.attn)
     cfg = load_config(TrainConfig, RECIPE)  # the 7B recipe's SEED settings (w, T, b schedule, kl_chunk_size, LoRA)
     model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
@@ -387,14 +400,15 @@ def main(argv: list[str] | None = None) -> int:
                                                      min_history=cfg.beta_min_history)}
             if case == "seed-cached":
                 ctxs[case]["cache"] = MemoryCache(model, batch, cfg, args.top_k)
-        rows = measure(cases, model, batch, ctxs, args.warmup, args.steps, device)
+        rows = measure(cases, model, batch, ctxs, args.warmup, args.steps, device, deadline)
         ctxs.clear()
         gc.collect()
         for row in rows:
             results.append(row)
             speed = f"{row['samples_per_s']:8.2f} samples/s" if "samples_per_s" in row else "out of memory"
             mem = f"  peak {row['peak_memory_gb']:.1f} GB" if "peak_memory_gb" in row else ""
-            print(f"#   batch {bs:>2} {row['case']:<13} {speed}{mem}", file=sys.stderr, flush=True)
+            note = f"  ({len(row['times_s'])} timed steps: time budget)" if row.get("truncated") else ""
+            print(f"#   batch {bs:>2} {row['case']:<13} {speed}{mem}{note}", file=sys.stderr, flush=True)
         for ref, key in (("sft", "x_sft"), ("seed-3pass", "x_seed_3pass")):
             base = next((r for r in results if r["batch_size"] == bs and r["case"] == ref and "samples_per_s" in r),
                         None)
