@@ -136,14 +136,15 @@ def _open(path: Path):
 
 
 def run_prompts(model, processor, paths: Sequence[Path], prompts: Sequence[str], chunk_size: int = 256,
-                seed: int | None = None, first_index: int = 0, **gen_kwargs) -> list[str]:
+                seed: int | None = None, first_index: int = 0, decode_seed: int | None = None,
+                **gen_kwargs) -> list[str]:
     """Generate one answer per (image path, prompt), loading images chunk by chunk.
 
     Generation runs in batches of `gen_kwargs["batch_size"]` (default 16) cut at multiples of it counted from
     `first_index`, the position of paths[0] in the whole list (a shard's start, itself a multiple of the batch).
     With `seed`, the global RNGs (HF sampling) are seeded before each batch from (seed, batch number), so a batch's
     answers depend on its own questions only: a run sharded over several processes answers exactly as one process
-    does (contrastive decoding seeds its own generator per batch from `seed` already)."""
+    does (contrastive decoding seeds its own generator per batch from `decode_seed`, its `seed` option)."""
     from tqdm import tqdm
 
     from seedvlm import distributed
@@ -165,7 +166,7 @@ def run_prompts(model, processor, paths: Sequence[Path], prompts: Sequence[str],
             if seed is not None:
                 _seed_batch(seed, (first_index + b) // batch)
             texts = generate(model, processor, [cache[p] for p in batch_paths], list(prompts[b:b + batch]),
-                             progress=False, **gen_kwargs)
+                             progress=False, **gen_kwargs, **({} if decode_seed is None else {"seed": decode_seed}))
             if len(texts) != len(batch_paths):
                 raise SeedVLMError(f"the model returned {len(texts)} answers for {len(batch_paths)} prompts")
             out.extend(t if isinstance(t, str) else str(t) for t in texts)
@@ -201,7 +202,7 @@ def run_sharded(paths: Sequence[Path], prompts: Sequence[str], model_path: str, 
     from seedvlm import distributed
 
     rank, world = distributed.rank_world()
-    if device is None and world > 1:
+    if world > 1 and device in (None, "cuda"):  # each rank on its own GPU (cuda:LOCAL_RANK), not all on cuda:0
         device = str(distributed.device())
     batch = int(gen_kwargs.get("batch_size", 16))
     start, stop = distributed.shard_bounds(len(prompts), rank, world, unit=batch)
@@ -209,8 +210,9 @@ def run_sharded(paths: Sequence[Path], prompts: Sequence[str], model_path: str, 
         log.info("rank %d of %d: items %d..%d of %d on %s", rank, world, start, stop, len(prompts), device)
     model, processor = load_model(model_path, adapter=adapter, device=device)
     _seed_everything(seed, gen_kwargs)
+    decode_seed = gen_kwargs.pop("seed", None)  # contrastive decoding's option; run_prompts' `seed` is the batches'
     texts = run_prompts(model, processor, paths[start:stop], prompts[start:stop], seed=seed, first_index=start,
-                        **gen_kwargs)
+                        decode_seed=decode_seed, **gen_kwargs)
     texts = distributed.gather_lists(texts)
     if len(texts) != len(prompts):
         raise SeedVLMError(f"gathered {len(texts)} answers from {world} processes for {len(prompts)} prompts")
