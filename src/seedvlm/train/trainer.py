@@ -543,7 +543,12 @@ def resolve_grad_accumulation(cfg: TrainConfig, world_size: int) -> int:
         raise SeedVLMError(f"global_batch_size {cfg.global_batch_size} is not a multiple of per_device_batch_size "
                            f"{cfg.per_device_batch_size} x {world_size} processes; choose a global batch or a "
                            f"per-device batch that divides it")
-    return cfg.global_batch_size // per_micro_step
+    accumulation = cfg.global_batch_size // per_micro_step
+    if accumulation != cfg.grad_accumulation:
+        log.info("global_batch_size %d = %d per device x %d processes x grad_accumulation %d (the config's "
+                 "grad_accumulation %d is not used)", cfg.global_batch_size, cfg.per_device_batch_size, world_size,
+                 accumulation, cfg.grad_accumulation)
+    return accumulation
 
 
 def _prepare_output_dir(cfg: TrainConfig, resume: str | None, is_main: bool) -> None:
