@@ -1,0 +1,39 @@
+"""`seedvlm experiment`: the issue #8 recipe (base, SFT, SEED variants x seeds; POPE, probes, CHAIR; operating-point
+sweeps; CHAIRi at matched recall; ablations; summary with 95% intervals). Re-running the same command resumes.
+
+    seedvlm experiment --config configs/experiment_world.yaml                       # the full protocol
+    seedvlm experiment --config configs/experiment_smoke.yaml                       # a few minutes on 2 CPU cores
+    seedvlm experiment --config configs/experiment_world.yaml --dry-run             # the plan: what runs, what is done
+    seedvlm experiment --config configs/experiment_world.yaml --seeds 0 --ablations none --out runs/exp_seed0
+    seedvlm experiment --config configs/experiment_world.yaml --train-overrides '{report_to: none}'
+
+Writes OUT/seed<S>/<arm>/... (each step with a done.json marker), OUT/seed<S>/compare/ (`seedvlm compare`),
+OUT/summary.json and OUT/summary.md. docs/RESULTS.md: the protocol and the matched-recall method.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from seedvlm.config import add_config_arguments
+    from seedvlm.experiment import ExperimentConfig
+
+    p = sub.add_parser("experiment", help="the full base/SFT/SEED comparison over seeds, with sweeps, ablations "
+                                          "and a summary (resumable)", description=__doc__, allow_abbrev=False)
+    add_config_arguments(p, ExperimentConfig)
+    p.add_argument("--dry-run", action="store_true", help="print the steps (run or done) and stop")
+    p.set_defaults(func=run, accepts_overrides=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from seedvlm.experiment import load_experiment_config, run_experiment
+
+    cfg = load_experiment_config(args.config, args.overrides)
+    result = run_experiment(cfg, dry_run=args.dry_run)
+    if result["summary"] is not None:
+        from pathlib import Path
+
+        print((Path(cfg.out) / "summary.md").read_text(encoding="utf-8"), end="")
+    return 0

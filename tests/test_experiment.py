@@ -1,0 +1,200 @@
+"""`seedvlm experiment` end to end on a 2-layer random LLaVA and a micro world (CPU, one thread): every arm and its
+summary, resume (a second run skips every step), re-running exactly one arm after its marker is deleted; plus the
+pure parts (t-intervals, the frontier and CHAIRi at matched recall, variant names, config checks)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def micro_config(tmp: Path, model: Path, **over) -> dict:
+    """1 seed, 2 train steps per arm, 1 ablation, 3 POPE/probe/CHAIR images, 8 new tokens."""
+    cfg = dict(
+        out=str(tmp / "exp"), base_model=str(model), world_options={"train": 12, "val": 6, "seed": 0},
+        seeds=[0], seed_config=str(ROOT / "configs" / "seed_tiny.yaml"),
+        sft_config=str(ROOT / "configs" / "sft_tiny.yaml"),
+        train_overrides={"report_to": "none", "per_device_batch_size": 2, "logging_steps": 1, "save_steps": 2,
+                         "group_by_length": False, "lora_r": 4, "lora_alpha": 8},
+        max_steps=2, beta_sweep=[0.0, 1.0], w_sweep=[], length_cuts=[3],
+        ablations={"temperature": [1.0]}, ablation_seeds=1,
+        pope_images=3, probe_images=3, chair_images=3, max_new_tokens=8, pope_max_new_tokens=4, batch_size=8,
+        device="cpu", threads=1)
+    cfg.update(over)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def world_model(tmp_path_factory) -> Path:
+    """A 2-layer random LLaVA whose word tokenizer covers the world's vocabulary (32 px: 16 image tokens)."""
+    from seedvlm.models import build_processor, build_word_tokenizer, random_model, save_model
+    from seedvlm.world import world_vocabulary
+    from conftest import tiny_config
+
+    tok = build_word_tokenizer(world_vocabulary())
+    cfg = tiny_config(tok)
+    cfg.vision_config.image_size = 32
+    out = tmp_path_factory.mktemp("models") / "world_tiny"
+    save_model(random_model(cfg, seed=0), build_processor(tok, cfg), out)
+    return out
+
+
+def _run(cfg: dict):
+    from seedvlm.experiment import load_experiment_config, run_experiment
+
+    lines: list[str] = []
+    result = run_experiment(load_experiment_config(None, cfg), echo=lines.append)
+    return result, lines
+
+
+@pytest.mark.slow
+def test_micro_experiment_runs_resumes_and_reruns_one_arm(world_model, tmp_path):
+    from seedvlm.experiment import ARMS
+
+    cfg = micro_config(tmp_path, world_model)
+    out = Path(cfg["out"])
+    t = time.perf_counter()
+    first, lines = _run(cfg)
+    first_s = time.perf_counter() - t
+    assert not first["skipped"] and len(first["ran"]) == len(first["plan"].steps)
+    assert any("ETA" in ln for ln in lines)
+
+    # every arm, its evaluations, and the ablation variant
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["arms"]) == set(ARMS)
+    assert set(summary["metrics"]) == set(ARMS) | {"seed_T1"}
+    for arm in ARMS:
+        m = summary["metrics"][arm]
+        for key in ("pope.adversarial.f1", "pope.mean.yes_ratio", "probes.mean.accuracy", "chair.chair_i",
+                    "chair.recall"):
+            assert m[key]["n"] == 1 and m[key]["ci95"] is None, (arm, key)
+        assert (out / "seed0" / arm / "chair" / "done.json").is_file()
+        sweep = json.loads((out / "seed0" / arm / "chair_sweep.json").read_text())
+        assert any(p["knob"] == "words" for p in sweep)
+    assert (out / "seed0" / "base_cd" / "beta_0" / "results.json").is_file()   # b = 0 point of the curve
+    assert summary["matched_recall"]["level"] is not None
+    assert [r["arm"] for r in summary["ablations"]] == ["seed_T1"]
+    assert (out / "seed0" / "compare" / "report.md").is_file()
+    assert (out / "seed0" / "compare" / "chair_recall.png").is_file()
+    assert (out / "seed0" / "compare_ablations" / "report.md").is_file()
+    md = (out / "summary.md").read_text()
+    assert "n=1" in md and "CHAIRi at matched recall" in md and "| seed_T1 |" not in md.split("## Ablations")[0]
+    # the contrastive arm decoded with the seed arm's adapter; the questions are shared
+    cd = json.loads((out / "seed0" / "seed_cd" / "pope" / "results.json").read_text())
+    assert cd["adapter"].endswith("seed0/seed/train/adapter") and cd["config"]["decoding"] == "contrastive"
+    assert cd["config"]["questions"] == str(out / "questions" / "pope")
+
+    # resume: nothing runs again
+    t = time.perf_counter()
+    second, _ = _run(cfg)
+    assert second["ran"] == [] and len(second["skipped"]) == len(first["ran"])
+    resume_s = time.perf_counter() - t
+
+    # a deleted marker re-runs that arm's step and what reads it, nothing else
+    (out / "seed0" / "sft" / "chair" / "done.json").unlink()
+    third, _ = _run(cfg)
+    assert set(third["ran"]) == {"seed0/sft/chair", "seed0/sft/lengths", "seed0/compare", "seed0/compare_ablations"}
+
+    # the arm's training marker: the finished run trains afresh, its evaluations re-run, nothing else
+    sft = out / "seed0" / "sft"
+    (sft / "train" / "done.json").unlink()
+    fourth, _ = _run(cfg)
+    assert {k for k in fourth["ran"] if not k.startswith("seed0/compare")} == {
+        f"seed0/sft/{s}" for s in ("train", "pope", "probes", "chair", "lengths")}
+    assert "--resume auto" not in (sft / "train" / "log.txt").read_text()
+
+    # an interrupted training (a checkpoint, no final adapter, no marker) continues from its checkpoint
+    import shutil
+
+    shutil.rmtree(sft / "train" / "adapter")
+    (sft / "train" / "done.json").unlink()
+    fifth, _ = _run(cfg)
+    assert "seed0/sft/train" in fifth["ran"] and "seed0/seed/train" not in fifth["ran"]
+    assert "--resume auto" in (sft / "train" / "log.txt").read_text()
+    assert (sft / "train" / "adapter" / "adapter_config.json").is_file()
+    print(f"micro experiment: first run {first_s:.1f} s ({len(first['ran'])} steps), resume {resume_s:.1f} s")
+
+
+def test_changed_settings_rerun_only_the_affected_steps(world_model, tmp_path):
+    """A dry run after a config change marks the touched steps (and their downstream) to run, nothing else."""
+    from seedvlm.experiment import Plan, load_experiment_config, plan_status
+    from seedvlm.io import write_json
+
+    cfg = load_experiment_config(None, micro_config(tmp_path, world_model, ablations=None))
+    plan = Plan(cfg)
+    # pretend every step finished
+    tokens = {}
+    for st in plan.steps:
+        tokens[st.key] = st.key
+        write_json(st.folder / "done.json", {"settings": st.settings, "deps": {d: tokens[d] for d in st.deps},
+                                             "token": st.key})
+    assert set(plan_status(plan).values()) == {"skip"}
+    cfg2 = load_experiment_config(None, micro_config(tmp_path, world_model, ablations=None, max_new_tokens=16))
+    status = plan_status(Plan(cfg2))
+    runs = {k for k, v in status.items() if v == "run"}
+    assert "seed0/sft/train" not in runs and "seed0/sft/pope" not in runs
+    assert {"seed0/sft/chair", "seed0/seed_cd/beta_0", "seed0/base/lengths", "seed0/compare"} <= runs
+
+
+def test_intervals_and_matched_recall():
+    from seedvlm.experiment import chair_at_recall, frontier, mean_ci, t975
+
+    assert mean_ci([0.5])["ci95"] is None and mean_ci([0.5])["n"] == 1
+    st = mean_ci([1.0, 2.0, 3.0])
+    assert st["mean"] == 2.0 and math.isclose(st["half_width"], 4.303 * 1.0 / math.sqrt(3), rel_tol=1e-9)
+    assert t975(2) == 4.303 and 1.96 < t975(100) < 2.0
+    pts = [{"label": "a", "recall": 0.9, "chair_i": 0.10}, {"label": "b", "recall": 0.7, "chair_i": 0.04},
+           {"label": "dominated", "recall": 0.6, "chair_i": 0.08}, {"label": "c", "recall": 0.5, "chair_i": 0.02}]
+    assert [p["label"] for p in frontier(pts)] == ["c", "b", "a"]
+    assert math.isclose(chair_at_recall(pts, 0.8), 0.07)
+    assert chair_at_recall(pts, 0.9) == 0.10 and chair_at_recall(pts, 0.95) is None
+    assert chair_at_recall(pts, 0.4) is None
+
+
+def test_variant_names_and_config_errors(tmp_path):
+    from seedvlm.errors import SeedVLMError
+    from seedvlm.experiment import load_experiment_config, variant_name
+
+    assert variant_name("distill_weight", 0.5) == "seed_w0.5"
+    assert variant_name("temperature", 1.0) == "seed_T1"
+    assert variant_name("purify_space", "logprob") == "seed_purify-logprob"
+    assert variant_name("alpha", 0.1) == "seed_alpha0.1"
+    with pytest.raises(SeedVLMError, match="unknown arm"):
+        load_experiment_config(None, {"arms": ["base", "dpo"]})
+    with pytest.raises(SeedVLMError, match="seed_cd decodes with the seed arm"):
+        load_experiment_config(None, {"arms": ["base", "seed_cd"], "w_sweep": []})
+    with pytest.raises(SeedVLMError, match="unknown TrainConfig option"):
+        load_experiment_config(None, {"ablations": {"alhpa": [0.1]}})
+    cfg = load_experiment_config(None, ["--ablations", "none", "--train-overrides", "{report_to: none}",
+                                        "--seeds", "1,2"])
+    assert cfg.ablations is None and cfg.train_overrides == {"report_to": "none"} and cfg.seeds == [1, 2]
+
+
+@pytest.mark.parametrize("name", ["experiment_world.yaml", "experiment_smoke.yaml"])
+def test_shipped_experiment_configs_load_and_plan(name, tmp_path):
+    from seedvlm.experiment import Plan, load_experiment_config
+
+    path = ROOT / "configs" / name
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first.startswith("# seedvlm experiment --config configs/" + name)
+    cfg = load_experiment_config(path, {"out": str(tmp_path / "exp")})
+    plan = Plan(cfg)
+    keys = [s.key for s in plan.steps]
+    assert len(keys) == len(set(keys))
+    for arm in cfg.arms:
+        assert f"seed{cfg.seeds[0]}/{arm}/chair" in keys
