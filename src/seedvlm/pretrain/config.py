@@ -17,6 +17,8 @@ class PretrainConfig:
     seed: int = field_(0, "seed for initialization, data order and the vision corpus")
     device: str = field_("auto", "auto | cpu | cuda")
     threads: int = field_(0, "torch CPU threads (0 = torch's default)")
+    init_vision: str = field_("", "take the vision tower from this llava-hf checkpoint (same image size) and start "
+                                  "the projector afresh; stage 2 then trains the projector alone (LLaVA's alignment)")
     # Stage 0: the language model alone, on text: each image replaced by its object list (LLaVA starts from an LM).
     text_steps: int = field_(6000, "stage 0 steps: language pretraining on instruct turns with the image given as text "
                                     "(0 = skip)")

@@ -96,6 +96,14 @@ def pretrain(cfg: PretrainConfig) -> dict:
                                eos_token_id=tokenizer.eos_token_id)
         processor = build_processor(tokenizer, config)
         model = random_model(config, seed=cfg.seed).to(device)
+    if cfg.init_vision:
+        donor = load_model(cfg.init_vision, device=device, dtype=torch.float32)
+        if donor.config.vision_config.to_dict() != config.vision_config.to_dict():
+            raise SeedVLMError(f"--init-vision {cfg.init_vision}: its vision tower differs from this model's")
+        model.model.vision_tower.load_state_dict(donor.model.vision_tower.state_dict())
+        fresh = random_model(config, seed=cfg.seed + 7).model.multi_modal_projector
+        model.model.multi_modal_projector.load_state_dict(fresh.state_dict())
+        del donor, fresh
     size = config.vision_config.image_size
     n_params = sum(p.numel() for p in model.parameters())
     log.info(f"pretrain: preset {cfg.preset} ({n_params / 1e6:.1f}M params), vocab {len(tokenizer)}, "
@@ -123,10 +131,10 @@ def pretrain(cfg: PretrainConfig) -> dict:
                  f"{s0['seconds']:.0f}s")
 
     # Stage 1: vision tower on unpaired scenes.
-    t = time.time()
-    pool, pool_labels, cat_ids = vision_corpus(cfg.vision_pool, size, cfg.seed + 1)
-    summary["stages"]["vision_corpus_seconds"] = time.time() - t
     if cfg.vision_steps > 0:
+        t = time.time()
+        pool, pool_labels, cat_ids = vision_corpus(cfg.vision_pool, size, cfg.seed + 1)
+        summary["stages"]["vision_corpus_seconds"] = time.time() - t
         word_ids = None
         if cfg.vision_head == "words":
             from seedvlm.world import category_by_id
@@ -139,12 +147,12 @@ def pretrain(cfg: PretrainConfig) -> dict:
                           train_word_embeddings=_train_words(cfg))
         summary["stages"]["vision"] = s1
         log.info(f"stage 1 (vision): loss {s1['loss']:.4f}, held-out mAP {s1['mAP']:.3f}, {s1['seconds']:.0f}s")
-    del pool, pool_labels
+        del pool, pool_labels
 
     # Stages 2 and 3: language on cached features of the world's train images.
     images = load_split_images(world, "train", names, size)
     feats = cache_features(model, images, device)
-    if (cfg.vision_head == "linear" or cfg.vision_steps == 0) and not cfg.init:
+    if (cfg.vision_head == "linear" or cfg.vision_steps == 0) and (not cfg.init or cfg.init_vision):
         standardize_projector_input(model, feats)  # the projector is still random: give it standardized inputs
     tok_caps = tokenize_records(caps, names, processor, n_tok)
     descriptions = [r for r in inst if len(r[2].split()) > 8]
@@ -157,7 +165,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     common["batch_size"] = cfg.batch_size
     if cfg.align_epochs > 0:
         s2 = train_language(model, tok_caps + tok_desc, feats, epochs=cfg.align_epochs, lr=cfg.align_lr,
-                            per_sample=False, desc="stage 2 align", **common)
+                            per_sample=False, desc="stage 2 align", projector_only=bool(cfg.init_vision), **common)
         summary["stages"]["align"] = s2
         log.info(f"stage 2 (alignment): loss {s2['loss']:.3f}, {s2['steps']} steps, {s2['seconds']:.0f}s")
     s3 = {"steps": 0}

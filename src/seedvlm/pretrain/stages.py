@@ -199,13 +199,17 @@ def lm_loss(model, batch: dict, features: torch.Tensor, image_token_id: int, per
 
 def train_language(model, samples, features: torch.Tensor | None, image_token_id: int, pad_id: int, epochs: float,
                    batch_size: int, lr: float, warmup_fraction: float, weight_decay: float, device: torch.device,
-                   seed: int, per_sample: bool, desc: str, steps: int | None = None) -> dict:
+                   seed: int, per_sample: bool, desc: str, steps: int | None = None,
+                   projector_only: bool = False) -> dict:
     """Stages 0, 2 and 3: train the language model (+ the projector when there are image features; the tower is
     frozen) on token sequences, with cached image features or none (text only)."""
     frozen = ("vision_tower",) if features is not None else ("vision_tower", "multi_modal_projector")
     params = []
     for n, p in model.named_parameters():
-        p.requires_grad_(not any(f in n for f in frozen))
+        trainable = not any(f in n for f in frozen)
+        if projector_only:  # LLaVA's alignment stage: a pretrained LM stays as it is
+            trainable = "multi_modal_projector" in n
+        p.requires_grad_(trainable)
         if p.requires_grad:
             params.append(p)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
