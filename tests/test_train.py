@@ -455,3 +455,19 @@ def test_cli_train_merge_and_foreign_base(env, tmp_path, capsys):
                  "--output-dir", str(out), "--max-steps", "4", "--lora-r", "4", "--resume", "auto",
                  "--report-to", "none"]) == 1
     assert "different base model" in capsys.readouterr().err
+
+
+def test_resuming_a_finished_run_trains_no_extra_step(env, tmp_path):
+    from safetensors.torch import load_file
+
+    from seedvlm.train.trainer import run_training
+
+    kw = dict(max_steps=4, save_steps=2)
+    first = run_training(make_cfg(env, tmp_path / "r", **kw))
+    before = load_file(str(tmp_path / "r" / "adapter" / "adapter_model.safetensors"))
+    again = run_training(make_cfg(env, tmp_path / "r", **kw), resume="auto")
+    assert first["global_step"] == again["global_step"] == 4
+    assert [r["step"] for r in read_metrics(tmp_path / "r")] == [1, 2, 3, 4]
+    after = load_file(str(tmp_path / "r" / "adapter" / "adapter_model.safetensors"))
+    for k in before:
+        torch.testing.assert_close(before[k], after[k], atol=0, rtol=0)

@@ -22,6 +22,7 @@ Commands (see docs/training.md):
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -625,12 +626,30 @@ def build_trainer(cfg: TrainConfig, resume: str | None = None, callbacks: Sequen
     return trainer
 
 
+def _finished_step(resume: str | None, cfg: TrainConfig) -> int | None:
+    """The checkpoint's step if it already reached `max_steps` (a finished run resumed), else None."""
+    if not resume or not cfg.max_steps or cfg.max_steps <= 0:
+        return None
+    state = Path(resume) / "trainer_state.json"
+    if not state.is_file():
+        return None
+    step = int(json.loads(state.read_text()).get("global_step", 0))
+    return step if step >= cfg.max_steps else None
+
+
 def run_training(cfg: TrainConfig, resume: str | None = None, callbacks: Sequence = (),
                  **arg_overrides) -> dict[str, Any]:
     """Train (or resume) and write the final adapter to output_dir/adapter. Returns paths and the last step."""
     resume = resolve_resume(resume, cfg.output_dir)
     trainer = build_trainer(cfg, resume=resume, callbacks=callbacks, **arg_overrides)
-    trainer.train(resume_from_checkpoint=resume)
+    done = _finished_step(resume, cfg)
+    if done is not None:
+        # transformers' loop would run one more step from a checkpoint already at max_steps: load it and stop
+        log.info("%s is already at step %d of %d: nothing left to train", resume, done, cfg.max_steps)
+        trainer._load_from_checkpoint(resume)
+        trainer.state.global_step = done
+    else:
+        trainer.train(resume_from_checkpoint=resume)
     out = Path(cfg.output_dir)
     adapter = trainer.save_adapter(out / ADAPTER_DIR)
     return {"adapter": str(adapter), "metrics": str(out / "metrics.jsonl"), "global_step": trainer.state.global_step,
