@@ -25,7 +25,6 @@ import datetime as _dt
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runnable from a checkout without install
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/common.py
 
+from common import device_name, git_hash, sync  # noqa: E402
 from seedvlm.decode import contrastive_generate  # noqa: E402
 from seedvlm.io import write_json  # noqa: E402
 from seedvlm.models import num_image_tokens, preset_config  # noqa: E402
@@ -90,33 +91,6 @@ def run_method(method: str, model, batch: dict, new_tokens: int, eos: int, pad: 
     fused = method == "contrastive"
     return contrastive_generate(model, batch, max_new_tokens=new_tokens, eos_token_id=eos, pad_token_id=pad,
                                 beta=1.0, plausibility=0.1, min_new_tokens=new_tokens, fused=fused)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu} ({torch.get_num_threads()} threads)"
-
-
-def git_hash() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def main(argv: list[str] | None = None) -> int:

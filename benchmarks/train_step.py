@@ -43,7 +43,6 @@ import gc
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,7 +52,9 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # runnable from a checkout without install
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/common.py
 
+from common import device_name, git_hash, sync  # noqa: E402
 from seedvlm import seed as S  # noqa: E402
 from seedvlm.config import load_config  # noqa: E402
 from seedvlm.io import write_json  # noqa: E402
@@ -194,33 +195,6 @@ STEPS = {"sft": step_sft, "seed-3pass": step_seed_3pass, "seed": step_seed, "see
 # --------------------------------------------------------------------------------------------------------------
 # Measuring
 # --------------------------------------------------------------------------------------------------------------
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu} ({torch.get_num_threads()} threads)"
-
-
-def git_hash() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=ROOT, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def set_levers(model, case: str, on: bool, state: dict) -> None:

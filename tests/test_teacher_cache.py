@@ -11,45 +11,19 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-WORDS = "a red blue green cat dog fork knife there is are two one what color the in image yes no with".split()
-COLORS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def build_env(root: Path, seed: int = 0, n: int = 12) -> dict:
-    """A saved tiny LLaVA (2+2 layers, 32 px, 16 image tokens, context 128) and n records with small PNGs."""
-    from seedvlm.models import build_processor, build_word_tokenizer, preset_config, random_model, save_model
+    """test_train's environment with 12 records whose answers repeat a sentence 0-2 times."""
+    from test_train import build_env as build_train_env
 
-    tok = build_word_tokenizer(WORDS)
-    cfg = preset_config("tiny", vocab_size=len(tok), image_token_index=tok.image_token_id,
-                        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    v, t = cfg.vision_config, cfg.text_config
-    v.num_hidden_layers = t.num_hidden_layers = 2
-    v.hidden_size = v.projection_dim = 64
-    v.intermediate_size = 128
-    v.image_size = 32
-    t.hidden_size, t.intermediate_size, t.max_position_embeddings = 64, 128, 128
-    save_model(random_model(cfg, seed=seed), build_processor(tok, cfg), root / "model")
-    images = root / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    records = []
-    for i in range(n):
-        color, obj = list(COLORS)[i % 3], ["cat", "dog"][i % 2]
-        a = np.zeros((32, 32, 3), np.uint8)
-        a[:] = COLORS[color]
-        a[8:24, 8:24] = (255, 255, 255) if obj == "cat" else (0, 0, 0)
-        Image.fromarray(a).save(images / f"img{i}.png")
-        records.append({"id": f"r{i}", "image": f"img{i}.png", "prompt": "what color is the image ?",
-                        "answer": f"the image is {color} with a {obj} ." + (" there is one red fork ." * (i % 3))})
-    (root / "train.json").write_text(json.dumps(records))
-    return {"model": root / "model", "images": images, "data": root / "train.json", "records": records}
+    return build_train_env(root, seed=seed, n=n, fork_period=3)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -22,8 +22,9 @@ WORDS = "a red blue green cat dog fork knife there is are two one what color the
 COLORS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
 
 
-def build_env(root: Path, seed: int = 0, n: int = 16) -> dict:
-    """A saved tiny LLaVA (2+2 layers, 32 px, 16 image tokens, context 128) and n records with small PNGs."""
+def build_env(root: Path, seed: int = 0, n: int = 16, fork_period: int = 4) -> dict:
+    """A saved tiny LLaVA (2+2 layers, 32 px, 16 image tokens, context 128) and n records with small PNGs; record i's
+    answer repeats a sentence i % fork_period times, so answer lengths vary."""
     from seedvlm.models import build_processor, build_word_tokenizer, preset_config, random_model, save_model
 
     tok = build_word_tokenizer(WORDS)
@@ -45,7 +46,7 @@ def build_env(root: Path, seed: int = 0, n: int = 16) -> dict:
         a[:] = COLORS[color]
         a[8:24, 8:24] = (255, 255, 255) if obj == "cat" else (0, 0, 0)
         Image.fromarray(a).save(images / f"img{i}.png")
-        answer = f"the image is {color} with a {obj} ." + (" there is one red fork ." * (i % 4))
+        answer = f"the image is {color} with a {obj} ." + (" there is one red fork ." * (i % fork_period))
         records.append({"id": f"r{i}", "image": f"img{i}.png", "prompt": "what color is the image ?",
                         "answer": answer})
     (root / "train.json").write_text(json.dumps(records))

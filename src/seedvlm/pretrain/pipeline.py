@@ -3,8 +3,6 @@ print its readiness figures. Each stage's metrics and timing go to `OUT/pretrain
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import platform
 import time

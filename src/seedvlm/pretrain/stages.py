@@ -155,6 +155,17 @@ def cache_features(model, images: np.ndarray, device: torch.device, batch_size: 
     return torch.cat(out)
 
 
+def _lm_hidden(model, batch: dict, features: torch.Tensor | None, image_token_id: int) -> torch.Tensor:
+    """The language model's last hidden states with projected cached image features in place of `<image>` tokens
+    (or none: text-only sequences of stage 0 have no image tokens)."""
+    ids = batch["input_ids"]
+    embeds = model.get_input_embeddings()(ids)
+    if features is not None:
+        img = model.model.multi_modal_projector(features[batch["image_index"]])    # (B, P, H)
+        embeds = embeds.masked_scatter((ids == image_token_id).unsqueeze(-1), img.to(embeds.dtype))
+    return model.model.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).last_hidden_state
+
+
 @torch.no_grad()
 def standardize_projector_input(model, features: torch.Tensor) -> None:
     """Fold a per-dimension standardization of the tower's features into the projector's first linear layer.
@@ -179,12 +190,7 @@ def lm_loss(model, batch: dict, features: torch.Tensor, image_token_id: int, per
     per_sample=True: mean over samples of each sample's token mean (a one-word answer weighs as much as a paragraph).
     """
     ids = batch["input_ids"]
-    embeds = model.get_input_embeddings()(ids)
-    if features is not None:  # text-only sequences (stage 0) have no image tokens
-        img = model.model.multi_modal_projector(features[batch["image_index"]])    # (B, P, H)
-        mask = ids == image_token_id
-        embeds = embeds.masked_scatter(mask.unsqueeze(-1), img.to(embeds.dtype))
-    hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).last_hidden_state
+    hidden = _lm_hidden(model, batch, features, image_token_id)
     labels = batch["labels"][:, 1:]
     keep = labels != -100
     logits = model.lm_head(hidden[:, :-1][keep])                                  # answer positions only
@@ -245,12 +251,7 @@ def first_token_accuracy(model, samples, features, image_token_id: int, pad_id: 
     for s in range(0, len(samples), batch_size):
         batch = {k: v.to(device) for k, v in collate(samples[s:s + batch_size], pad_id).items()}
         ids = batch["input_ids"]
-        embeds = model.get_input_embeddings()(ids)
-        if features is not None:
-            img = model.model.multi_modal_projector(features[batch["image_index"]])
-            embeds = embeds.masked_scatter((ids == image_token_id).unsqueeze(-1), img.to(embeds.dtype))
-        hidden = model.model.language_model(inputs_embeds=embeds,
-                                            attention_mask=batch["attention_mask"]).last_hidden_state
+        hidden = _lm_hidden(model, batch, features, image_token_id)
         labels = batch["labels"][:, 1:]
         first = (labels != -100).float().argmax(1)
         rows = torch.arange(len(ids), device=ids.device)
