@@ -9,6 +9,35 @@ from pathlib import Path
 
 import torch
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def setup_device(name: str, dtype_name: str | None, threads: int | None) -> tuple[torch.device, torch.dtype]:
+    """The device (refusing cuda where none is visible), CPU threads, and the dtype (default: bf16 on cuda, fp32
+    on cpu)."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but no CUDA device is visible")
+    if threads:
+        torch.set_num_threads(threads)
+    return device, DTYPES[dtype_name or ("bfloat16" if device.type == "cuda" else "float32")]
+
+
+def random_llava(config, device: torch.device, dtype: torch.dtype, seed: int = 0):
+    """A randomly initialized LlavaForConditionalGeneration built directly on `device` in `dtype` (no fp32 copy
+    on the host: a 13B model fits one card before FSDP shards it)."""
+    from transformers import LlavaForConditionalGeneration
+
+    torch.manual_seed(seed)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = LlavaForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(old)
+    return model.to(device=device, dtype=dtype)
+
 
 def sync(device: torch.device) -> None:
     """Wait for queued GPU work so that a host clock measures it."""

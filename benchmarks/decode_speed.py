@@ -34,36 +34,26 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runnable from a checkout without install
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/common.py
 
-from common import device_name, git_hash, sync  # noqa: E402
+from common import DTYPES, device_name, git_hash, random_llava, setup_device, sync  # noqa: E402
 from seedvlm.decode import contrastive_generate  # noqa: E402
 from seedvlm.io import write_json  # noqa: E402
 from seedvlm.models import num_image_tokens, preset_config  # noqa: E402
 
 METHODS = ("greedy", "contrastive", "vcd-sequential")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # token ids of the tiny/small presets' benchmark vocabulary (the word tokenizer's layout: pad, bos, eos, unk, <image>)
 TINY_VOCAB, TINY_IMAGE_TOKEN = 1000, 4
 
 
 def build_model(preset: str, device: torch.device, dtype: torch.dtype, attn: str):
     """A randomly initialized LlavaForConditionalGeneration built directly on `device` in `dtype`."""
-    from transformers import LlavaForConditionalGeneration
-
     if preset != "llava-1.5-7b":  # the world's presets get a word tokenizer's vocabulary
         config = preset_config(preset, vocab_size=TINY_VOCAB, image_token_index=TINY_IMAGE_TOKEN, pad_token_id=0,
                                bos_token_id=1, eos_token_id=2)
     else:
         config = preset_config(preset)
     config._attn_implementation = attn
-    torch.manual_seed(0)
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = LlavaForConditionalGeneration(config)
-    finally:
-        torch.set_default_dtype(old)
-    return model.to(device=device, dtype=dtype).eval(), config
+    model = random_llava(config, device, dtype)
+    return model.eval(), config
 
 
 def make_batch(config, batch_size: int, prompt_tokens: int, device, dtype, seed: int = 0) -> dict:
@@ -110,12 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
 
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda but no CUDA device is visible")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dtype = DTYPES[args.dtype or ("bfloat16" if device.type == "cuda" else "float32")]
+    device, dtype = setup_device(args.device, args.dtype, args.threads)
     methods = [m for m in args.methods.split(",") if m]
     unknown = set(methods) - set(METHODS)
     if unknown:

@@ -40,9 +40,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # runnable from a checkout without install
+sys.path.insert(0, str(ROOT / "benchmarks"))  # benchmarks/common.py
 
 from transformers import TrainerCallback  # noqa: E402
 
+from common import random_llava  # noqa: E402
 from seedvlm import distributed  # noqa: E402
 from seedvlm.models import build_processor, build_word_tokenizer, num_image_tokens, preset_config  # noqa: E402
 from seedvlm.train.config import TrainConfig  # noqa: E402
@@ -71,8 +73,6 @@ class StepTimer(TrainerCallback):
 def build_model(preset: str, tokenizer, device: torch.device, dtype: torch.dtype, seed: int):
     """A random-weight LLaVA of the preset built directly on `device` in `dtype` (no fp32 copy: the 13B fits one
     card before FSDP shards it). Vocabulary size and layers are the preset's; the image token is the tokenizer's."""
-    from transformers import LlavaForConditionalGeneration
-
     ids = dict(image_token_index=tokenizer.image_token_id, pad_token_id=tokenizer.pad_token_id,
                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     if preset in ("tiny", "small"):
@@ -80,15 +80,7 @@ def build_model(preset: str, tokenizer, device: torch.device, dtype: torch.dtype
     config = preset_config(preset, **ids)
     config._attn_implementation = "sdpa"
     config.use_cache = False
-    torch.manual_seed(seed)
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = LlavaForConditionalGeneration(config)
-    finally:
-        torch.set_default_dtype(old)
-    return model.to(device=device, dtype=dtype), config
+    return random_llava(config, device, dtype, seed), config
 
 
 def write_data(folder: Path, image_size: int, n_records: int, n_images: int = 32) -> list[dict]:

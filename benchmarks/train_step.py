@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # runnable from a checkout without install
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/common.py
 
-from common import device_name, git_hash, sync  # noqa: E402
+from common import DTYPES, device_name, git_hash, random_llava, setup_device, sync  # noqa: E402
 from seedvlm import seed as S  # noqa: E402
 from seedvlm.config import load_config  # noqa: E402
 from seedvlm.io import write_json  # noqa: E402
@@ -74,15 +74,12 @@ CASES = {
     "sft-seedvlm": "seedvlm's SFT control arm (answer rows only)",
 }
 DEFAULT_CASES = ("sft", "seed-3pass", "seed", "seed-cached")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TINY_VOCAB, TINY_IMAGE_TOKEN = 1000, 4  # the world presets' benchmark vocabulary (as benchmarks/decode_speed.py)
 RECIPE = ROOT / "configs" / "seed_llava15_7b.yaml"
 
 
 def build_model(preset: str, device: torch.device, dtype: torch.dtype, attn: str):
     """A randomly initialized LlavaForConditionalGeneration built directly on `device` in `dtype`."""
-    from transformers import LlavaForConditionalGeneration
-
     if preset != "llava-1.5-7b":
         config = preset_config(preset, vocab_size=TINY_VOCAB, image_token_index=TINY_IMAGE_TOKEN, pad_token_id=0,
                                bos_token_id=1, eos_token_id=2)
@@ -90,15 +87,8 @@ def build_model(preset: str, device: torch.device, dtype: torch.dtype, attn: str
         config = preset_config(preset)
     config._attn_implementation = attn
     config.use_cache = False
-    torch.manual_seed(0)
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = LlavaForConditionalGeneration(config)
-    finally:
-        torch.set_default_dtype(old)
-    return model.to(device=device, dtype=dtype), config
+    model = random_llava(config, device, dtype)
+    return model, config
 
 
 def make_batch(config, batch_size: int, text_tokens: int, answer_tokens: int, device, seed: int = 0) -> dict:
@@ -326,12 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
 
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda but no CUDA device is visible")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dtype = DTYPES[args.dtype or ("bfloat16" if device.type == "cuda" else "float32")]
+    device, dtype = setup_device(args.device, args.dtype, args.threads)
     cases = [c for c in args.cases.split(",") if c]
     for flag, case in ((args.gradient_checkpointing, "seed-gc"), (args.compile, "seed-compile")):
         if flag and case not in cases:

@@ -41,12 +41,7 @@ RUN = dict(max_steps=12, per_device_batch_size=2, global_batch_size=8, grad_accu
            lora_dropout=0.0, beta_min_history=4, logging_steps=3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one thread on 2 shared cores
 
 
 @pytest.fixture(scope="module")

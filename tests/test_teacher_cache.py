@@ -26,12 +26,7 @@ def build_env(root: Path, seed: int = 0, n: int = 12) -> dict:
     return build_train_env(root, seed=seed, n=n, fork_period=3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one thread on 2 shared cores
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +35,10 @@ def env(tmp_path_factory):
 
 
 def make_cfg(env, out: Path, **kw):
-    from seedvlm.train.config import TrainConfig
+    """test_train's config with 3 steps of batch 3."""
+    from test_train import make_cfg as make_train_cfg
 
-    base = dict(model=str(env["model"]), data=str(env["data"]), images=str(env["images"]), output_dir=str(out),
-                lora_r=8, lora_alpha=16, learning_rate=2e-3, max_steps=3, per_device_batch_size=3,
-                grad_accumulation=1, logging_steps=3, save_steps=100, warmup_steps=1, report_to="none",
-                beta_min_history=4)
-    base.update(kw)
-    return TrainConfig(**base)
+    return make_train_cfg(env, out, **{"max_steps": 3, "per_device_batch_size": 3, **kw})
 
 
 def randomize_lora(model, seed: int = 0) -> None:

@@ -53,14 +53,7 @@ def build_env(root: Path, seed: int = 0, n: int = 16, fork_period: int = 4) -> d
     return {"model": root / "model", "images": images, "data": root / "train.json", "records": records}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on 2 shared cores a second, spinning OpenMP thread made these steps up to 10x slower
-    whenever another process was busy (measured: the 30-step SEED run took 5 s or 37 s with 2 threads, 5.7 s with 1)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one thread on 2 shared cores
 
 
 @pytest.fixture(scope="module")

@@ -219,3 +219,23 @@ def padding_fraction(lengths: Sequence[int], order: Sequence[int], batch_size: i
         total += max(b) * len(b)
         pad += max(b) * len(b) - sum(b)
     return pad / total if total else 0.0
+
+
+def load_train_data(cfg) -> tuple[Any, "InstructDataset", int]:
+    """(processor, dataset, max_length) for a TrainConfig: the model folder checked, its processor, the records
+    (at most cfg.max_samples) tokenized without truncation, with a max_length that may not exceed the model's
+    context. Shared by training and the teacher cache; the data fails here, before any weights load."""
+    from transformers import LlavaConfig
+
+    from seedvlm.models import check_model_dir, load_processor
+
+    check_model_dir(cfg.model)
+    processor = load_processor(cfg.model)
+    context = model_context_length(LlavaConfig.from_pretrained(cfg.model, local_files_only=True))
+    max_length = cfg.max_length or context
+    if max_length > context:
+        raise SeedVLMError(f"max_length {max_length} exceeds the model's context ({context} positions)")
+    records = load_records(cfg.data)
+    if cfg.max_samples is not None:
+        records = records[: cfg.max_samples]
+    return processor, InstructDataset(records, processor, cfg.images, max_length, source=str(cfg.data)), max_length

@@ -34,6 +34,22 @@ def vision_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
     return feats
 
 
+def _optimizer_step(opt, params, loss: torch.Tensor, lr: float, loss_ema: float | None, bar, step: int) -> float:
+    """One AdamW step at `lr` with gradients clipped to norm 1; returns the loss's moving average (shown every 20
+    steps on the progress bar)."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
+    bar.update(1)
+    if step % 20 == 0:
+        bar.set_postfix(loss=f"{loss_ema:.4f}")
+    return loss_ema
+
+
 def _progress(desc: str, total: int):
     return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0)
 
@@ -107,17 +123,8 @@ def train_vision(model, pool_images: np.ndarray, pool_labels: np.ndarray, steps:
         if g.random() < 0.5:
             pix = pix.flip(-1)  # left-right flips keep every label true
         y = torch.as_tensor(pool_labels[idx], dtype=torch.float32, device=device)
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, steps, lr, warmup)
         loss = F.binary_cross_entropy_with_logits(logits_of(pix), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
-        bar.update(1)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss_ema:.4f}")
+        loss_ema = _optimizer_step(opt, params, loss, cosine_lr(step, steps, lr, warmup), loss_ema, bar, step)
     bar.close()
     tower.eval()
     with torch.no_grad():
@@ -227,17 +234,8 @@ def train_language(model, samples, features: torch.Tensor | None, image_token_id
     t0 = time.time()
     for step, group in enumerate(batches(samples, batch_size, steps, seed)):
         batch = {k: v.to(device) for k, v in collate(group, pad_id).items()}
-        for pg in opt.param_groups:
-            pg["lr"] = cosine_lr(step, steps, lr, warmup)
         loss = lm_loss(model, batch, features, image_token_id, per_sample)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
-        bar.update(1)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss_ema:.3f}")
+        loss_ema = _optimizer_step(opt, params, loss, cosine_lr(step, steps, lr, warmup), loss_ema, bar, step)
     bar.close()
     model.eval()
     return {"loss": loss_ema, "steps": steps, "seconds": time.time() - t0}

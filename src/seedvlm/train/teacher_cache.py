@@ -315,13 +315,11 @@ def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, 
     cfg: the TrainConfig of the training run (model, data, images, max_samples, max_length, noise, alpha,
     noise_step, mask_ratio, seed, dtype, attn_implementation). Returns the index dict."""
     from safetensors.torch import save_file
-    from transformers import LlavaConfig
-
     import contextlib
 
     from seedvlm import distributed
-    from seedvlm.data.dataset import Collator, InstructDataset, load_records, model_context_length
-    from seedvlm.models import base_fingerprint, check_model_dir, load_model, load_processor
+    from seedvlm.data.dataset import Collator, load_train_data
+    from seedvlm.models import base_fingerprint, load_model
     from seedvlm.train.step import confidence_from_rows, noise_settings, perturb_per_sample
     from seedvlm.train.trainer import resolve_dtype
 
@@ -331,16 +329,7 @@ def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, 
         raise SeedVLMError(f"shard size must be positive, got {shard_samples}")
     kept_width(top_k, 1)  # validates top_k
     cfg.require_paths()
-    check_model_dir(cfg.model)
-    processor = load_processor(cfg.model)
-    context = model_context_length(LlavaConfig.from_pretrained(cfg.model, local_files_only=True))
-    max_length = cfg.max_length or context
-    if max_length > context:
-        raise SeedVLMError(f"max_length {max_length} exceeds the model's context ({context} positions)")
-    records = load_records(cfg.data)
-    if cfg.max_samples is not None:
-        records = records[: cfg.max_samples]
-    dataset = InstructDataset(records, processor, cfg.images, max_length, source=str(cfg.data))
+    processor, dataset, max_length = load_train_data(cfg)
     # Several processes (accelerate launch / torchrun): rank r writes shards r, r + N, ... on its own device into
     # rank 0's temp folder; rank 0 writes index.json and renames the folder once all shards are there.
     rank, world = distributed.rank_world()

@@ -572,10 +572,10 @@ def build_trainer(cfg: TrainConfig, resume: str | None = None, callbacks: Sequen
                   **arg_overrides) -> SeedTrainer:
     """Model + LoRA + data + TrainingArguments -> a ready SeedTrainer (also writes train_config.json and
     train_manifest.json to output_dir)."""
-    from transformers import LlavaConfig, set_seed
+    from transformers import set_seed
 
-    from seedvlm.data.dataset import Collator, InstructDataset, load_records, model_context_length
-    from seedvlm.models import base_fingerprint, check_model_dir, load_model, load_processor
+    from seedvlm.data.dataset import Collator, load_train_data
+    from seedvlm.models import base_fingerprint, load_model
     from seedvlm.train.lora import apply_lora
 
     cfg.require_paths()
@@ -583,16 +583,7 @@ def build_trainer(cfg: TrainConfig, resume: str | None = None, callbacks: Sequen
     _prepare_output_dir(cfg, resume, args.should_save)
     # The data is checked (lengths, images) before the weights load: a bad record fails in seconds, not after
     # loading 14 GB.
-    check_model_dir(cfg.model)
-    processor = load_processor(cfg.model)
-    context = model_context_length(LlavaConfig.from_pretrained(cfg.model, local_files_only=True))
-    max_length = cfg.max_length or context
-    if max_length > context:
-        raise SeedVLMError(f"max_length {max_length} exceeds the model's context ({context} positions)")
-    records = load_records(cfg.data)
-    if cfg.max_samples is not None:
-        records = records[: cfg.max_samples]
-    dataset = InstructDataset(records, processor, cfg.images, max_length, source=str(cfg.data))
+    processor, dataset, _ = load_train_data(cfg)
     set_seed(cfg.seed)
     model = load_model(cfg.model, device="cpu", dtype=resolve_dtype(cfg.dtype),
                        attn_implementation=cfg.attn_implementation)
