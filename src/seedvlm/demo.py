@@ -5,8 +5,8 @@ image marked when a COCO instances file is given.
     seedvlm demo --model runs/base --adapter runs/seed/adapter --image a.png --image b.png \\
         --instances world/instances_val.json --html demo.html
 
-Objects are found with `seedvlm.eval.chair.CHAIR` (the CHAIR protocol's synonyms, phrases and singularization);
-if that module is missing, a small fallback matches category names and a few synonyms. Every piece of model text
+Objects are found with `seedvlm.eval.chair.CHAIR` (the CHAIR protocol's synonyms, phrases and singularization), so
+the marks are exactly what CHAIR counts. Every piece of model text
 is HTML-escaped before it enters the page (DESIGN.md section 10).
 """
 
@@ -29,87 +29,10 @@ from seedvlm.errors import SeedVLMError
 log = logging.getLogger(__name__)
 
 DEFAULT_QUESTION = "Please describe this image in detail."
-_WORD = re.compile(r"[a-z0-9]+")
-
-# Used only when seedvlm.eval.chair is not importable: a few CHAIR synonyms of the categories the world uses.
-_FALLBACK_SYNONYMS = {
-    "person": ("person", "man", "woman", "boy", "girl", "child", "kid", "people", "men", "women", "children"),
-    "dining table": ("dining table", "table", "desk"),
-    "couch": ("couch", "sofa"),
-    "tv": ("tv", "television", "monitor"),
-    "cell phone": ("cell phone", "phone", "cellphone", "smartphone"),
-    "motorcycle": ("motorcycle", "motorbike", "scooter"),
-    "airplane": ("airplane", "plane", "jet"),
-    "bicycle": ("bicycle", "bike"),
-    "car": ("car", "automobile", "van", "taxi"),
-    "potted plant": ("potted plant", "plant", "houseplant"),
-    "laptop": ("laptop", "computer", "notebook"),
-    "cup": ("cup", "mug"),
-    "traffic light": ("traffic light", "stoplight"),
-}
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Objects named in a text, with their positions
 # ---------------------------------------------------------------------------------------------------------------
-
-
-class _FallbackMatcher:
-    """The subset of CHAIR's interface the demo needs, from category names plus _FALLBACK_SYNONYMS."""
-
-    def __init__(self, instances: dict):
-        cat_name = {c["id"]: c["name"].lower() for c in instances["categories"]}
-        self.word_to_category: dict[str, str] = {}
-        self.phrases: dict[tuple[str, ...], str] = {}
-        for name in cat_name.values():
-            for syn in (name, *_FALLBACK_SYNONYMS.get(name, ())):
-                if " " in syn:
-                    self.phrases[tuple(syn.split())] = syn
-                self.word_to_category[syn] = name
-        self.vocab = {w for s in self.word_to_category for w in s.split()}
-        self.image_ids = {str(im["id"]): im["id"] for im in instances["images"]}
-        self._annotated: dict[str, set[str]] = {}
-        for a in instances["annotations"]:
-            self._annotated.setdefault(str(a["image_id"]), set()).add(cat_name[a["category_id"]])
-
-    @staticmethod
-    def singularize(word: str) -> str:
-        for suffix, repl in (("ives", "ife"), ("ies", "y"), ("ches", "ch"), ("shes", "sh"), ("sses", "ss"),
-                             ("s", "")):
-            if word.endswith(suffix) and len(word) > len(suffix) + 1:
-                return word[: -len(suffix)] + repl
-        return word
-
-    def ground_truth(self, image_id) -> frozenset[str]:
-        return frozenset(self._annotated.get(str(image_id), ()))
-
-    def mention_spans(self, text: str) -> list[tuple[int, int, str, str]]:
-        """[(start, end, word, category)] as CHAIR.mention_spans: phrases first (up to 3 words, raw or singular),
-        then single words."""
-        toks = list(_WORD.finditer(text.lower()))
-        raw = [t.group() for t in toks]
-        sing = [w if w in self.vocab else self.singularize(w) for w in raw]
-        out = []
-        i = 0
-        while i < len(raw):
-            for n in (3, 2):
-                if i + n <= len(raw):
-                    cands = (tuple(raw[i:i + n]), tuple(raw[i:i + n - 1]) + (sing[i + n - 1],), tuple(sing[i:i + n]))
-                    hit = next((self.phrases[c] for c in cands if c in self.phrases), None)
-                    if hit is not None:
-                        out.append((toks[i].start(), toks[i + n - 1].end(), hit))
-                        i += n
-                        break
-            else:
-                out.append((toks[i].start(), toks[i].end(), sing[i]))
-                i += 1
-        return [(a, b, w, self.word_to_category[w]) for a, b, w in out if w in self.word_to_category]
-
-    def score(self, image_id, caption: str) -> dict:
-        gt = self.ground_truth(image_id)
-        mentioned = list(dict.fromkeys(c for _, _, _, c in self.mention_spans(caption)))
-        return {"mentioned": mentioned, "hallucinated": [c for c in mentioned if c not in gt],
-                "ground_truth": sorted(gt)}
 
 
 def locate_mentions(matcher, text: str) -> list[tuple[int, int, str]]:
@@ -122,10 +45,9 @@ def locate_mentions(matcher, text: str) -> list[tuple[int, int, str]]:
 class ObjectChecker:
     """Ground truth from a COCO instances file and the named/hallucinated objects of an answer."""
 
-    matcher: Any
+    matcher: Any  # seedvlm.eval.chair.CHAIR
     by_file: dict[str, Any]
     source: str
-    uses_chair: bool
 
     @classmethod
     def from_instances(cls, path: str | os.PathLike) -> "ObjectChecker":
@@ -136,20 +58,14 @@ class ObjectChecker:
                                                  for k in ("images", "annotations", "categories")):
             raise SeedVLMError(f"{path}: not a COCO instances file (needs lists 'images', 'annotations', "
                                "'categories')")
-        try:
-            from seedvlm.eval.chair import CHAIR
-        except ImportError:
-            CHAIR = None
-        if CHAIR is not None:
-            matcher, uses_chair = CHAIR(data, None), True
-        else:
-            log.warning("seedvlm.eval.chair not available: marking objects by a simple name match")
-            matcher, uses_chair = _FallbackMatcher(data), False
+        from seedvlm.eval.chair import CHAIR
+
+        matcher = CHAIR(data, None)
         by_file: dict[str, Any] = {}
         for im in data["images"]:
             if isinstance(im, dict) and "file_name" in im and "id" in im:
                 by_file.setdefault(Path(str(im["file_name"])).name, im["id"])
-        return cls(matcher, by_file, str(path), uses_chair)
+        return cls(matcher, by_file, str(path))
 
     def image_id(self, image_path: str | os.PathLike):
         return self.by_file.get(Path(image_path).name)
@@ -256,7 +172,7 @@ def run_demo(model_path: str | os.PathLike, image_paths: Sequence[str | os.PathL
         rows.append(Row(str(path), image, checker.annotated(image_id) if image_id is not None else None, answers))
     settings = {"model": str(model_path), "adapter": str(adapter) if adapter else None, "question": question,
                 "beta": beta, "max_new_tokens": max_new_tokens, "instances": str(instances) if instances else None,
-                "object_matcher": ("CHAIR" if checker.uses_chair else "fallback name match") if checker else None,
+                "object_matcher": "CHAIR" if checker else None,
                 **{k: v for k, v in decode_kwargs.items()}}
     return DemoResult(labels, rows, settings)
 
