@@ -11,6 +11,7 @@ Trainer, fp32 on the CPU):
                     the answer rows, fp32 only for those rows, chunked KL, SDPA
   seed-gc       (c) with gradient checkpointing (non-reentrant)              [--gradient-checkpointing]
   seed-compile  (c) with torch.compile of each decoder layer (compile_layers) [--compile]
+  seed-cached-compile, sft-seedvlm-compile: the same compile on those cases  [--compile]
   seed-cached   (c) with a teacher cache (`seedvlm teach`, top-64): no teacher forward; the cached rows are built
                     once in memory from this batch (reading them from disk is not timed)
   sft-seedvlm   seedvlm's SFT control arm (`seedvlm.train.step.sft_step`: answer rows only)
@@ -72,7 +73,10 @@ CASES = {
     "seed-compile": "(c) + torch.compile (decoder layers)",
     "seed-cached": "(c) with a teacher cache (top-64)",
     "sft-seedvlm": "seedvlm's SFT control arm (answer rows only)",
+    "seed-cached-compile": "(c) with a teacher cache + torch.compile",
+    "sft-seedvlm-compile": "seedvlm's SFT control arm + torch.compile",
 }
+COMPILED = ("seed-compile", "seed-cached-compile", "sft-seedvlm-compile")
 DEFAULT_CASES = ("sft", "seed-3pass", "seed", "seed-cached")
 TINY_VOCAB, TINY_IMAGE_TOKEN = 1000, 4  # the world presets' benchmark vocabulary (as benchmarks/decode_speed.py)
 RECIPE = ROOT / "configs" / "seed_llava15_7b.yaml"
@@ -179,7 +183,8 @@ class MemoryCache:
 
 
 STEPS = {"sft": step_sft, "seed-3pass": step_seed_3pass, "seed": step_seed, "seed-gc": step_seed,
-         "seed-compile": step_seed, "seed-cached": step_seed, "sft-seedvlm": step_sft_seedvlm}
+         "seed-compile": step_seed, "seed-cached": step_seed, "sft-seedvlm": step_sft_seedvlm,
+         "seed-cached-compile": step_seed, "sft-seedvlm-compile": step_sft_seedvlm}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -197,7 +202,7 @@ def set_levers(model, case: str, on: bool, state: dict) -> None:
         else:
             base.activation_checkpointing_disable()
             base.disable_input_require_grads()
-    if case == "seed-compile":
+    if case in COMPILED:
         from seedvlm.train.step import decoder_layers
 
         if on:
@@ -305,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text-tokens", type=int, default=80, help="text tokens after the image, answer included")
     ap.add_argument("--answer-tokens", type=int, default=60, help="answer tokens (the last ones; labels there)")
     ap.add_argument("--gradient-checkpointing", action="store_true", help="add the case seed-gc")
-    ap.add_argument("--compile", action="store_true", help="add the case seed-compile")
+    ap.add_argument("--compile", action="store_true",
+                    help="add the compiled cases (seed-compile, and the -compile twin of seed-cached / sft-seedvlm "
+                         "when those are chosen)")
     ap.add_argument("--compile-backend", default="inductor", help="torch.compile backend for seed-compile")
     ap.add_argument("--top-k", type=int, default=64, help="top-k of the seed-cached case")
     ap.add_argument("--attn", default="sdpa", help="attention implementation (default sdpa)")
@@ -321,13 +328,13 @@ def main(argv: list[str] | None = None) -> int:
     for flag, case in ((args.gradient_checkpointing, "seed-gc"), (args.compile, "seed-compile")):
         if flag and case not in cases:
             cases.append(case)
+    if args.compile:
+        cases += [f"{c}-compile" for c in ("seed-cached", "sft-seedvlm") if c in cases and f"{c}-compile" not in cases]
     unknown = set(cases) - set(CASES)
     if unknown:
         raise SystemExit(f"unknown case(s) {sorted(unknown)}; choose from {list(CASES)}")
-    cases = sorted(cases, key=list(CASES).index)  # fixed order; compile last but one (it stays compiled)
-    if "seed-compile" in cases:
-        cases.remove("seed-compile")
-        cases.append("seed-compile")
+    cases = sorted(cases, key=list(CASES).index)  # fixed order; compiled cases last
+    cases = [c for c in cases if c not in COMPILED] + [c for c in cases if c in COMPILED]
     batches = [int(b) for b in args.batches.split(",") if b]
 
     from transformers.utils import logging as hf_logging
@@ -357,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                           "schedule": S.BetaSchedule(kind=cfg.beta_schedule, values=cfg.beta_values,
                                                      quantiles=cfg.beta_quantiles, history_size=cfg.beta_history_size,
                                                      min_history=cfg.beta_min_history)}
-            if case == "seed-cached":
+            if case in ("seed-cached", "seed-cached-compile"):
                 ctxs[case]["cache"] = MemoryCache(model, batch, cfg, args.top_k)
         rows = measure(cases, model, batch, ctxs, args.warmup, args.steps, device, deadline)
         ctxs.clear()

@@ -2,7 +2,9 @@
 # Pretrain base models on the lent GPU machine, several variants in parallel on one GPU (each is small).
 # Usage (on the device, from the repo root): bash scripts/gpu_pretrain.sh OUTDIR "name:preset:size:rate:extra-args" ...
 # Each variant: generate a world (seed 0) at `size` px with hallucination rate `rate`, pretrain `preset` on it,
-# and tar the model folder + logs into OUTDIR/<name>.tar.
+# and tar the model folder + logs into OUTDIR/<name>.tar. To spread variants over GPUs, run one invocation per GPU
+# with CUDA_VISIBLE_DEVICES set; TRAIN (default 6000) sets the number of training images, LIMIT (seconds) stops a
+# pretraining that runs too long (its log still comes back).
 set -uo pipefail
 out=$1; shift
 mkdir -p "$out"
@@ -15,12 +17,15 @@ for spec in "$@"; do
     w=/tmp/world_$name
     python3 -m seedvlm world --out "$w" --size "$size" --hallucination-rate "$rate" --train "${TRAIN:-6000}" --val 500 --quiet \
       >"/tmp/$name.log" 2>&1 &&
-    python3 -m seedvlm pretrain --world "$w" --preset "$preset" --out "/tmp/model_$name" \
+    timeout "${LIMIT:-100000}" python3 -m seedvlm pretrain --world "$w" --preset "$preset" --out "/tmp/model_$name" \
       --threads 4 --readiness-images 300 $extra >>"/tmp/$name.log" 2>&1
     echo "exit $?" >>"/tmp/$name.log"
     cp "/tmp/$name.log" "/tmp/model_$name/" 2>/dev/null
     cp "$w/world.json" "/tmp/model_$name/world.json" 2>/dev/null
-    tar -C /tmp -cf "$out/$name.tar" "model_$name" 2>/dev/null || cp "/tmp/$name.log" "$out/$name.log"
+    # weights over 15 MB (the small preset) stay behind: only the config, pretrain.json and the log come back
+    big=$(find "/tmp/model_$name" -name '*.safetensors' -size +15M 2>/dev/null)
+    tar -C /tmp -cf "$out/$name.tar" $([ -n "$big" ] && echo --exclude='*.safetensors') "model_$name" 2>/dev/null ||
+      cp "/tmp/$name.log" "$out/$name.log"
   ) &
   pids+=($!)
 done

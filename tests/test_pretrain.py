@@ -65,6 +65,23 @@ def test_text_context_replaces_image_tokens(micro_world):
         assert tok.unk_token_id not in sample.input_ids  # every word of the world is in its vocabulary
 
 
+def test_text_drop_leaves_out_objects_reproducibly(micro_world):
+    from seedvlm.errors import SeedVLMError
+    from seedvlm.pretrain.data import scene_texts
+
+    full = scene_texts(micro_world, "train")
+    dropped = scene_texts(micro_world, "train", drop=0.5, seed=3)
+    assert dropped == scene_texts(micro_world, "train", drop=0.5, seed=3)  # seeded
+    n_full = sum(len(t.split(" , ")) for t in full.values() if t)
+    n_kept = sum(len(t.split(" , ")) for t in dropped.values() if t)
+    assert 0.3 * n_full < n_kept < 0.7 * n_full
+    for name, text in dropped.items():  # what is kept is a left-to-right subsequence of the full list
+        rest = iter(full[name].split(" , "))
+        assert all(any(t == u for u in rest) for t in text.split(" , ") if t)
+    with pytest.raises(SeedVLMError, match="text drop"):
+        scene_texts(micro_world, "train", drop=1.0)
+
+
 def test_vision_stage_trains_tower_and_projector_even_after_a_frozen_stage(micro_world):
     from seedvlm.pretrain.pipeline import vision_corpus
     from seedvlm.pretrain.stages import train_vision

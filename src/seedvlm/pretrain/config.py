@@ -10,7 +10,7 @@ from seedvlm.config import field_
 @dataclass
 class PretrainConfig:
     world: str = field_("", "world folder written by `seedvlm world` (instances/captions/instruct JSON + images)")
-    preset: str = field_("tiny", "model preset: tiny (CPU) or small (GPU)")
+    preset: str = field_("tiny", "model preset: tiny or small (the defaults below are the shipped tiny base's recipe)")
     init: str = field_("", "start from this llava-hf checkpoint (and its processor) instead of random weights; "
                            "stages with 0 steps/epochs are skipped")
     out: str = field_("runs/base", "output folder: a llava-hf checkpoint + processor + readiness.json")
@@ -24,20 +24,22 @@ class PretrainConfig:
                                     "(0 = skip)")
     text_lr: float = field_(1e-3, "stage 0 peak learning rate")
     text_batch: int = field_(128, "stage 0 batch size")
+    text_drop: float = field_(0.4, "stage 0: each object is left out of its image's text with this probability "
+                                   "(perception noise, so the LM learns to weigh co-occurrence; answers stay true)")
     # Stage 1: the vision tower alone, multi-label object classification on unpaired scenes.
-    vision_steps: int = field_(1200, "stage 1 steps (vision tower + per-patch linear head, multi-label BCE)")
-    vision_batch: int = field_(64, "stage 1 batch size")
+    vision_steps: int = field_(1500, "stage 1 steps (vision tower + per-patch linear head, multi-label BCE)")
+    vision_batch: int = field_(128, "stage 1 batch size")
     vision_lr: float = field_(1e-3, "stage 1 peak learning rate (AdamW, cosine)")
     vision_head: str = field_("words", "stage 1 head: words (cosine to the category words' embeddings through the "
                                         "projector, CLIP-like) or linear (a linear head on the tower's patches)")
     vision_words: str = field_("auto", "words head: frozen (align vision to the LM's word embeddings), trained (learn "
                                        "both), auto (frozen when the LM was pretrained: text_steps > 0 or init)")
-    vision_pool: int = field_(12000, "stage 1 corpus size: uniform-category scenes rendered once, reused")
+    vision_pool: int = field_(30000, "stage 1 corpus size: uniform-category scenes rendered once, reused")
     # Stage 2: projector alignment + language on captions and descriptions, tower frozen, features cached.
     align_epochs: float = field_(3.0, "stage 2 epochs over the world's captions + detailed descriptions")
     align_lr: float = field_(2e-3, "stage 2 peak learning rate")
     # Stage 3: instruction tuning on all instruct turns, loss averaged per sample so short answers count.
-    instruct_epochs: float = field_(3.0, "stage 3 epochs over all instruct turns (descriptions and QA)")
+    instruct_epochs: float = field_(5.0, "stage 3 epochs over all instruct turns (descriptions and QA)")
     instruct_lr: float = field_(1e-3, "stage 3 peak learning rate")
     batch_size: int = field_(32, "stage 2/3 batch size")
     warmup_fraction: float = field_(0.05, "linear warm-up as a fraction of each stage's steps")

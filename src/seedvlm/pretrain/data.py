@@ -67,16 +67,28 @@ def tokenize_records(records, images: list[str], processor, n_image_tokens: int,
     return out
 
 
-def scene_texts(world: Path, split: str) -> dict[str, str]:
+def scene_texts(world: Path, split: str, drop: float = 0.0, seed: int = 0) -> dict[str, str]:
     """Each image's objects as text, left to right ("red fork , blue knife , green cup"): the stand-in for the image
-    when the language model is pretrained on text alone (stage 0), as LLaVA starts from a pretrained LM."""
+    when the language model is pretrained on text alone (stage 0), as LLaVA starts from a pretrained LM. With
+    `drop` > 0 each object is left out with that probability (seeded; perception noise: an unlisted object may still
+    be there, so the LM learns to weigh co-occurrence as a VLM with an imperfect eye does)."""
+    if not 0.0 <= drop < 1.0:
+        raise SeedVLMError(f"text drop must be in [0, 1), got {drop}")
     inst = read_json(world / f"instances_{split}.json", "instances file")
     names = {c["id"]: c["name"] for c in inst["categories"]}
     objs: dict[int, list] = {}
     for a in inst["annotations"]:
         x = a["bbox"][0] + a["bbox"][2] / 2
         objs.setdefault(a["image_id"], []).append((x, f"{a.get('color', '')} {names[a['category_id']]}".strip()))
-    return {im["file_name"]: " , ".join(t for _, t in sorted(objs.get(im["id"], []))) for im in inst["images"]}
+    rng = np.random.default_rng(seed)
+    out = {}
+    for im in inst["images"]:
+        items = sorted(objs.get(im["id"], []))
+        if drop > 0:
+            keep = rng.random(len(items)) >= drop
+            items = [t for t, k in zip(items, keep) if k]
+        out[im["file_name"]] = " , ".join(t for _, t in items)
+    return out
 
 
 def collate(samples: list[TextSample], pad_id: int) -> dict[str, torch.Tensor]:

@@ -115,7 +115,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
     # Stage 0: the language model on text, each image given as its object list.
     if cfg.text_steps > 0:
-        contexts = scene_texts(world, "train")
+        contexts = scene_texts(world, "train", drop=cfg.text_drop, seed=cfg.seed)
         text_samples = tokenize_records(inst + caps, names, processor, n_tok, contexts=contexts)
         s0 = train_language(model, text_samples, None, epochs=0, lr=cfg.text_lr, per_sample=True,
                             desc="stage 0 text", steps=cfg.text_steps, batch_size=cfg.text_batch, **common)
