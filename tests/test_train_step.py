@@ -38,7 +38,8 @@ def test_benchmark_tiny_runs_every_case(tmp_path, capsys):
                             "--compile", "--compile-backend", "eager", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     cases = [r["case"] for r in report["results"]]
-    assert cases == ["sft", "seed-3pass", "seed", "seed-gc", "seed-cached", "sft-seedvlm", "seed-compile"]
+    assert cases == ["sft", "seed-3pass", "seed", "seed-gc", "seed-cached", "sft-seedvlm", "seed-compile",
+                     "seed-cached-compile", "sft-seedvlm-compile"]  # the compiled cases last
     assert all(r["samples_per_s"] > 0 and r["batch_size"] == 2 for r in report["results"])
     assert report["results"][0]["x_sft"] == 1.0 and report["results"][1]["x_seed_3pass"] == 1.0
     assert report["tokens_per_sample"] == 1 + 64 + 80 and report["answer_tokens"] == 60
