@@ -72,3 +72,11 @@ def test_bad_values_are_errors_naming_the_option():
         load_config(TrainConfig, CONFIGS / "seed_tiny.yaml", ["--alhpa", "0.3"])
     with pytest.raises(SeedVLMError, match="beta_values"):
         load_config(TrainConfig, None, ["--beta-values", "1.0,0.5"])
+
+
+def test_list_overrides_take_commas_or_a_yaml_list():
+    from seedvlm.config import load_config
+    from seedvlm.train.config import TrainConfig
+
+    for text in ("2.2,1.6,1.2,0.8", "[2.2, 1.6, 1.2, 0.8]", " [2.2,1.6,1.2,0.8] "):
+        assert load_config(TrainConfig, None, ["--beta-values", text]).beta_values == [2.2, 1.6, 1.2, 0.8]

@@ -59,8 +59,11 @@ def _coerce(value: Any, tp: Any, name: str, source: str) -> Any:
             return base(value)
         if origin in (list, tuple) or base in (list, tuple):
             (inner,) = typing.get_args(base)[:1] or (str,)
-            if isinstance(value, str):
-                value = [v for v in value.split(",") if v.strip()] if value.strip() else []
+            if isinstance(value, str):  # "1.1,0.8" or YAML's "[1.1, 0.8]"
+                text = value.strip()
+                if text.startswith("[") and text.endswith("]"):
+                    text = text[1:-1]
+                value = [v.strip() for v in text.split(",") if v.strip()]
             out = [_coerce(v, inner, name, source) for v in value]
             return tuple(out) if (origin or base) is tuple else out
         if origin is dict or base is dict:
