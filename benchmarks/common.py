@@ -1,10 +1,12 @@
 """What every benchmark records beside its numbers: the device by name, a synchronize before reading a clock,
-and the git commit the figures came from."""
+the git commit, versions and command line the figures came from; and how a report is printed and saved."""
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -67,3 +69,27 @@ def git_hash() -> str | None:
                               cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def provenance(script: str, argv: list[str] | None, packages: tuple[str, ...] = ("transformers",)) -> dict:
+    """{"versions", "git", "command"} of a benchmark run: python, torch, CUDA and `packages` versions, the commit,
+    and the command line (script path relative to the repository root)."""
+    import importlib
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    versions.update({name: importlib.import_module(name).__version__ for name in packages})
+    versions["cuda"] = torch.version.cuda
+    root = Path(__file__).resolve().parents[1]
+    args = argv if argv is not None else sys.argv[1:]
+    return {"versions": versions, "git": git_hash(),
+            "command": "python " + " ".join([os.path.relpath(script, root)] + list(args))}
+
+
+def emit(report: dict, table: str, out: str | None) -> None:
+    """Print the Markdown table; write the report as JSON (atomically) to `out` if given."""
+    print(table)
+    if out:
+        from seedvlm.io import write_json
+
+        write_json(out, report)
+        print(f"wrote {out}", file=sys.stderr)

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import os
-import platform
 import statistics
 import sys
 import time
@@ -34,9 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runnable from a checkout without install
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/common.py
 
-from common import DTYPES, device_name, git_hash, random_llava, setup_device, sync  # noqa: E402
+from common import DTYPES, device_name, emit, provenance, random_llava, setup_device, sync  # noqa: E402
 from seedvlm.decode import contrastive_generate  # noqa: E402
-from seedvlm.io import write_json  # noqa: E402
 from seedvlm.models import num_image_tokens, preset_config  # noqa: E402
 
 METHODS = ("greedy", "contrastive", "vcd-sequential")
@@ -161,8 +158,6 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['tokens_per_s']:9.1f} tok/s  x{r.get('ratio_vs_greedy', float('nan')):.2f}",
                       file=sys.stderr, flush=True)
 
-    import transformers
-
     report = {
         "benchmark": "decode_speed",
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -177,16 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         "new_tokens": new_tokens,
         "warmup": args.warmup,
         "repeats": args.repeats,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "cuda": torch.version.cuda},
-        "git": git_hash(),
-        "command": "python " + " ".join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])),
+        **provenance(__file__, argv),
         "results": results,
     }
-    print(markdown_table(report))
-    if args.out:
-        write_json(args.out, report)
-        print(f"wrote {args.out}", file=sys.stderr)
+    emit(report, markdown_table(report), args.out)
     return 0
 
 

@@ -28,9 +28,7 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +42,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # benchmarks/common.py
 
 from transformers import TrainerCallback  # noqa: E402
 
-from common import random_llava  # noqa: E402
+from common import device_name, git_hash, random_llava  # noqa: E402
 from seedvlm import distributed  # noqa: E402
 from seedvlm.models import build_processor, build_word_tokenizer, num_image_tokens, preset_config  # noqa: E402
 from seedvlm.train.config import TrainConfig  # noqa: E402
@@ -96,20 +94,6 @@ def write_data(folder: Path, image_size: int, n_records: int, n_images: int = 32
     return [{"id": f"s{j}", "image": f"{j % n_images}.png",
              "prompt": " ".join(rng.choice(words, PROMPT_WORDS)), "answer": " ".join(rng.choice(words, ANSWER_WORDS))}
             for j in range(n_records)]
-
-
-def gpu_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(torch.cuda.current_device())
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def git_hash() -> str | None:
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def baseline(out: Path, row: dict) -> float | None:
@@ -201,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
            "grad_accumulation": a.grad_accumulation, "global_batch": global_batch,
            "samples_per_s": global_batch / median, "median_step_s": median,
            "peak_gb_max": max((r["peak_gb"] or 0.0) for r in everyone) if cuda else None,
-           "ranks": everyone, "gpu": gpu_name(), "image_tokens": num_image_tokens(config),
+           "ranks": everyone, "gpu": device_name(torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")), "image_tokens": num_image_tokens(config),
            "sample_tokens": int(statistics.mean(dataset.lengths)), "answer_tokens": ANSWER_WORDS + 1,
            "lora_r": a.lora_r, "gradient_checkpointing": a.gradient_checkpointing, "build_s": round(build_s, 1),
            "params_b": round(n_params / 1e9, 2),

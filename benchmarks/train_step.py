@@ -41,8 +41,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import gc
-import os
-import platform
 import statistics
 import sys
 import time
@@ -55,10 +53,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # runnable from a checkout without install
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/common.py
 
-from common import DTYPES, device_name, git_hash, random_llava, setup_device, sync  # noqa: E402
+from common import DTYPES, device_name, emit, provenance, random_llava, setup_device, sync  # noqa: E402
 from seedvlm import seed as S  # noqa: E402
 from seedvlm.config import load_config  # noqa: E402
-from seedvlm.io import write_json  # noqa: E402
 from seedvlm.models import num_image_tokens, preset_config  # noqa: E402
 from seedvlm.train.config import TrainConfig  # noqa: E402
 from seedvlm.train.lora import apply_lora  # noqa: E402
@@ -294,7 +291,6 @@ def measure(cases: list[str], model, batch: dict, ctxs: dict, warmup: int, steps
         if case in peak:
             row["peak_memory_gb"] = round(peak[case], 2)
         rows.append(row)
-    del opt
     return rows
 
 
@@ -382,9 +378,6 @@ def main(argv: list[str] | None = None) -> int:
                 if base and r["batch_size"] == bs and "samples_per_s" in r:
                     r[key] = r["samples_per_s"] / base["samples_per_s"]
 
-    import peft
-    import transformers
-
     report = {
         "benchmark": "train_step",
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -404,17 +397,10 @@ def main(argv: list[str] | None = None) -> int:
                                                       "beta_schedule", "kl_chunk_size", "lora_r", "lora_alpha",
                                                       "lora_dropout")},
         "top_k": args.top_k,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "peft": peft.__version__, "cuda": torch.version.cuda},
-        "git": git_hash(),
-        "command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + (argv if argv is not None
-                                                                           else sys.argv[1:])),
+        **provenance(__file__, argv, ("transformers", "peft")),
         "results": results,
     }
-    print(markdown_table(report))
-    if args.out:
-        write_json(args.out, report)
-        print(f"wrote {args.out}", file=sys.stderr)
+    emit(report, markdown_table(report), args.out)
     return 0
 
 

@@ -22,12 +22,10 @@ objects. Also the mean KL(clean || noisy) over all answer tokens and at object m
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # runnable from a checkout without install
@@ -57,18 +55,12 @@ def detail_records(world: Path, split: str, n: int | None) -> tuple[list[dict], 
 
 def mention_token_positions(tokens: list[str], chair: CHAIR) -> list[tuple[int, str]]:
     """[(index of the mention's first token, category), ...] for the object mentions in a word-token sequence."""
-    starts, text = [], []
-    pos = 0
-    for t in tokens:
-        starts.append(pos)
-        text.append(t)
+    index_at, pos = {}, 0
+    for i, t in enumerate(tokens):
+        index_at[pos] = i
         pos += len(t) + 1
-    caption = " ".join(text)
-    out = []
-    for start, _end, _word, category in chair.mention_spans(caption):
-        if start in starts:
-            out.append((starts.index(start), category))
-    return out
+    return [(index_at[start], category) for start, _end, _word, category in chair.mention_spans(" ".join(tokens))
+            if start in index_at]
 
 
 @torch.no_grad()
@@ -83,45 +75,48 @@ def teacher_signal(model, processor, world: Path, split: str = "train", n: int |
     ds = InstructDataset(records, processor, world / "images" / split,
                          max_length=model.config.text_config.max_position_embeddings, source=f"{world} {split}")
     collate = Collator(processor.tokenizer.pad_token_id)
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    g = torch.Generator().manual_seed(seed)
+    from seedvlm.train.config import TrainConfig
+    from seedvlm.train.step import compute_dtype, perturb_per_sample
+
+    noise = TrainConfig(alpha=alpha, seed=seed)  # gaussian noise drawn per sample, as training draws it (step 0)
+    device, dtype = next(model.parameters()).device, compute_dtype(model)
+    patch = int(model.config.vision_config.patch_size)
     sums = {c: {"n": 0, "logp_clean": 0.0, "logp_noisy": 0.0, "delta_purified": 0.0, "lowered": 0,
                 "kl": 0.0} for c in CLASSES}
     all_kl, all_rows = 0.0, 0
     for s in range(0, len(ds), batch_size):
-        items = [ds[i] for i in range(s, min(len(ds), s + batch_size))]
-        batch = collate(items)
+        batch = {k: v.to(device) for k, v in collate([ds[i] for i in range(s, min(len(ds), s + batch_size))]).items()}
+        mask, targets = S.answer_positions(batch["labels"])  # rows of `mask` predict `targets`, row-major
         pix = batch["pixel_values"].float()
-        noisy = S.add_noise(pix, alpha=alpha, generator=g)
-        common = dict(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-        lc = model(pixel_values=pix.to(device, dtype), **common).logits.float().log_softmax(-1)
-        ln = model(pixel_values=noisy.to(device, dtype), **common).logits.float().log_softmax(-1)
+        noisy = perturb_per_sample(pix, batch["sample_index"], 0, noise, patch)
+        ids, attn = batch["input_ids"], batch["attention_mask"]
+        rows = model(input_ids=torch.cat([ids, ids]), attention_mask=torch.cat([attn, attn]),
+                     pixel_values=torch.cat([pix, noisy]).to(dtype), logits_to_keep=torch.cat([mask, mask]),
+                     use_cache=False).logits.float()  # clean and noisy in one forward, answer rows only
+        lc, ln = rows[:len(targets)].log_softmax(-1), rows[len(targets):].log_softmax(-1)
         lp = S.purify(lc, ln, beta).log_softmax(-1)
-        kl = (lc.exp() * (lc - ln)).sum(-1)  # KL(clean || noisy) per position
-        labels = batch["labels"]
-        for b, item in enumerate(items):
-            k = item["sample_index"]
-            rec = records[k]
-            ans = (labels[b] != -100).nonzero().flatten()
-            ans = ans[ans > 0]
-            all_kl += float(kl[b, ans - 1].sum())
-            all_rows += int(ans.numel())
-            tokens = processor.tokenizer.convert_ids_to_tokens(labels[b, ans].tolist())
+        kl = (lc.exp() * (lc - ln)).sum(-1)  # KL(clean || noisy) per answer row
+        all_kl += float(kl.sum())
+        all_rows += len(targets)
+        first = 0
+        for b, n_rows in enumerate(mask.sum(1).tolist()):
+            rec = records[int(batch["sample_index"][b])]
+            tok_ids = targets[first:first + n_rows]
             present = chair.annotated(by_name[rec["image"]])
-            for j, category in mention_token_positions(tokens, chair):
-                t, row = int(ans[j]), int(ans[j]) - 1  # the logits at row predict the token at t
-                tok = int(batch["input_ids"][b, t])
+            for j, category in mention_token_positions(processor.tokenizer.convert_ids_to_tokens(tok_ids.tolist()),
+                                                       chair):
+                r, tok = first + j, int(tok_ids[j])
                 cls = ("present" if category in present else
                        "injected_absent" if injected.get(rec["id"]) == category else "other_absent")
                 acc = sums[cls]
-                c_, n_, p_ = float(lc[b, row, tok]), float(ln[b, row, tok]), float(lp[b, row, tok])
+                c_, n_, p_ = float(lc[r, tok]), float(ln[r, tok]), float(lp[r, tok])
                 acc["n"] += 1
                 acc["logp_clean"] += c_
                 acc["logp_noisy"] += n_
                 acc["delta_purified"] += p_ - c_
                 acc["lowered"] += int(p_ < c_)
-                acc["kl"] += float(kl[b, row])
+                acc["kl"] += float(kl[r])
+            first += n_rows
     out = {"world": str(world), "split": split, "records": len(records), "alpha": alpha, "beta": beta, "seed": seed,
            "kl_clean_noisy_all_answer_tokens": all_kl / max(all_rows, 1), "answer_tokens": all_rows, "classes": {}}
     for cls, acc in sums.items():
