@@ -223,6 +223,35 @@ def test_injection_rate_and_truth():
     assert choose_injections(dataclasses.replace(cfg, hallucination_rate=0.0), scenes) == {}
 
 
+def test_hard_negative_share_follows_the_setting():
+    """The share of yes/no negatives that name a co-occurring absent object tracks --hard-negatives; 0.5 keeps
+    the historical layout (one of two negatives) and every answer stays true."""
+    from seedvlm.world.text import NO, YES, cooccurring_absent, qa_turns
+
+    scenes = sample_split(WorldConfig(train=400, val=0, size=32, seed=5), "train")
+    eligible = [sc for sc in scenes if len(cooccurring_absent(sc)) >= 2]
+    share = {}
+    for rate in (0.0, 0.1, 0.5, 1.0):
+        rng = np.random.default_rng(0)
+        hard = total = 0
+        for sc in eligible:
+            co = set(cooccurring_absent(sc))
+            for q, a in qa_turns(sc, rng, rate):
+                m = re.fullmatch(r"Is there an? (.+) in the image\?", q)
+                if not m:
+                    continue
+                name = m.group(1)
+                assert (a == YES) == (name in sc.names)  # answers stay true
+                if a == NO:
+                    total += 1
+                    hard += name in co
+        share[rate] = hard / total
+    assert share[1.0] == 1.0
+    assert abs(share[0.5] - 0.5) < 0.1  # + random negatives that happen to co-occur
+    assert share[0.1] < 0.3
+    assert share[0.0] < share[0.1] < share[0.5]
+
+
 def test_world_json_records_injections(world):
     w = load_world(world)
     h = w["hallucination"]

@@ -16,6 +16,8 @@ _OPTIONS = [
      "fraction of TRAIN detailed descriptions that mention one absent partner object as if present"),
     ("off_scene_rate", float, 0.3, "fraction of object instances drawn from outside their scene's list"),
     ("occlusion_rate", float, 0.15, "probability that an object is partly hidden by a background patch"),
+    ("hard_negatives", float, 0.1,
+     "fraction of yes/no negatives that name a co-occurring absent object (the rest: a random absent one)"),
     ("min_objects", int, 2, "fewest objects in an image"),
     ("max_objects", int, 6, "most objects in an image"),
 ]

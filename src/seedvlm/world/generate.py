@@ -60,6 +60,10 @@ class WorldConfig:
     off_scene_rate: float = field_(
         0.3, "fraction of object instances drawn from categories outside their scene's list (train and val)")
     occlusion_rate: float = field_(0.15, "probability that an object is partly hidden by a background patch")
+    hard_negatives: float = field_(
+        0.1, "fraction of the yes/no questions' negatives that ask about a co-occurring absent object (the rest: "
+             "a random absent one); real instruct data has few, which is why models fail adversarial probes "
+             "(0.5 = one of two negatives, the layout before this option existed)")
     min_objects: int = field_(2, "fewest objects in an image")
     max_objects: int = field_(6, "most objects in an image")
 
@@ -83,7 +87,7 @@ class WorldConfig:
             raise SeedVLMError(f"--size must be <= 1024 px, got {self.size}")
         if self.seed < 0:
             raise SeedVLMError(f"--seed must be >= 0, got {self.seed}")
-        for name in ("hallucination_rate", "off_scene_rate", "occlusion_rate"):
+        for name in ("hallucination_rate", "off_scene_rate", "occlusion_rate", "hard_negatives"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
                 raise SeedVLMError(f"--{name.replace('_', '-')} must be a number in [0, 1], got {v!r}")
@@ -243,7 +247,8 @@ def _write_split(cfg: WorldConfig, split: str, scenes: list[Scene], inject: dict
             injections.append({"image_id": iid, "record_id": f"{stem}_detail", "category_id":
                                category_by_name(fake)["id"], "name": fake,
                                "partner_of": sorted(n for n in sc.names if fake in partners_of(n))})
-        instruct.append({"id": f"{stem}_conv", "image": fname, "conversations": conversation(qa_turns(sc, rng))})
+        turns = qa_turns(sc, rng, cfg.hard_negatives)
+        instruct.append({"id": f"{stem}_conv", "image": fname, "conversations": conversation(turns)})
         if bar is not None:
             bar.update(1)
     (root / f"instances_{split}.json").write_text(_dumps({

@@ -7,6 +7,8 @@ hallucination of the training split: one absent object mentioned as if present).
 
 from __future__ import annotations
 
+import math
+
 import re
 from collections import Counter
 
@@ -250,9 +252,12 @@ def cooccurring_absent(scene) -> list[str]:
     return []
 
 
-def qa_turns(scene, rng: np.random.Generator) -> list[tuple[str, str]]:
-    """Question-answer pairs about the scene, all true: balanced yes/no existence questions (negatives: one
-    co-occurring absent object and one random absent object), a count, a color and a left/right relation."""
+def qa_turns(scene, rng: np.random.Generator, hard_negatives: float = 0.1) -> list[tuple[str, str]]:
+    """Question-answer pairs about the scene, all true: balanced yes/no existence questions, a count, a color and a
+    left/right relation. Of the yes/no negatives a fraction `hard_negatives` (in expectation) asks about a
+    co-occurring absent object, the rest about a random absent one (0.5: one of the two negatives, as real
+    hallucination benchmarks mix them; real instruct data has almost none, so a low value trains a model that is
+    weaker on co-occurring negatives)."""
     present = sorted(scene.names)
     absent = [c for c in CATEGORY_NAMES if c not in scene.names]
     turns: list[tuple[str, str]] = []
@@ -260,9 +265,15 @@ def qa_turns(scene, rng: np.random.Generator) -> list[tuple[str, str]]:
     pos_names = [present[int(i)] for i in rng.permutation(len(present))[:n_pos]]
     negs: list[str] = []
     co = cooccurring_absent(scene)
-    want_co = n_pos == 2 or rng.random() < 0.5
-    if want_co and co:
-        negs.append(co[int(rng.integers(0, len(co)))])
+    expected = n_pos * hard_negatives
+    n_co = int(math.floor(expected + 1e-9))
+    if expected - n_co > 1e-9:  # no draw when the count is whole (0.5 with two negatives: exactly one)
+        n_co += int(rng.random() < expected - n_co)
+    for _ in range(n_co):
+        left = [c for c in co if c not in negs]
+        if not left:
+            break
+        negs.append(left[int(rng.integers(0, len(left)))])
     while len(negs) < n_pos:
         rest = [c for c in absent if c not in negs]
         negs.append(rest[int(rng.integers(0, len(rest)))])
