@@ -7,14 +7,26 @@ Trainer, fp32 on the CPU):
   seed-3pass    (b) the seed's recipe: three separate forwards (teacher clean, teacher noisy, student), full-
                     vocabulary fp32 logits over the whole sequence, purify and KL on full (B, L, V) tensors
   seed          (c) what `seedvlm train` runs: `seedvlm.train.step.seed_step` (the function SeedTrainer.compute_loss
-                    calls) with the settings of configs/seed_llava15_7b.yaml: one 2B teacher forward, logits only at
-                    the answer rows, fp32 only for those rows, chunked KL, SDPA
+                    calls) with the settings of configs/seed_llava15_7b.yaml and TrainConfig's defaults: one 2B
+                    teacher forward, the student on the teacher's clean image features (reuse_image_features: the
+                    vision tower runs twice per sample, not three times), logits only at the answer rows, fp32 only
+                    for those rows, chunked KL, SDPA
   seed-gc       (c) with gradient checkpointing (non-reentrant)              [--gradient-checkpointing]
-  seed-compile  (c) with torch.compile of each decoder layer (compile_layers) [--compile]
+  seed-compile  (c) with torch.compile as `seedvlm train --torch-compile true` does it (compile_layers with
+                    compile_options(cfg): each LM decoder layer and each vision encoder layer, dynamic=True)
+                    [--compile]
   seed-cached-compile, sft-seedvlm-compile: the same compile on those cases  [--compile]
   seed-cached   (c) with a teacher cache (`seedvlm teach`, top-64): no teacher forward; the cached rows are built
                     once in memory from this batch (reading them from disk is not timed)
   sft-seedvlm   seedvlm's SFT control arm (`seedvlm.train.step.sft_step`: answer rows only)
+The levers one at a time against (c) / seed-compile, in the same process (only through --cases):
+  seed-noreuse          (c) without image-feature reuse (reuse_image_features false: pixels into the student's
+                        forward too, the vision tower runs three times per sample; the step before this lever)
+  seed-compile-noreuse  seed-compile without image-feature reuse (the student's vision forward then also builds
+                        a graph: compile's enable_input_require_grads hooks the tower's patch embeddings too)
+  seed-compile-lm       seed-compile with only the LM decoder layers compiled (torch_compile_vision false)
+  seed-compile-static   seed-compile with dynamic=False (torch_compile_dynamic false: a graph per shape)
+  seed-compile-auto     seed-compile with dynamic=None (torch_compile_dynamic auto: torch's automatic dynamic)
 Samples: <bos> + the image tokens + text up to --text-tokens (80) of which the last --answer-tokens (60) are the
 answer (labels -100 on the prompt); random token ids and pixel values; no padding. Per (case, micro-batch):
 --warmup untimed steps case by case, then --steps timed ones round-robin over the cases (synchronized), median
@@ -31,6 +43,14 @@ the same process at the same micro-batch.
     # the optional levers, one process each:
     python benchmarks/train_step.py --preset llava-1.5-7b --device cuda --dtype bfloat16 --cases seed \\
         --gradient-checkpointing --compile --out runs/bench/train_step_h100_levers.json
+    # image-feature reuse, eager and compiled (each compile variant compiles anew: about a minute on an H100):
+    python benchmarks/train_step.py --preset llava-1.5-7b --device cuda --dtype bfloat16 \\
+        --cases seed,seed-noreuse,seed-compile,seed-compile-noreuse --time-budget 420 \\
+        --out runs/bench/train_step_h100_reuse.json
+    # the compile options: vision layers compiled or not, dynamic True / False / None:
+    python benchmarks/train_step.py --preset llava-1.5-7b --device cuda --dtype bfloat16 \\
+        --cases seed,seed-compile,seed-compile-lm,seed-compile-static,seed-compile-auto --time-budget 420 \\
+        --out runs/bench/train_step_h100_compile_options.json
 
 DESIGN.md section 7 gives the reference (H100): plain LoRA SFT 6.77 / 15.4 samples/s, the seed's 3-pass SEED
 4.91 / 9.1 at micro-batch 1 / 8; the floor without caching is ~21 samples/s.
@@ -41,6 +61,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import gc
+import logging
 import statistics
 import sys
 import time
@@ -59,7 +80,8 @@ from seedvlm.config import load_config  # noqa: E402
 from seedvlm.models import num_image_tokens, preset_config  # noqa: E402
 from seedvlm.train.config import TrainConfig  # noqa: E402
 from seedvlm.train.lora import apply_lora  # noqa: E402
-from seedvlm.train.step import compile_layers, seed_step, sft_step, teacher_forward  # noqa: E402
+from seedvlm.train.step import (compile_layers, compile_options, decoder_layers, seed_step, sft_step,  # noqa: E402
+                                teacher_forward, vision_layers)
 from seedvlm.train.teacher_cache import select_rows  # noqa: E402
 
 CASES = {
@@ -72,8 +94,26 @@ CASES = {
     "sft-seedvlm": "seedvlm's SFT control arm (answer rows only)",
     "seed-cached-compile": "(c) with a teacher cache + torch.compile",
     "sft-seedvlm-compile": "seedvlm's SFT control arm + torch.compile",
+    "seed-noreuse": "(c) without image-feature reuse",
+    "seed-compile-noreuse": "(c) + torch.compile, without image-feature reuse",
+    "seed-compile-lm": "(c) + torch.compile (LM decoder layers only)",
+    "seed-compile-static": "(c) + torch.compile, dynamic=False",
+    "seed-compile-auto": "(c) + torch.compile, dynamic=None (automatic)",
 }
-COMPILED = ("seed-compile", "seed-cached-compile", "sft-seedvlm-compile")
+# Each case's levers: "compile" = overrides of compile_options(cfg) (what `seedvlm train --torch-compile true` does),
+# "reuse" = seed_step's reuse_features (absent: the config's reuse_image_features, as `seedvlm train`).
+LEVERS = {
+    "seed-gc": {"gc": True},
+    "seed-compile": {"compile": {}},
+    "seed-cached-compile": {"compile": {}},
+    "sft-seedvlm-compile": {"compile": {}},
+    "seed-noreuse": {"reuse": False},
+    "seed-compile-noreuse": {"compile": {}, "reuse": False},
+    "seed-compile-lm": {"compile": {"vision": False}},
+    "seed-compile-static": {"compile": {"dynamic": False}},
+    "seed-compile-auto": {"compile": {"dynamic": None}},
+}
+COMPILED = tuple(c for c in CASES if "compile" in LEVERS.get(c, {}))
 DEFAULT_CASES = ("sft", "seed-3pass", "seed", "seed-cached")
 TINY_VOCAB, TINY_IMAGE_TOKEN = 1000, 4  # the world presets' benchmark vocabulary (as benchmarks/decode_speed.py)
 RECIPE = ROOT / "configs" / "seed_llava15_7b.yaml"
@@ -150,8 +190,10 @@ def step_seed_3pass(model, batch, ctx):
 def step_seed(model, batch, ctx):
     """(c) seedvlm train's SEED step: seedvlm.train.step.seed_step (one 2B teacher forward, answer rows only)."""
     ctx["step"] += 1
-    return seed_step(model, batch, ctx["cfg"], step=ctx["step"], beta_schedule=ctx["schedule"],
-                     cache=ctx.get("cache"))["loss"]
+    out = seed_step(model, batch, ctx["cfg"], step=ctx["step"], beta_schedule=ctx["schedule"],
+                    cache=ctx.get("cache"), reuse_features=LEVERS.get(ctx["case"], {}).get("reuse"))
+    ctx["reused_features"] = out["reused_features"]
+    return out["loss"]
 
 
 def step_sft_seedvlm(model, batch, ctx):
@@ -179,9 +221,9 @@ class MemoryCache:
         return {k: v.to(device) for k, v in self._rows.items()}
 
 
-STEPS = {"sft": step_sft, "seed-3pass": step_seed_3pass, "seed": step_seed, "seed-gc": step_seed,
-         "seed-compile": step_seed, "seed-cached": step_seed, "sft-seedvlm": step_sft_seedvlm,
-         "seed-cached-compile": step_seed, "sft-seedvlm-compile": step_sft_seedvlm}
+STEPS = {"sft": step_sft, "seed-3pass": step_seed_3pass, "sft-seedvlm": step_sft_seedvlm,
+         "sft-seedvlm-compile": step_sft_seedvlm}
+STEPS.update({c: step_seed for c in CASES if c not in STEPS})
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -189,10 +231,18 @@ STEPS = {"sft": step_sft, "seed-3pass": step_seed_3pass, "seed": step_seed, "see
 # --------------------------------------------------------------------------------------------------------------
 
 
+def case_compile_kwargs(case: str, cfg, backend: str = "inductor") -> dict | None:
+    """compile_layers' arguments for a compiled case (None for the others): `seedvlm train`'s (compile_options of the
+    config) with the case's overrides, and the benchmark's backend."""
+    over = LEVERS.get(case, {}).get("compile")
+    return None if over is None else {**compile_options(cfg), **over, "backend": backend}
+
+
 def set_levers(model, case: str, on: bool, state: dict) -> None:
-    """Gradient checkpointing for seed-gc; compile for seed-compile (switched off again afterwards)."""
+    """Gradient checkpointing for seed-gc; compile for the compiled cases (LM and, unless the case says otherwise,
+    vision layers); all switched off again afterwards (feature reuse is an argument of the step, not a state)."""
     base = model.get_base_model()
-    if case == "seed-gc":
+    if LEVERS.get(case, {}).get("gc"):
         if on:
             base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
             base.enable_input_require_grads()
@@ -200,14 +250,28 @@ def set_levers(model, case: str, on: bool, state: dict) -> None:
             base.activation_checkpointing_disable()
             base.disable_input_require_grads()
     if case in COMPILED:
-        from seedvlm.train.step import decoder_layers
-
         if on:
-            compile_layers(model, **state.get("compile_kwargs", {}))
+            compile_layers(model, **state["compile_kwargs"])
         else:
-            for layer in decoder_layers(model):
+            for layer in decoder_layers(model) + vision_layers(model):
                 layer._compiled_call_impl = None
             base.disable_input_require_grads()
+
+
+class LimitHits(logging.Handler):
+    """Counts dynamo's "hit config.recompile_limit" warnings: past the limit a frame runs eagerly, so a compiled case
+    would silently time eager code."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.n = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "hit config." in str(record.msg):
+            self.n += 1
+
+
+LIMIT_HITS = LimitHits()
 
 
 def one_step(case: str, model, batch: dict, ctx: dict, opt, device: torch.device) -> tuple[float, float | None]:
@@ -248,11 +312,18 @@ def measure(cases: list[str], model, batch: dict, ctxs: dict, warmup: int, steps
     times: dict[str, list[float]] = {c: [] for c in cases}
     first: dict[str, float] = {}
     peak: dict[str, float] = {}
+    graphs: dict[str, int] = {c: 0 for c in cases}
+    limit_hit: set[str] = set()
     oom: set[str] = set()
+    from torch._dynamo.utils import counters
 
     def run(case: str, timed: bool) -> None:
+        n_graphs, n_hits = counters["stats"]["unique_graphs"], LIMIT_HITS.n
         try:
             dt, pk = one_step(case, model, batch, ctxs[case], opt, device)
+            graphs[case] += counters["stats"]["unique_graphs"] - n_graphs
+            if LIMIT_HITS.n > n_hits:
+                limit_hit.add(case)
         except torch.cuda.OutOfMemoryError:
             oom.add(case)
             opt.zero_grad(set_to_none=True)
@@ -286,6 +357,12 @@ def measure(cases: list[str], model, batch: dict, ctxs: dict, warmup: int, steps
         med = statistics.median(times[case])
         row = {"case": case, "what": CASES[case], "batch_size": bs, "median_s": med, "times_s": times[case],
                "first_step_s": first[case], "samples_per_s": bs / med}
+        if "reused_features" in ctxs[case]:
+            row["reused_features"] = ctxs[case]["reused_features"]
+        if ctxs[case].get("compile_kwargs"):
+            row["compile"] = {k: ctxs[case]["compile_kwargs"][k] for k in ("vision", "dynamic", "backend")}
+            row["graphs_compiled"] = graphs[case]  # dynamo graphs compiled during this case's steps
+            row["recompile_limit_hit"] = case in limit_hit  # then part of it ran eagerly
         if truncated:
             row["truncated"] = True
         if case in peak:
@@ -299,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="tiny", choices=("tiny", "small", "llava-1.5-7b"))
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     ap.add_argument("--dtype", default=None, choices=tuple(DTYPES), help="default: float32 on cpu, bfloat16 on cuda")
-    ap.add_argument("--cases", default=",".join(DEFAULT_CASES), help=f"comma-separated subset of {','.join(CASES)}")
+    ap.add_argument("--cases", default=",".join(DEFAULT_CASES),
+                    help=f"comma-separated subset of {','.join(CASES)} (default {','.join(DEFAULT_CASES)})")
     ap.add_argument("--batches", default="1,8", help="micro-batch sizes, comma-separated (default 1,8)")
     ap.add_argument("--steps", type=int, default=8, help="timed steps per (case, batch); median reported")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
@@ -309,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile", action="store_true",
                     help="add the compiled cases (seed-compile, and the -compile twin of seed-cached / sft-seedvlm "
                          "when those are chosen)")
-    ap.add_argument("--compile-backend", default="inductor", help="torch.compile backend for seed-compile")
+    ap.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compiled cases")
     ap.add_argument("--top-k", type=int, default=64, help="top-k of the seed-cached case")
     ap.add_argument("--attn", default="sdpa", help="attention implementation (default sdpa)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
@@ -336,6 +414,12 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    if any(c in COMPILED for c in cases):
+        # The compiled layers share code objects (transformers' forward_with_checkpointing), so every compile variant
+        # adds its cache entries to the same frames: 4-7 per variant (teacher, student, a batch-1 specialization, the
+        # vision layers), past dynamo's default limit of 8 with two variants. Raised so each case keeps its own graphs.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        logging.getLogger("torch._dynamo").addHandler(LIMIT_HITS)
     t0 = time.perf_counter()
     deadline = t0 + args.time_budget if args.time_budget > 0 else float("inf")
     model, config = build_model(args.preset, device, dtype, args.attn)
@@ -356,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         batch = make_batch(config, bs, args.text_tokens, args.answer_tokens, device)
         ctxs = {}
         for case in cases:
-            ctxs[case] = {"cfg": cfg, "dtype": dtype, "step": 0, "compile_kwargs": {"backend": args.compile_backend},
+            ctxs[case] = {"cfg": cfg, "dtype": dtype, "step": 0, "case": case,
+                          "compile_kwargs": case_compile_kwargs(case, cfg, args.compile_backend),
                           "schedule": S.BetaSchedule(kind=cfg.beta_schedule, values=cfg.beta_values,
                                                      quantiles=cfg.beta_quantiles, history_size=cfg.beta_history_size,
                                                      min_history=cfg.beta_min_history)}
@@ -370,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
             speed = f"{row['samples_per_s']:8.2f} samples/s" if "samples_per_s" in row else "out of memory"
             mem = f"  peak {row['peak_memory_gb']:.1f} GB" if "peak_memory_gb" in row else ""
             note = f"  ({len(row['times_s'])} timed steps: time budget)" if row.get("truncated") else ""
-            print(f"#   batch {bs:>2} {row['case']:<13} {speed}{mem}{note}", file=sys.stderr, flush=True)
+            note += "  (recompile limit hit: partly eager)" if row.get("recompile_limit_hit") else ""
+            print(f"#   batch {bs:>2} {row['case']:<20} {speed}{mem}{note}", file=sys.stderr, flush=True)
         for ref, key in (("sft", "x_sft"), ("seed-3pass", "x_seed_3pass")):
             base = next((r for r in results if r["batch_size"] == bs and r["case"] == ref and "samples_per_s" in r),
                         None)
@@ -395,8 +481,10 @@ def main(argv: list[str] | None = None) -> int:
         "steps": args.steps,
         "seed_settings": {k: getattr(cfg, k) for k in ("distill_weight", "temperature", "direction",
                                                       "beta_schedule", "kl_chunk_size", "lora_r", "lora_alpha",
-                                                      "lora_dropout")},
+                                                      "lora_dropout", "reuse_image_features",
+                                                      "torch_compile_vision", "torch_compile_dynamic")},
         "top_k": args.top_k,
+        "dynamo_recompile_limit": torch._dynamo.config.recompile_limit,
         **provenance(__file__, argv, ("transformers", "peft")),
         "results": results,
     }

@@ -65,8 +65,9 @@ def test_training_forwards_build_no_kv_cache(env, tmp_path, monkeypatch):
 
     monkeypatch.setattr(modeling_llama.LlamaModel, "forward", spy)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in (0, 1)])
-    trainer.seed_step(trainer.model, batch)
+    out = trainer.seed_step(trainer.model, batch)
     assert len(seen) == 2 and all(c is None for c in seen)  # teacher (2B) + student
+    assert out["reused_features"]  # the default: the student on the teacher's clean image features
 
 
 @pytest.mark.parametrize("lever", ["gradient_checkpointing", "torch_compile"])
@@ -77,12 +78,13 @@ def test_levers_train_and_keep_the_loss(env, tmp_path, lever, monkeypatch):
 
     if lever == "torch_compile":  # the plumbing, not inductor's code generation (minutes on 2 cores)
         real = step_mod.compile_layers
-        monkeypatch.setattr(step_mod, "compile_layers", lambda m, **k: real(m, backend="eager"))
+        monkeypatch.setattr(step_mod, "compile_layers", lambda m, **k: real(m, **{**k, "backend": "eager"}))
     plain = build_trainer(make_cfg(env, tmp_path / "plain"))
     fast = build_trainer(make_cfg(env, tmp_path / "fast", **{lever: True}))
     calls = []
     if lever == "torch_compile":
         assert all(layer._compiled_call_impl is not None for layer in step_mod.decoder_layers(fast.model))
+        assert all(layer._compiled_call_impl is not None for layer in step_mod.vision_layers(fast.model))
     else:  # as Trainer.train() turns it on
         fast.model.activation_checkpointing_enable(
             activation_checkpointing_kwargs=dict(fast.args.activation_checkpointing_kwargs))

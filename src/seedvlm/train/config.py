@@ -22,6 +22,7 @@ SCHEDULERS = ("cosine", "linear", "constant_with_warmup", "constant")
 REPORT_TO = ("auto", "none", "tensorboard", "wandb")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 CACHE_TAILS = ("lump", "drop")
+COMPILE_DYNAMIC = ("true", "false", "auto")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
@@ -100,6 +101,19 @@ class TrainConfig:
                                               "flash_attention_2 (needs the flash-attn package)")
     torch_compile: bool = field_(False, "torch.compile each language-model decoder layer (one compiled graph "
                                         "shared by all layers; no gain on the CPU, GPU: docs/performance.md)")
+    torch_compile_vision: bool = field_(True, "with torch_compile: also compile each encoder layer of the vision "
+                                              "tower (one shared graph, like the LM's; the tower is frozen and with "
+                                              "reuse_image_features it runs only in the teacher's no-grad forward)")
+    torch_compile_dynamic: str = field_("true", "with torch_compile: true = dynamic shapes from the start (one "
+                                                "graph for every batch size and length; no recompiles with length-"
+                                                "grouped batches, kernels not specialized to a shape); false = one "
+                                                "graph per shape (fastest kernels, a recompile per new shape, and "
+                                                "torch falls back to eager past its recompile limit); auto = torch's "
+                                                "default (static first, dynamic after the first shape change)")
+    reuse_image_features: bool = field_(True, "the student takes the teacher's clean image features instead of "
+                                              "running the frozen vision tower + projector a third time (same "
+                                              "values; off by itself with a teacher cache, under FSDP, or when the "
+                                              "tower or projector is trainable)")
     teacher_cache: str | None = field_(None, "a teacher cache folder from `seedvlm teach`: skip the teacher forward "
                                              "(top-k teacher logits, noise drawn once at step 0; docs/performance.md)")
     teacher_cache_tail: str = field_("lump", "tokens outside a cache's kept top-k: lump (one extra token for the "
@@ -118,11 +132,12 @@ class TrainConfig:
     num_workers: int = field_(0, "DataLoader worker processes (image decoding)")
 
     def __post_init__(self) -> None:
+        self.torch_compile_dynamic = str(self.torch_compile_dynamic).lower()  # YAML's true/false arrive as bools
         for name, allowed in (("method", METHODS), ("noise", NOISE_KINDS), ("beta_schedule", BETA_SCHEDULES),
                               ("purify_space", SPACES), ("direction", DIRECTIONS),
                               ("mask_strategy", MASK_STRATEGIES), ("dtype", DTYPES), ("lr_scheduler", SCHEDULERS),
                               ("report_to", REPORT_TO), ("attn_implementation", ATTN_IMPLEMENTATIONS),
-                              ("teacher_cache_tail", CACHE_TAILS)):
+                              ("teacher_cache_tail", CACHE_TAILS), ("torch_compile_dynamic", COMPILE_DYNAMIC)):
             if getattr(self, name) not in allowed:
                 raise SeedVLMError(f"{name} = {getattr(self, name)!r}; choose one of {list(allowed)}")
         checks = [

@@ -216,7 +216,9 @@ class SeedTrainer(Trainer):
         return _step.seed_step(model, inputs, self.cfg, step=int(self.state.global_step),
                                beta_schedule=ordered, teacher=self._teacher(model),
                                patch_size=self.patch_size, cache=self.teacher_cache,
-                               record_conf=ordered.record, loss_fn=combined_loss, purify_fn=purify)
+                               record_conf=ordered.record, loss_fn=combined_loss, purify_fn=purify,
+                               # FSDP: the bare module's parameters are shards outside the wrapper's forward
+                               reuse_features=self.cfg.reuse_image_features and not self.is_fsdp_enabled)
 
     def _teacher(self, model):
         """The model the teacher pass runs through: the bare peft model (its adapter is what gets disabled).
@@ -601,9 +603,9 @@ def build_trainer(cfg: TrainConfig, resume: str | None = None, callbacks: Sequen
         # reentrant variant work too when a user passes use_reentrant=True (the frozen embeddings give none).
         model.enable_input_require_grads()
     if cfg.torch_compile:
-        from seedvlm.train.step import compile_layers
+        from seedvlm.train.step import compile_layers, compile_options
 
-        compile_layers(model)
+        compile_layers(model, **compile_options(cfg))  # LM (+ vision tower) layers; dynamic from the config
     if args.should_save:
         write_json(Path(cfg.output_dir) / CONFIG_FILE, dataclasses.asdict(cfg))
         write_json(Path(cfg.output_dir) / MANIFEST_FILE, {
