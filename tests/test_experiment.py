@@ -192,3 +192,37 @@ def test_shipped_experiment_configs_load_and_plan(name, tmp_path):
     assert len(keys) == len(set(keys))
     for arm in cfg.arms:
         assert f"seed{cfg.seeds[0]}/{arm}/chair" in keys
+
+
+@pytest.mark.slow
+def test_parallel_script_matches_the_plan_of_one_process(world_model, tmp_path):
+    """scripts/experiment_parallel.sh: shared steps once, one process per seed, then a pass over all seeds that finds
+    every training and evaluation step done (only the cheap base copies and comparisons of later seeds re-run)."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg = micro_config(tmp_path, world_model, seeds=[0, 1], arms=["base", "sft", "seed"], ablations={},
+                       beta_sweep=[], threads=1)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, SEEDS="0 1", GPUS="", LOGDIR=str(tmp_path),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    run = subprocess.run(["bash", str(ROOT / "scripts" / "experiment_parallel.sh"), str(path)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads((tmp_path / "exp" / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1]
+    for seed in (0, 1):
+        assert (tmp_path / "exp" / f"seed{seed}" / "seed" / "train" / "adapter").is_dir()
+        assert f"experiment_seed{seed}.log" in os.listdir(tmp_path)
+    last = [ln for ln in run.stderr.splitlines() if " steps run, " in ln][-1]
+    n_run = int(last.split(": ")[1].split(" steps run")[0])
+    assert n_run <= 6, last  # seed 1's base copies + lengths + the two comparisons, nothing trained or evaluated
+    again = subprocess.run([sys.executable, "-m", "seedvlm", "experiment", "--config", str(path), "--seeds", "0,1"],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert " 0 steps run, " in again.stderr  # one plain run over the same folder has nothing left to do
