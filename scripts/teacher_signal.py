@@ -15,8 +15,13 @@ separately for objects that are present, and for the injected absent partners. I
 view favours the injected partners (clean - noisy < 0 there) and purification lowers them while raising present
 objects. Also the mean KL(clean || noisy) over all answer tokens and at object mentions.
 
+`--within-objects` checks a variant of the target: purification applied only among the object words (every word
+CHAIR maps to a category, and the first word of each multi-word name), their total clean probability kept, every
+other token left at its clean probability. It asks whether SEED's recall loss comes from moving mass between "name
+an object" and "stop", or from sharpening among the objects themselves.
+
     python scripts/teacher_signal.py --model assets/base-tiny --world runs/quickstart/world \
-        --out runs/teacher_signal.json [--alpha 0.3] [--beta 0.6] [--n 400]
+        --out runs/teacher_signal.json [--alpha 0.3] [--beta 0.6] [--n 400] [--within-objects]
 """
 
 from __future__ import annotations
@@ -63,9 +68,33 @@ def mention_token_positions(tokens: list[str], chair: CHAIR) -> list[tuple[int, 
             if start in index_at]
 
 
+def object_token_mask(tokenizer, chair: CHAIR, vocab_size: int) -> torch.Tensor:
+    """(V,) bool: the tokens that are an object word for CHAIR (singular or plural) or start a multi-word name."""
+    from seedvlm.eval.chair import singularize
+
+    names = chair.word_to_category
+    firsts = {k.split()[0] for k in names}
+    mask = torch.zeros(vocab_size, dtype=torch.bool)
+    for word, i in tokenizer.get_vocab().items():
+        if i < vocab_size and (singularize(word) in names or word in firsts):
+            mask[i] = True
+    if not mask.any():
+        raise SeedVLMError("no object word in the tokenizer's vocabulary")
+    return mask
+
+
+def purify_within(clean_logp: torch.Tensor, purified_logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Log-probs that follow `purified_logp` among `tokens` (renormalized to their total CLEAN probability) and
+    `clean_logp` everywhere else: rows (N, V), tokens (V,) bool."""
+    neg = float("-inf")
+    mass = torch.logsumexp(clean_logp.masked_fill(~tokens, neg), dim=-1, keepdim=True)
+    inner = purified_logp.masked_fill(~tokens, neg).log_softmax(-1) + mass
+    return torch.where(tokens, inner, clean_logp)
+
+
 @torch.no_grad()
 def teacher_signal(model, processor, world: Path, split: str = "train", n: int | None = None, alpha: float = 0.3,
-                   beta: float = 0.6, batch_size: int = 16, seed: int = 0) -> dict:
+                   beta: float = 0.6, batch_size: int = 16, seed: int = 0, within_objects: bool = False) -> dict:
     """The per-class statistics above (a dict ready for JSON)."""
     from seedvlm.data.dataset import Collator, InstructDataset
 
@@ -95,6 +124,8 @@ def teacher_signal(model, processor, world: Path, split: str = "train", n: int |
                      use_cache=False).logits.float()  # clean and noisy in one forward, answer rows only
         lc, ln = rows[:len(targets)].log_softmax(-1), rows[len(targets):].log_softmax(-1)
         lp = S.purify(lc, ln, beta).log_softmax(-1)
+        if within_objects:
+            lp = purify_within(lc, lp, object_token_mask(processor.tokenizer, chair, lc.shape[-1]).to(lc.device))
         kl = (lc.exp() * (lc - ln)).sum(-1)  # KL(clean || noisy) per answer row
         all_kl += float(kl.sum())
         all_rows += len(targets)
@@ -118,6 +149,7 @@ def teacher_signal(model, processor, world: Path, split: str = "train", n: int |
                 acc["kl"] += float(kl[r])
             first += n_rows
     out = {"world": str(world), "split": split, "records": len(records), "alpha": alpha, "beta": beta, "seed": seed,
+           "within_objects": within_objects,
            "kl_clean_noisy_all_answer_tokens": all_kl / max(all_rows, 1), "answer_tokens": all_rows, "classes": {}}
     for cls, acc in sums.items():
         m = max(acc["n"], 1)
@@ -131,7 +163,8 @@ def teacher_signal(model, processor, world: Path, split: str = "train", n: int |
 
 def markdown(report: dict) -> str:
     lines = [f"Teacher signal at object mentions: {report['records']} descriptions of {report['world']} "
-             f"({report['split']}), a = {report['alpha']}, b = {report['beta']}; mean KL(clean || noisy) over all "
+             f"({report['split']}), a = {report['alpha']}, b = {report['beta']}"
+             f"{' (purified among object words only)' if report.get('within_objects') else ''}; mean KL(clean || noisy) over all "
              f"{report['answer_tokens']} answer tokens {report['kl_clean_noisy_all_answer_tokens']:.4f}", "",
              "| mentions of | n | log p clean | log p noisy | clean - noisy | purified - clean | lowered by purification "
              "| KL(clean, noisy) there |", "|---|---|---|---|---|---|---|---|"]
@@ -152,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--beta", type=float, default=0.6, help="purification strength b (default 0.6)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    ap.add_argument("--within-objects", action="store_true",
+                    help="purify only among the object words, keeping their clean total (see above)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=None, help="write the report as JSON here")
     args = ap.parse_args(argv)
@@ -161,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = load_model(args.model, device=args.device, dtype=torch.float32).eval()
         report = teacher_signal(model, load_processor(args.model), Path(args.world), args.split, args.n, args.alpha,
-                                args.beta, args.batch_size, args.seed)
+                                args.beta, args.batch_size, args.seed, args.within_objects)
     except SeedVLMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

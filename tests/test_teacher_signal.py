@@ -60,3 +60,31 @@ def test_without_noise_the_views_agree_and_purification_changes_nothing(signal_s
     assert abs(r["clean_minus_noisy"]) < 1e-5 and abs(r["purified_minus_clean"]) < 1e-4
     assert rep["kl_clean_noisy_all_answer_tokens"] < 1e-6
     assert "| present objects |" in ts.markdown(rep)
+
+
+def test_purify_within_objects_keeps_everything_but_the_objects_own_split(signal_setup):
+    """The --within-objects target: non-object tokens keep their clean log-prob, the objects keep their clean total
+    and are split among themselves as the purified target splits them."""
+    import torch
+
+    ts = signal_setup[0]
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randn(5, 12, generator=g).log_softmax(-1)
+    purified = (clean * 1.6 - 0.6 * torch.randn(5, 12, generator=g)).log_softmax(-1)
+    objects = torch.zeros(12, dtype=torch.bool)
+    objects[[1, 4, 7]] = True
+    out = ts.purify_within(clean, purified, objects)
+    assert torch.allclose(out.logsumexp(-1), torch.zeros(5), atol=1e-6)  # a distribution
+    assert torch.equal(out[:, ~objects], clean[:, ~objects])
+    assert torch.allclose(out[:, objects].logsumexp(-1), clean[:, objects].logsumexp(-1), atol=1e-6)
+    ratio = out[:, objects] - purified[:, objects]  # the same relative odds among the objects
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-5)
+
+
+def test_object_token_mask_marks_the_world_s_object_words(signal_setup):
+    ts, _, processor, world = signal_setup
+    from seedvlm.eval.chair import CHAIR
+
+    mask = ts.object_token_mask(processor.tokenizer, CHAIR(world / "instances_train.json"), len(processor.tokenizer))
+    vocab = processor.tokenizer.get_vocab()
+    assert mask[vocab["fork"]] and mask[vocab["traffic"]] and not mask[vocab["the"]]
