@@ -13,7 +13,7 @@ Trainer, fp32 on the CPU):
                     for those rows, chunked KL, SDPA
   seed-gc       (c) with gradient checkpointing (non-reentrant)              [--gradient-checkpointing]
   seed-compile  (c) with torch.compile as `seedvlm train --torch-compile true` does it (compile_layers with
-                    compile_options(cfg): each LM decoder layer and each vision encoder layer, dynamic=True)
+                    compile_options(cfg): each LM decoder layer, dynamic=True)
                     [--compile]
   seed-cached-compile, sft-seedvlm-compile: the same compile on those cases  [--compile]
   seed-cached   (c) with a teacher cache (`seedvlm teach`, top-64): no teacher forward; the cached rows are built
@@ -24,7 +24,7 @@ The levers one at a time against (c) / seed-compile, in the same process (only t
                         forward too, the vision tower runs three times per sample; the step before this lever)
   seed-compile-noreuse  seed-compile without image-feature reuse (the student's vision forward then also builds
                         a graph: compile's enable_input_require_grads hooks the tower's patch embeddings too)
-  seed-compile-lm       seed-compile with only the LM decoder layers compiled (torch_compile_vision false)
+  seed-compile-vision   seed-compile with the vision encoder layers compiled too (torch_compile_vision true)
   seed-compile-static   seed-compile with dynamic=False (torch_compile_dynamic false: a graph per shape)
   seed-compile-auto     seed-compile with dynamic=None (torch_compile_dynamic auto: torch's automatic dynamic)
 Samples: <bos> + the image tokens + text up to --text-tokens (80) of which the last --answer-tokens (60) are the
@@ -49,7 +49,7 @@ the same process at the same micro-batch.
         --out runs/bench/train_step_h100_reuse.json
     # the compile options: vision layers compiled or not, dynamic True / False / None:
     python benchmarks/train_step.py --preset llava-1.5-7b --device cuda --dtype bfloat16 \\
-        --cases seed,seed-compile,seed-compile-lm,seed-compile-static,seed-compile-auto --time-budget 420 \\
+        --cases seed,seed-compile,seed-compile-vision,seed-compile-static,seed-compile-auto --time-budget 420 \\
         --out runs/bench/train_step_h100_compile_options.json
 
 DESIGN.md section 7 gives the reference (H100): plain LoRA SFT 6.77 / 15.4 samples/s, the seed's 3-pass SEED
@@ -96,7 +96,7 @@ CASES = {
     "sft-seedvlm-compile": "seedvlm's SFT control arm + torch.compile",
     "seed-noreuse": "(c) without image-feature reuse",
     "seed-compile-noreuse": "(c) + torch.compile, without image-feature reuse",
-    "seed-compile-lm": "(c) + torch.compile (LM decoder layers only)",
+    "seed-compile-vision": "(c) + torch.compile (LM and vision encoder layers)",
     "seed-compile-static": "(c) + torch.compile, dynamic=False",
     "seed-compile-auto": "(c) + torch.compile, dynamic=None (automatic)",
 }
@@ -109,7 +109,7 @@ LEVERS = {
     "sft-seedvlm-compile": {"compile": {}},
     "seed-noreuse": {"reuse": False},
     "seed-compile-noreuse": {"compile": {}, "reuse": False},
-    "seed-compile-lm": {"compile": {"vision": False}},
+    "seed-compile-vision": {"compile": {"vision": True}},
     "seed-compile-static": {"compile": {"dynamic": False}},
     "seed-compile-auto": {"compile": {"dynamic": None}},
 }

@@ -203,7 +203,7 @@ def test_compile_options_from_the_config():
     from seedvlm.train.config import TrainConfig
     from seedvlm.train.step import compile_options
 
-    assert compile_options(TrainConfig()) == {"vision": True, "dynamic": True}  # the defaults
+    assert compile_options(TrainConfig()) == {"vision": False, "dynamic": True}  # the defaults
     for value, want in ((True, True), (False, False), ("auto", None), ("FALSE", False)):
         cfg = config_from_dict(TrainConfig, {"torch_compile_dynamic": value, "torch_compile_vision": False})
         assert compile_options(cfg) == {"vision": False, "dynamic": want}
@@ -221,12 +221,12 @@ def test_benchmark_lever_cases_switch_everything_off(tmp_path):
 
     model, cfg = tiny_llava(), train_cfg()
     base = model.get_base_model()
-    for case in ("seed-compile", "seed-compile-lm", "seed-compile-static", "seed-compile-auto",
+    for case in ("seed-compile", "seed-compile-vision", "seed-compile-static", "seed-compile-auto",
                  "seed-compile-noreuse"):
         kw = train_step.case_compile_kwargs(case, cfg, "eager")
         train_step.set_levers(model, case, True, {"compile_kwargs": kw})
         assert all(layer._compiled_call_impl is not None for layer in decoder_layers(model))
-        assert all((layer._compiled_call_impl is not None) == (case != "seed-compile-lm")
+        assert all((layer._compiled_call_impl is not None) == (case == "seed-compile-vision")
                    for layer in vision_layers(model))
         assert base._require_grads_hooks
         train_step.set_levers(model, case, False, {"compile_kwargs": kw})
@@ -238,12 +238,12 @@ def test_benchmark_lever_cases_switch_everything_off(tmp_path):
     assert train_step.case_compile_kwargs("seed-noreuse", cfg) is None
     out = tmp_path / "bench.json"
     assert train_step.main(["--preset", "tiny", "--device", "cpu", "--batches", "1", "--steps", "1", "--warmup",
-                            "0", "--cases", "seed,seed-noreuse,seed-compile-lm,seed-compile-static",
+                            "0", "--cases", "seed,seed-noreuse,seed-compile-vision,seed-compile-static",
                             "--compile-backend", "eager", "--out", str(out)]) == 0
     import json
 
     rows = {r["case"]: r for r in json.loads(out.read_text())["results"]}
     assert rows["seed"]["reused_features"] is True and rows["seed-noreuse"]["reused_features"] is False
-    assert rows["seed-compile-lm"]["compile"] == {"vision": False, "dynamic": True, "backend": "eager"}
+    assert rows["seed-compile-vision"]["compile"] == {"vision": True, "dynamic": True, "backend": "eager"}
     assert rows["seed-compile-static"]["compile"]["dynamic"] is False
     assert not any(r.get("recompile_limit_hit") for r in rows.values())

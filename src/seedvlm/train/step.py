@@ -314,4 +314,4 @@ def compile_options(cfg) -> dict[str, Any]:
     dyn = str(getattr(cfg, "torch_compile_dynamic", "true")).lower()
     if dyn not in DYNAMIC:
         raise SeedVLMError(f"torch_compile_dynamic = {dyn!r}; choose one of {list(DYNAMIC)}")
-    return {"vision": bool(getattr(cfg, "torch_compile_vision", True)), "dynamic": DYNAMIC[dyn]}
+    return {"vision": bool(getattr(cfg, "torch_compile_vision", False)), "dynamic": DYNAMIC[dyn]}
