@@ -2,8 +2,9 @@
 # Run `seedvlm experiment` with one process per seed (same results as one process, in about the time of the slowest
 # seed): first the shared steps (world, data, questions) and the base evaluation in one process, then every seed in
 # its own process (on the GPUs of $GPUS in turn), then one more pass over all seeds that finds every training and
-# evaluation step done and writes the summary. Cost beside one process: each later seed's process evaluates the (seed-independent) greedy base
-# once more, as it is the first seed there; the last pass replaces those results with copies of the first seed's.
+# evaluation step done and writes the summary. Cost beside one process: each later seed's process evaluates the
+# (seed-independent) greedy base once more, as it is the first seed there; the last pass replaces those results
+# with copies of the first seed's.
 # Usage:
 #   bash scripts/experiment_parallel.sh CONFIG [--key value ...]          e.g. configs/experiment_world.yaml --out runs/x
 # Environment: SEEDS (default "0 1 2"); GPUS, the GPU ids the seeds go to in turn (default: all that nvidia-smi
