@@ -4,7 +4,8 @@
 # its own process (on the GPUs of $GPUS in turn), then one more pass over all seeds that finds every training and
 # evaluation step done and writes the summary. Cost beside one process: each later seed's process evaluates the
 # (seed-independent) greedy base once more, as it is the first seed there; the last pass replaces those results
-# with copies of the first seed's.
+# with copies of the first seed's. Ablations run in the first ABLATION_SEEDS (default 1, the configs' ablation_seeds)
+# seeds only: the processes of later seeds get --ablation-seeds 0 (each process would count its seed as a first one).
 # Usage:
 #   bash scripts/experiment_parallel.sh CONFIG [--key value ...]          e.g. configs/experiment_world.yaml --out runs/x
 # Environment: SEEDS (default "0 1 2"); GPUS, the GPU ids the seeds go to in turn (default: all that nvidia-smi
@@ -21,7 +22,8 @@ CUDA_VISIBLE_DEVICES=${gpus[0]:-} run "$@" --seeds "$first" --arms base --w-swee
 i=0; pids=()
 for s in $seeds; do
   dev=""; [ ${#gpus[@]} -gt 0 ] && dev=${gpus[$((i % ${#gpus[@]}))]}
-  CUDA_VISIBLE_DEVICES=$dev run "$@" --seeds "$s" >"${LOGDIR:-/tmp}/experiment_seed$s.log" 2>&1 &
+  abl=(); [ $i -ge "${ABLATION_SEEDS:-1}" ] && abl=(--ablation-seeds 0)
+  CUDA_VISIBLE_DEVICES=$dev run "$@" --seeds "$s" "${abl[@]}" >"${LOGDIR:-/tmp}/experiment_seed$s.log" 2>&1 &
   pids+=($!); i=$((i + 1))
 done
 rc=0

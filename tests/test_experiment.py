@@ -204,8 +204,8 @@ def test_parallel_script_matches_the_plan_of_one_process(world_model, tmp_path):
 
     import yaml
 
-    cfg = micro_config(tmp_path, world_model, seeds=[0, 1], arms=["base", "sft", "seed"], ablations={},
-                       beta_sweep=[], threads=1)
+    cfg = micro_config(tmp_path, world_model, seeds=[0, 1], arms=["base", "sft", "seed"],
+                       ablations={"temperature": [1.0]}, beta_sweep=[], threads=1)
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = dict(os.environ, SEEDS="0 1", GPUS="", LOGDIR=str(tmp_path),
@@ -219,6 +219,8 @@ def test_parallel_script_matches_the_plan_of_one_process(world_model, tmp_path):
     for seed in (0, 1):
         assert (tmp_path / "exp" / f"seed{seed}" / "seed" / "train" / "adapter").is_dir()
         assert f"experiment_seed{seed}.log" in os.listdir(tmp_path)
+    assert (tmp_path / "exp" / "seed0" / "seed_T1" / "train" / "adapter").is_dir()  # ablations: first seed only
+    assert not (tmp_path / "exp" / "seed1" / "seed_T1").exists()
     last = [ln for ln in run.stderr.splitlines() if " steps run, " in ln][-1]
     n_run = int(last.split(": ")[1].split(" steps run")[0])
     assert n_run <= 6, last  # seed 1's base copies + lengths + the two comparisons, nothing trained or evaluated
