@@ -239,8 +239,9 @@ def case_compile_kwargs(case: str, cfg, backend: str = "inductor") -> dict | Non
 
 
 def set_levers(model, case: str, on: bool, state: dict) -> None:
-    """Gradient checkpointing for seed-gc; compile for the compiled cases (LM and, unless the case says otherwise,
-    vision layers); all switched off again afterwards (feature reuse is an argument of the step, not a state)."""
+    """Gradient checkpointing for seed-gc; compile for the compiled cases (the LM layers, and the vision layers when
+    the case's compile_kwargs say so); all switched off again afterwards (feature reuse is an argument of the step,
+    not a state)."""
     base = model.get_base_model()
     if LEVERS.get(case, {}).get("gc"):
         if on:

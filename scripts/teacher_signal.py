@@ -113,6 +113,7 @@ def teacher_signal(model, processor, world: Path, split: str = "train", n: int |
     sums = {c: {"n": 0, "logp_clean": 0.0, "logp_noisy": 0.0, "delta_purified": 0.0, "lowered": 0,
                 "kl": 0.0} for c in CLASSES}
     all_kl, all_rows = 0.0, 0
+    objects = None  # (V,) bool object-word mask for --within-objects
     for s in range(0, len(ds), batch_size):
         batch = {k: v.to(device) for k, v in collate([ds[i] for i in range(s, min(len(ds), s + batch_size))]).items()}
         mask, targets = S.answer_positions(batch["labels"])  # rows of `mask` predict `targets`, row-major
@@ -125,7 +126,9 @@ def teacher_signal(model, processor, world: Path, split: str = "train", n: int |
         lc, ln = rows[:len(targets)].log_softmax(-1), rows[len(targets):].log_softmax(-1)
         lp = S.purify(lc, ln, beta).log_softmax(-1)
         if within_objects:
-            lp = purify_within(lc, lp, object_token_mask(processor.tokenizer, chair, lc.shape[-1]).to(lc.device))
+            if objects is None:  # once: the vocabulary size is known from the first rows
+                objects = object_token_mask(processor.tokenizer, chair, lc.shape[-1]).to(lc.device)
+            lp = purify_within(lc, lp, objects)
         kl = (lc.exp() * (lc - ln)).sum(-1)  # KL(clean || noisy) per answer row
         all_kl += float(kl.sum())
         all_rows += len(targets)

@@ -88,3 +88,14 @@ def test_object_token_mask_marks_the_world_s_object_words(signal_setup):
     mask = ts.object_token_mask(processor.tokenizer, CHAIR(world / "instances_train.json"), len(processor.tokenizer))
     vocab = processor.tokenizer.get_vocab()
     assert mask[vocab["fork"]] and mask[vocab["traffic"]] and not mask[vocab["the"]]
+
+
+def test_within_objects_runs_end_to_end_and_is_recorded(signal_setup):
+    ts, model, processor, world = signal_setup
+    plain = ts.teacher_signal(model, processor, world, n=6, batch_size=4)
+    within = ts.teacher_signal(model, processor, world, n=6, batch_size=4, within_objects=True)
+    assert within["within_objects"] is True and plain["within_objects"] is False
+    for cls in ("present", "injected_absent"):
+        a, b = plain["classes"][cls], within["classes"][cls]
+        assert a["mentions"] == b["mentions"] and a["clean_minus_noisy"] == b["clean_minus_noisy"]
+    assert "object words only" in ts.markdown(within)

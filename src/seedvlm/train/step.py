@@ -309,9 +309,6 @@ DYNAMIC = {"true": True, "false": False, "auto": None}
 
 
 def compile_options(cfg) -> dict[str, Any]:
-    """compile_layers' keyword arguments from a TrainConfig: vision = `torch_compile_vision`, dynamic =
-    `torch_compile_dynamic` (true / false / auto -> True / False / None)."""
-    dyn = str(getattr(cfg, "torch_compile_dynamic", "true")).lower()
-    if dyn not in DYNAMIC:
-        raise SeedVLMError(f"torch_compile_dynamic = {dyn!r}; choose one of {list(DYNAMIC)}")
-    return {"vision": bool(getattr(cfg, "torch_compile_vision", False)), "dynamic": DYNAMIC[dyn]}
+    """compile_layers' keyword arguments from a TrainConfig (which validated them): vision = `torch_compile_vision`,
+    dynamic = `torch_compile_dynamic` (true / false / auto -> True / False / None)."""
+    return {"vision": bool(cfg.torch_compile_vision), "dynamic": DYNAMIC[cfg.torch_compile_dynamic]}
