@@ -80,3 +80,14 @@ def test_list_overrides_take_commas_or_a_yaml_list():
 
     for text in ("2.2,1.6,1.2,0.8", "[2.2, 1.6, 1.2, 0.8]", " [2.2,1.6,1.2,0.8] "):
         assert load_config(TrainConfig, None, ["--beta-values", text]).beta_values == [2.2, 1.6, 1.2, 0.8]
+
+
+def test_small_pretrain_config_loads_and_names_its_command():
+    from seedvlm.config import load_config, load_yaml
+    from seedvlm.pretrain.config import PretrainConfig
+
+    path = CONFIGS / "pretrain_small.yaml"
+    assert "seedvlm pretrain --config configs/pretrain_small.yaml" in path.read_text(encoding="utf-8").splitlines()[0]
+    assert set(load_yaml(path)) <= set(PretrainConfig.__dataclass_fields__)
+    cfg = load_config(PretrainConfig, path, ["--world", "w"])
+    assert (cfg.preset, cfg.text_lr, cfg.vision_steps, cfg.instruct_lr, cfg.world) == ("small", 5e-4, 4000, 5e-4, "w")

@@ -99,6 +99,23 @@ def test_micro_experiment_runs_resumes_and_reruns_one_arm(world_model, tmp_path)
     assert second["ran"] == [] and len(second["skipped"]) == len(first["ran"])
     resume_s = time.perf_counter() - t
 
+    # --summary-only: results without the weights (as brought back from a GPU machine) still summarize
+    from seedvlm.errors import SeedVLMError
+    from seedvlm.experiment import load_experiment_config, run_experiment
+
+    base = Path(cfg["base_model"])
+    (out / "summary.md").unlink()
+    base.rename(base.with_name(base.name + "_away"))
+    try:
+        only = run_experiment(load_experiment_config(None, cfg), summary_only=True, echo=lambda s: None)
+        assert only["ran"] == [] and (out / "summary.md").read_text().startswith("# seedvlm experiment")
+        (out / "seed0" / "sft" / "pope" / "done.json").rename(out / "pope_marker")
+        with pytest.raises(SeedVLMError, match=r"--summary-only: \d+ step\(s\).*seed0/sft/pope"):
+            run_experiment(load_experiment_config(None, cfg), summary_only=True, echo=lambda s: None)
+        (out / "pope_marker").rename(out / "seed0" / "sft" / "pope" / "done.json")
+    finally:
+        base.with_name(base.name + "_away").rename(base)
+
     # a deleted marker re-runs that arm's step and what reads it, nothing else
     (out / "seed0" / "sft" / "chair" / "done.json").unlink()
     third, _ = _run(cfg)

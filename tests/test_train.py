@@ -320,6 +320,23 @@ def test_kill_and_resume_equals_uninterrupted_run(env, tmp_path):
         torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0)
 
 
+def test_resume_auto_restarts_a_run_killed_before_its_first_checkpoint(env, tmp_path):
+    # The small-preset experiment hit this: a deadline stopped training at step ~50 of 300 (checkpoints every 100),
+    # and the experiment's `--resume auto` then refused the folder because of the metrics.jsonl left behind.
+    from seedvlm.train.trainer import run_training
+
+    kw = dict(max_steps=4, save_steps=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(make_cfg(env, tmp_path / "cut", **kw), callbacks=[_Kill(2)])
+    assert (tmp_path / "cut" / "metrics.jsonl").is_file() and not list((tmp_path / "cut").glob("checkpoint-*"))
+    run_training(make_cfg(env, tmp_path / "cut", **kw), resume="auto")
+    run_training(make_cfg(env, tmp_path / "whole", **kw))
+    cut, whole = read_metrics(tmp_path / "cut"), read_metrics(tmp_path / "whole")
+    assert [r["step"] for r in cut] == [1, 2, 3, 4]  # the killed run's rows are gone, not duplicated
+    for a, b in zip(whole, cut):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+
+
 def test_checkpoint_write_is_atomic_and_reruns_are_refused(env, tmp_path, monkeypatch):
     from seedvlm.errors import SeedVLMError
     from seedvlm.train.trainer import SeedTrainer, run_training
@@ -396,9 +413,43 @@ def test_nan_guard_skips_steps_and_stops_after_k(env, tmp_path, monkeypatch):
     assert any(not torch.equal(snapshots[3][k], snapshots[4][k]) for k in snapshots[3])
 
     calls.update(n=0, bad={"all"})
-    with pytest.raises(SeedVLMError, match=r"3 optimizer steps in a row had a non-finite loss"):
+    with pytest.raises(SeedVLMError, match=r"3 optimizer steps in a row had a non-finite loss or gradient"):
         T.run_training(make_cfg(env, tmp_path / "all", max_steps=6, max_consecutive_nan=3))
     assert len(read_metrics(tmp_path / "all")) == 3
+
+
+def test_nan_guard_skips_a_step_whose_loss_is_finite_but_gradients_are_not(env, tmp_path, monkeypatch):
+    # Seen on the small base in bf16: a finite loss, NaN gradients, and after that update every step was NaN.
+    import seedvlm.train.trainer as T
+
+    real = T.combined_loss
+    calls = {"n": 0}
+
+    def nan_grad_at_3(*a, **k):
+        calls["n"] += 1
+        loss, parts = real(*a, **k)
+        if calls["n"] == 3:  # value unchanged (0 * sqrt(0) = 0), gradient 0 * inf = NaN
+            loss = loss + 0.0 * torch.sqrt(loss - loss.detach())
+        return loss, parts
+
+    monkeypatch.setattr(T, "combined_loss", nan_grad_at_3)
+    snapshots = {}
+
+    class Snap:
+        def __getattr__(self, name):
+            if name.startswith("on_"):
+                return lambda *a, **k: None
+            raise AttributeError(name)
+
+        def on_step_end(self, args, state, control, model=None, **kw):
+            snapshots[state.global_step] = lora_state(model)
+
+    T.run_training(make_cfg(env, tmp_path / "g", max_steps=5), callbacks=[Snap()])
+    rows = read_metrics(tmp_path / "g")
+    assert [(r["skipped"], r["bad_grads"]) for r in rows] == [(False, False)] * 2 + [(True, True)] + [(False, False)] * 2
+    for k in snapshots[2]:
+        assert torch.equal(snapshots[2][k], snapshots[3][k])  # the step with NaN gradients changed nothing
+    assert all(torch.isfinite(v).all() for v in snapshots[5].values())
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -537,8 +537,10 @@ def plan_status(plan: Plan) -> dict[str, str]:
     return status
 
 
-def run_experiment(cfg: ExperimentConfig, dry_run: bool = False, echo: Callable[[str], None] | None = None) -> dict:
-    """Run (or resume) the experiment; returns {"ran": [...], "skipped": [...], "summary": ..., "plan": Plan}."""
+def run_experiment(cfg: ExperimentConfig, dry_run: bool = False, echo: Callable[[str], None] | None = None,
+                   summary_only: bool = False) -> dict:
+    """Run (or resume) the experiment; returns {"ran": [...], "skipped": [...], "summary": ..., "plan": Plan}.
+    `summary_only`: run nothing, only summarize steps already done (the base model need not be here)."""
     echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
     out = Path(cfg.out)
     if out.exists() and any(out.iterdir()) and not (out / "experiment.json").is_file():
@@ -548,7 +550,7 @@ def run_experiment(cfg: ExperimentConfig, dry_run: bool = False, echo: Callable[
     if cfg.world and not (Path(cfg.world) / "instances_val.json").is_file():
         raise SeedVLMError(f"world {cfg.world}: no instances_val.json (generate it with `seedvlm world`, or leave "
                            "world empty and set world_options)")
-    if not Path(cfg.base_model).is_dir():
+    if not summary_only and not Path(cfg.base_model).is_dir():
         raise SeedVLMError(f"base_model {cfg.base_model} not found (train one with `seedvlm pretrain`)")
     plan = Plan(cfg)
     status = plan_status(plan)
@@ -556,6 +558,14 @@ def run_experiment(cfg: ExperimentConfig, dry_run: bool = False, echo: Callable[
     variants = sorted({v for vs in plan.variants.values() for v in vs})
     echo(f"experiment {out}: {len(plan.steps)} steps, {len(todo)} to run, {len(plan.steps) - len(todo)} done "
          f"earlier; seeds {cfg.seeds}, arms {cfg.arms}, variants {variants}")
+    if summary_only:
+        missing = [k for k, v in status.items() if v == "run"]
+        if missing:
+            raise SeedVLMError(f"--summary-only: {len(missing)} step(s) of the plan are not done in {out} (first: "
+                               f"{', '.join(missing[:3])}); run the experiment, or narrow --seeds / --arms")
+        summary = summarize(plan)
+        echo(f"experiment {out}: summary of {len(plan.steps)} finished steps: {out / 'summary.md'}")
+        return {"ran": [], "skipped": [s.key for s in plan.steps], "plan": plan, "status": status, "summary": summary}
     if dry_run:
         for i, st in enumerate(plan.steps, 1):
             echo(f"  [{i}/{len(plan.steps)}] {status[st.key]:4s} {st.key}: {st.describe}")

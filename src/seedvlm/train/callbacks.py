@@ -55,13 +55,29 @@ class StepAccumulator:
         return torch.tensor([self.sums[k] for k in _FIELDS], dtype=torch.float64, device=device)
 
 
+def _nonfinite_grads(trainer, device) -> torch.Tensor:
+    """[1.] if this step's gradients hold an inf or NaN, else [0.], without a device sync: from the global gradient
+    norm transformers computed for this step (SeedTrainer keeps it), else by scanning this rank's gradients."""
+    norm = getattr(trainer, "last_grad_norm", None)
+    trainer.last_grad_norm = None
+    if norm is not None:
+        return (~torch.isfinite(torch.as_tensor(norm, dtype=torch.float64))).to(device, torch.float64).reshape(1)
+    flags = [torch.isfinite(g.to_local() if hasattr(g, "to_local") else g).all()
+             for g in (p.grad for p in trainer.model.parameters()) if g is not None]
+    if not flags:
+        return torch.zeros(1, dtype=torch.float64, device=device)
+    return (~torch.stack(flags).all()).to(device=device, dtype=torch.float64).reshape(1)
+
+
 class SeedMonitor(TrainerCallback):
     """The NaN/Inf guard, metrics.jsonl (rank 0) and the numbers behind the log line.
 
-    NaN guard: if any micro-batch of an optimizer step (on any rank) had a non-finite loss, every gradient is
-    dropped before `optimizer.step()` (grads set to None, so AdamW changes neither weights nor moments); the step
-    still counts (data consumed, LR schedule advanced) and is flagged in metrics.jsonl. After `max_consecutive`
-    such steps in a row training stops with a SeedVLMError; the last good checkpoint is untouched.
+    NaN guard: if any micro-batch of an optimizer step (on any rank) had a non-finite loss, or any gradient is
+    non-finite (a finite bf16 loss can still give inf/NaN gradients, and one such update makes every LoRA weight
+    NaN), every gradient is dropped before `optimizer.step()` (grads set to None, so AdamW changes neither weights
+    nor moments); the step still counts (data consumed, LR schedule advanced) and is flagged in metrics.jsonl
+    (`skipped`, and `bad_grads` when the loss was finite). After `max_consecutive` such steps in a row training
+    stops with a SeedVLMError; the last good checkpoint is untouched.
     """
 
     def __init__(self, trainer, max_consecutive: int = 5) -> None:
@@ -98,9 +114,11 @@ class SeedMonitor(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         acc = self.trainer.step_acc
-        totals = self.trainer.accelerator.reduce(acc.as_tensor(args.device), reduction="sum").tolist()
+        local = torch.cat([acc.as_tensor(args.device), _nonfinite_grads(self.trainer, args.device)])
+        totals = self.trainer.accelerator.reduce(local, reduction="sum").tolist()
         t = dict(zip(_FIELDS, totals))
-        skipped = t["nonfinite"] > 0
+        bad_grads = totals[len(_FIELDS)] > 0  # a finite loss can still give inf/NaN gradients (seen in bf16)
+        skipped = t["nonfinite"] > 0 or bad_grads
         if skipped:
             (optimizer or self.trainer.optimizer).zero_grad(set_to_none=True)
             for p in self.trainer.model.parameters():
@@ -115,6 +133,7 @@ class SeedMonitor(TrainerCallback):
             "conf": (t["conf"] / good_samples) if acc.has_seed and good_samples else None,
             "lr": self.trainer._get_learning_rate(),
             "skipped": bool(skipped),
+            "bad_grads": bool(bad_grads),
         }
         self.samples_seen += t["samples"]
         self.pending = row
@@ -141,7 +160,7 @@ class SeedMonitor(TrainerCallback):
         if self.nan_consecutive >= self.max_consecutive:
             raise SeedVLMError(
                 f"training stopped at step {state.global_step}: {self.nan_consecutive} optimizer steps in a row had "
-                f"a non-finite loss (NaN/Inf) and were skipped ({self.nan_steps} in all). Try a lower learning_rate, "
+                f"a non-finite loss or gradient (NaN/Inf) and were skipped ({self.nan_steps} in all). Try a lower learning_rate, "
                 f"dtype fp32, or max_grad_norm; the last good checkpoint in {args.output_dir} is intact")
 
     def log_fields(self) -> dict[str, float]:

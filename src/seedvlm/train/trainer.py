@@ -199,6 +199,12 @@ class SeedTrainer(Trainer):
                                         seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed)
         return super()._get_train_sampler(train_dataset)
 
+    def _get_grad_norm(self, model, grad_norm=None):
+        # transformers computes the global gradient norm before every optimizer step (clipping or not); the NaN
+        # guard reads it (SeedMonitor.on_pre_optimizer_step) instead of scanning every gradient again
+        self.last_grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        return self.last_grad_norm
+
     # -- the step --------------------------------------------------------------------------------------------------
     def _unpack(self, model, inputs):
         labels = inputs["labels"]
@@ -553,16 +559,19 @@ def resolve_grad_accumulation(cfg: TrainConfig, world_size: int) -> int:
     return accumulation
 
 
-def _prepare_output_dir(cfg: TrainConfig, resume: str | None, is_main: bool) -> None:
+def _prepare_output_dir(cfg: TrainConfig, resume: str | None, is_main: bool, restart: bool = False) -> None:
     """A fresh run refuses an output_dir that holds an earlier run (every rank checks; rank 0 clears it when
-    overwrite_output_dir is set)."""
+    overwrite_output_dir is set). `restart`: `--resume auto` found no checkpoint, so a run stopped before its first
+    one left only metrics behind: they are cleared and it starts again, as the user asked to continue it."""
     out = Path(cfg.output_dir)
     if resume is not None or not out.is_dir():
         return
     old = sorted(p for p in out.iterdir() if p.name.startswith(f"{CHECKPOINT_PREFIX}-") or p.name == "metrics.jsonl")
     if not old:
         return
-    if not cfg.overwrite_output_dir:
+    if restart and not any(p.name.startswith(f"{CHECKPOINT_PREFIX}-") for p in old):
+        log.info("--resume auto: the run in %s stopped before its first checkpoint; starting it again", out)
+    elif not cfg.overwrite_output_dir:
         raise SeedVLMError(f"output_dir {out} already holds a run ({old[0].name}, ...); continue it with "
                            f"--resume auto, or start afresh with --overwrite-output-dir true or another output_dir")
     if is_main:
@@ -570,10 +579,10 @@ def _prepare_output_dir(cfg: TrainConfig, resume: str | None, is_main: bool) -> 
             shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
-def build_trainer(cfg: TrainConfig, resume: str | None = None, callbacks: Sequence = (),
+def build_trainer(cfg: TrainConfig, resume: str | None = None, callbacks: Sequence = (), restart: bool = False,
                   **arg_overrides) -> SeedTrainer:
     """Model + LoRA + data + TrainingArguments -> a ready SeedTrainer (also writes train_config.json and
-    train_manifest.json to output_dir)."""
+    train_manifest.json to output_dir). `restart`: see `_prepare_output_dir`."""
     from transformers import set_seed
 
     from seedvlm.data.dataset import Collator, load_train_data
@@ -582,7 +591,7 @@ def build_trainer(cfg: TrainConfig, resume: str | None = None, callbacks: Sequen
 
     cfg.require_paths()
     args = build_training_args(cfg, **arg_overrides)
-    _prepare_output_dir(cfg, resume, args.should_save)
+    _prepare_output_dir(cfg, resume, args.should_save, restart=restart)
     # The data is checked (lengths, images) before the weights load: a bad record fails in seconds, not after
     # loading 14 GB.
     processor, dataset, _ = load_train_data(cfg)
@@ -632,8 +641,10 @@ def _finished_step(resume: str | None, cfg: TrainConfig) -> int | None:
 def run_training(cfg: TrainConfig, resume: str | None = None, callbacks: Sequence = (),
                  **arg_overrides) -> dict[str, Any]:
     """Train (or resume) and write the final adapter to output_dir/adapter. Returns paths and the last step."""
+    restart = resume == "auto"
     resume = resolve_resume(resume, cfg.output_dir)
-    trainer = build_trainer(cfg, resume=resume, callbacks=callbacks, **arg_overrides)
+    trainer = build_trainer(cfg, resume=resume, callbacks=callbacks, restart=restart and resume is None,
+                            **arg_overrides)
     done = _finished_step(resume, cfg)
     if done is not None:
         # transformers' loop would run one more step from a checkpoint already at max_steps: load it and stop
