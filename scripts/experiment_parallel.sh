@@ -10,12 +10,14 @@
 #   bash scripts/experiment_parallel.sh CONFIG [--key value ...]          e.g. configs/experiment_world.yaml --out runs/x
 # Environment: SEEDS (default "0 1 2"); GPUS, the GPU ids the seeds go to in turn (default: all that nvidia-smi
 # lists; none: the CPU); LIMIT (seconds per phase, default none: an interrupted run resumes when run again);
-# LOGDIR (default /tmp) for the per-seed logs.
+# LOGDIR (default /tmp) for the per-seed logs. Ctrl-C (or a kill of the script's process group) stops every process.
 set -uo pipefail
 cfg=$1; shift
 seeds=${SEEDS:-0 1 2}
 gpus=(${GPUS-$(nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null)})
-run() { timeout "${LIMIT:-100000}" python3 -m seedvlm experiment --config "$cfg" "$@"; }
+# --foreground keeps every process in the script's process group, so Ctrl-C or a kill of the group stops the seeds'
+# processes too (plain timeout moves each into a group of its own, where they outlive the script)
+run() { timeout --foreground "${LIMIT:-100000}" python3 -m seedvlm experiment --config "$cfg" "$@"; }
 first=${seeds%% *}
 all=$(echo $seeds | tr ' ' ',')
 CUDA_VISIBLE_DEVICES=${gpus[0]:-} run "$@" --seeds "$first" --arms base --w-sweep "[]" --ablations "{}" || exit $?

@@ -245,3 +245,46 @@ def test_parallel_script_matches_the_plan_of_one_process(world_model, tmp_path):
                            env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert " 0 steps run, " in again.stderr  # one plain run over the same folder has nothing left to do
+
+
+def test_parallel_script_leaves_no_process_behind_when_its_group_is_killed(tmp_path):
+    """A deadline or Ctrl-C that stops scripts/experiment_parallel.sh stops its experiment processes too (on the lent
+    GPU machine, `timeout`'s own process groups let them run on after the script was killed)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python3").write_text(f"#!/usr/bin/env bash\necho $$ >> {tmp_path}/pids\nexec sleep 60\n")
+    (fake / "python3").chmod(0o755)
+    env = dict(os.environ, SEEDS="0 1", GPUS="", LOGDIR=str(tmp_path), PATH=f"{fake}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "experiment_parallel.sh"), "cfg.yaml"], env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pids_file = tmp_path / "pids"
+    for _ in range(100):
+        if pids_file.is_file() and pids_file.read_text().strip():
+            break
+        time.sleep(0.05)
+    pid = int(pids_file.read_text().split()[0])
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=10)
+
+    def alive(p: int) -> bool:
+        try:
+            os.kill(p, 0)
+        except ProcessLookupError:
+            return False
+        stat = Path(f"/proc/{p}/stat")
+        return not (stat.is_file() and stat.read_text().split(") ")[1].startswith("Z"))  # a zombie is gone
+
+    for _ in range(50):
+        if not alive(pid):
+            break
+        time.sleep(0.1)
+    try:
+        assert not alive(pid), "the experiment process outlived its script"
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
