@@ -280,6 +280,21 @@ def test_micro_run_lowers_loss_and_keeps_vision_frozen(env, tmp_path, method):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+class _Snapshots:
+    """Keep the LoRA weights after every step: `at[step]` (to check that a skipped step changed nothing)."""
+
+    def __init__(self):
+        self.at: dict[int, dict] = {}
+
+    def __getattr__(self, name):
+        if name.startswith("on_"):
+            return lambda *a, **k: None
+        raise AttributeError(name)
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        self.at[state.global_step] = lora_state(model)
+
+
 class _Kill:
     """Raise KeyboardInterrupt at the end of a given step (a Ctrl-C between steps)."""
 
@@ -393,18 +408,9 @@ def test_nan_guard_skips_steps_and_stops_after_k(env, tmp_path, monkeypatch):
         return loss, parts
 
     monkeypatch.setattr(T, "combined_loss", sometimes_nan)
-    snapshots = {}
-
-    class Snap:
-        def __getattr__(self, name):
-            if name.startswith("on_"):
-                return lambda *a, **k: None
-            raise AttributeError(name)
-
-        def on_step_end(self, args, state, control, model=None, **kw):
-            snapshots[state.global_step] = lora_state(model)
-
-    T.run_training(make_cfg(env, tmp_path / "one", max_steps=5), callbacks=[Snap()])
+    snap = _Snapshots()
+    snapshots = snap.at
+    T.run_training(make_cfg(env, tmp_path / "one", max_steps=5), callbacks=[snap])
     rows = read_metrics(tmp_path / "one")
     assert [r["skipped"] for r in rows] == [False, False, True, False, False]
     assert rows[2]["loss"] is None and rows[4]["nan_steps"] == 1
@@ -433,18 +439,9 @@ def test_nan_guard_skips_a_step_whose_loss_is_finite_but_gradients_are_not(env, 
         return loss, parts
 
     monkeypatch.setattr(T, "combined_loss", nan_grad_at_3)
-    snapshots = {}
-
-    class Snap:
-        def __getattr__(self, name):
-            if name.startswith("on_"):
-                return lambda *a, **k: None
-            raise AttributeError(name)
-
-        def on_step_end(self, args, state, control, model=None, **kw):
-            snapshots[state.global_step] = lora_state(model)
-
-    T.run_training(make_cfg(env, tmp_path / "g", max_steps=5), callbacks=[Snap()])
+    snap = _Snapshots()
+    snapshots = snap.at
+    T.run_training(make_cfg(env, tmp_path / "g", max_steps=5), callbacks=[snap])
     rows = read_metrics(tmp_path / "g")
     assert [(r["skipped"], r["bad_grads"]) for r in rows] == [(False, False)] * 2 + [(True, True)] + [(False, False)] * 2
     for k in snapshots[2]:

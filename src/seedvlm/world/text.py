@@ -8,7 +8,6 @@ hallucination of the training split: one absent object mentioned as if present).
 from __future__ import annotations
 
 import math
-
 import re
 from collections import Counter
 
