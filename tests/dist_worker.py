@@ -84,5 +84,10 @@ if __name__ == "__main__":
         fsdp_on_cpu(Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "fsdp.yaml")
     elif mode != "train":
         raise SystemExit(f"unknown mode {mode}")
-    for job in jobs:
-        train(json.dumps(job["cfg"]), Path(job["dump"]), job.get("resume"), fsdp=mode == "fsdp-train")
+    from seedvlm.distributed import end_process_group
+
+    try:
+        for job in jobs:
+            train(json.dumps(job["cfg"]), Path(job["dump"]), job.get("resume"), fsdp=mode == "fsdp-train")
+    finally:
+        end_process_group()  # as `seedvlm train` ends

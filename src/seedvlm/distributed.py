@@ -60,6 +60,16 @@ def barrier() -> None:
         _state().wait_for_everyone()
 
 
+def end_process_group() -> None:
+    """Destroy the default process group if one is up: an orderly end for launched runs (torch asks for it; a
+    process that exits with gloo's threads still alive can abort with "terminate called without an active
+    exception", seen once in the 2-process CPU test)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def shard_bounds(n: int, rank: int, world: int, unit: int = 1) -> tuple[int, int]:
     """[start, stop) of rank's contiguous share of n items, cut at multiples of `unit` (a generation batch) and
     balanced by whole units: the first (units % world) ranks get one unit more. Every item belongs to exactly one

@@ -34,8 +34,13 @@ def run(args: argparse.Namespace) -> int:
     from seedvlm.train.config import TrainConfig
     from seedvlm.train.trainer import run_training
 
+    from seedvlm.distributed import end_process_group
+
     cfg = load_config(TrainConfig, args.config, args.overrides)
-    result = run_training(cfg, resume=args.resume)
+    try:
+        result = run_training(cfg, resume=args.resume)
+    finally:
+        end_process_group()
     print(f"{cfg.method}: {result['global_step']} steps ({result['nan_steps']} skipped as non-finite); "
           f"adapter: {result['adapter']}; metrics: {result['metrics']}")
     return 0
