@@ -414,6 +414,7 @@ def test_nan_guard_skips_steps_and_stops_after_k(env, tmp_path, monkeypatch):
     rows = read_metrics(tmp_path / "one")
     assert [r["skipped"] for r in rows] == [False, False, True, False, False]
     assert rows[2]["loss"] is None and rows[4]["nan_steps"] == 1
+    assert not rows[2]["bad_grads"]  # a NaN loss is replaced by a graph-connected zero: its gradients are finite
     for k in snapshots[2]:
         assert torch.equal(snapshots[2][k], snapshots[3][k])  # the NaN step changed nothing
     assert any(not torch.equal(snapshots[3][k], snapshots[4][k]) for k in snapshots[3])
