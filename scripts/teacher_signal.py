@@ -165,10 +165,10 @@ def teacher_signal(model, processor, world: Path, split: str = "train", n: int |
 
 
 def markdown(report: dict) -> str:
+    within = " (purified among object words only)" if report.get("within_objects") else ""
     lines = [f"Teacher signal at object mentions: {report['records']} descriptions of {report['world']} "
-             f"({report['split']}), a = {report['alpha']}, b = {report['beta']}"
-             f"{' (purified among object words only)' if report.get('within_objects') else ''}; mean KL(clean || noisy) over all "
-             f"{report['answer_tokens']} answer tokens {report['kl_clean_noisy_all_answer_tokens']:.4f}", "",
+             f"({report['split']}), a = {report['alpha']}, b = {report['beta']}{within}; mean KL(clean || noisy) "
+             f"over all {report['answer_tokens']} answer tokens {report['kl_clean_noisy_all_answer_tokens']:.4f}", "",
              "| mentions of | n | log p clean | log p noisy | clean - noisy | purified - clean | lowered by purification "
              "| KL(clean, noisy) there |", "|---|---|---|---|---|---|---|---|"]
     for cls, r in report["classes"].items():

@@ -392,26 +392,35 @@ def test_checkpoint_write_is_atomic_and_reruns_are_refused(env, tmp_path, monkey
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_nan_guard_skips_steps_and_stops_after_k(env, tmp_path, monkeypatch):
+def _train_with_tampered_loss(env, monkeypatch, out, tamper, **cfg_kw):
+    """Train with `combined_loss` passed through `tamper(call_number, loss, parts) -> (loss, parts)` (call numbers
+    from 1); returns (metrics rows, LoRA snapshots by step). `tamper.calls` counts the calls (reset it to rerun)."""
     import seedvlm.train.trainer as T
-    from seedvlm.errors import SeedVLMError
 
     real = T.combined_loss
-    calls = {"n": 0, "bad": {3}}
+    tamper.calls = 0
 
-    def sometimes_nan(*a, **k):
-        calls["n"] += 1
-        loss, parts = real(*a, **k)
-        if calls["n"] in calls["bad"] or "all" in calls["bad"]:
-            loss = loss * float("nan")
-            parts = {key: float("nan") for key in parts}
+    def tampered(*a, **k):
+        tamper.calls += 1
+        return tamper(tamper.calls, *real(*a, **k))
+
+    monkeypatch.setattr(T, "combined_loss", tampered)
+    snap = _Snapshots()
+    T.run_training(make_cfg(env, out, **cfg_kw), callbacks=[snap])
+    return read_metrics(out), snap.at
+
+
+def test_nan_guard_skips_steps_and_stops_after_k(env, tmp_path, monkeypatch):
+    from seedvlm.errors import SeedVLMError
+
+    bad = {3}
+
+    def nan_loss(n, loss, parts):
+        if n in bad or "all" in bad:
+            return loss * float("nan"), {key: float("nan") for key in parts}
         return loss, parts
 
-    monkeypatch.setattr(T, "combined_loss", sometimes_nan)
-    snap = _Snapshots()
-    snapshots = snap.at
-    T.run_training(make_cfg(env, tmp_path / "one", max_steps=5), callbacks=[snap])
-    rows = read_metrics(tmp_path / "one")
+    rows, snapshots = _train_with_tampered_loss(env, monkeypatch, tmp_path / "one", nan_loss, max_steps=5)
     assert [r["skipped"] for r in rows] == [False, False, True, False, False]
     assert rows[2]["loss"] is None and rows[4]["nan_steps"] == 1
     assert not rows[2]["bad_grads"]  # a NaN loss is replaced by a graph-connected zero: its gradients are finite
@@ -419,32 +428,22 @@ def test_nan_guard_skips_steps_and_stops_after_k(env, tmp_path, monkeypatch):
         assert torch.equal(snapshots[2][k], snapshots[3][k])  # the NaN step changed nothing
     assert any(not torch.equal(snapshots[3][k], snapshots[4][k]) for k in snapshots[3])
 
-    calls.update(n=0, bad={"all"})
+    bad.add("all")
     with pytest.raises(SeedVLMError, match=r"3 optimizer steps in a row had a non-finite loss or gradient"):
-        T.run_training(make_cfg(env, tmp_path / "all", max_steps=6, max_consecutive_nan=3))
+        _train_with_tampered_loss(env, monkeypatch, tmp_path / "all", nan_loss, max_steps=6, max_consecutive_nan=3)
     assert len(read_metrics(tmp_path / "all")) == 3
 
 
 def test_nan_guard_skips_a_step_whose_loss_is_finite_but_gradients_are_not(env, tmp_path, monkeypatch):
     # Seen on the small base in bf16: a finite loss, NaN gradients, and after that update every step was NaN.
-    import seedvlm.train.trainer as T
-
-    real = T.combined_loss
-    calls = {"n": 0}
-
-    def nan_grad_at_3(*a, **k):
-        calls["n"] += 1
-        loss, parts = real(*a, **k)
-        if calls["n"] == 3:  # value unchanged (0 * sqrt(0) = 0), gradient 0 * inf = NaN
+    def nan_grad_at_3(n, loss, parts):
+        if n == 3:  # value unchanged (0 * sqrt(0) = 0), gradient 0 * inf = NaN
             loss = loss + 0.0 * torch.sqrt(loss - loss.detach())
         return loss, parts
 
-    monkeypatch.setattr(T, "combined_loss", nan_grad_at_3)
-    snap = _Snapshots()
-    snapshots = snap.at
-    T.run_training(make_cfg(env, tmp_path / "g", max_steps=5), callbacks=[snap])
-    rows = read_metrics(tmp_path / "g")
-    assert [(r["skipped"], r["bad_grads"]) for r in rows] == [(False, False)] * 2 + [(True, True)] + [(False, False)] * 2
+    rows, snapshots = _train_with_tampered_loss(env, monkeypatch, tmp_path / "g", nan_grad_at_3, max_steps=5)
+    flags = [(r["skipped"], r["bad_grads"]) for r in rows]
+    assert flags == [(False, False)] * 2 + [(True, True)] + [(False, False)] * 2
     for k in snapshots[2]:
         assert torch.equal(snapshots[2][k], snapshots[3][k])  # the step with NaN gradients changed nothing
     assert all(torch.isfinite(v).all() for v in snapshots[5].values())

@@ -31,10 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from seedvlm.config import load_config
+    from seedvlm.distributed import end_process_group
     from seedvlm.train.config import TrainConfig
     from seedvlm.train.trainer import run_training
-
-    from seedvlm.distributed import end_process_group
 
     cfg = load_config(TrainConfig, args.config, args.overrides)
     try:

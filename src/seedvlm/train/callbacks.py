@@ -155,8 +155,8 @@ class SeedMonitor(TrainerCallback):
         if self.nan_consecutive >= self.max_consecutive:
             raise SeedVLMError(
                 f"training stopped at step {state.global_step}: {self.nan_consecutive} optimizer steps in a row had "
-                f"a non-finite loss or gradient (NaN/Inf) and were skipped ({self.nan_steps} in all). Try a lower learning_rate, "
-                f"dtype fp32, or max_grad_norm; the last good checkpoint in {args.output_dir} is intact")
+                f"a non-finite loss or gradient (NaN/Inf) and were skipped ({self.nan_steps} in all). Try a lower "
+                f"learning_rate, dtype fp32, or max_grad_norm; the last good checkpoint in {args.output_dir} is intact")
 
     def log_fields(self) -> dict[str, float]:
         """Means since the last log line (merged into the Trainer's logs, so TensorBoard gets them too)."""
