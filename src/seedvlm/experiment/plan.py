@@ -351,4 +351,5 @@ class Plan:
 
 
 def _same(a: Any, b: Any) -> bool:
+    """Equal as the JSON a marker records them in."""
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)

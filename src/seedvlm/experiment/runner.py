@@ -21,6 +21,7 @@ from seedvlm.io import read_json, write_json
 
 MARKER = "done.json"
 
+
 def _marker(step: Step) -> dict | None:
     p = step.folder / MARKER
     if not p.is_file():
