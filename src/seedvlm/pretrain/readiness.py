@@ -1,6 +1,8 @@
 """Is the base VLM ready for SEED? It must SEE (name present objects, also outside their usual scene) and still
 HALLUCINATE like a real VLM (some named objects absent, co-occurring partners over-represented; yes/no answers right
-on random negatives but less on co-occurring ones). DESIGN.md section 5; thresholds from the foundation issue."""
+on random negatives but less on co-occurring ones), and lean on its language prior when the image is perturbed
+(co-occurring absent partners gain probability under the training noise, present objects lose it: the premise of
+SEED and VCD). DESIGN.md section 5; thresholds from the foundation issue."""
 
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ CHECKS = {
     "yesno_random": (">= 80% right with random negatives", lambda r: r["yesno_acc_random"] >= 0.80),
     "yesno_cooccurring_lower": ("clearly less right (>= 3 points) with co-occurring negatives",
                                 lambda r: r["yesno_acc_random"] - r["yesno_acc_cooccurring"] >= 0.03),
+    "prior_shows_under_noise": ("under the training noise (Gaussian, a = 0.3) the log-probability of injected "
+                                "co-occurring partners rises and that of present objects falls (held-out "
+                                "descriptions, teacher-forced)", lambda r: r["prior_under_noise"]["passed"]),
 }
 
 
@@ -31,7 +36,8 @@ def _article(name: str) -> str:
 
 def readiness_report(model, processor, world: Path, n_images: int = 200, max_new_tokens: int = 64, seed: int = 0,
                      batch_size: int = 32, progress: bool = True) -> dict:
-    """Describe `n_images` val images greedily and ask yes/no probes; return the figures and the pass/fail checks."""
+    """Describe `n_images` val images greedily and ask yes/no probes, teacher-force held-out descriptions of up to
+    `n_images` val images clean and perturbed; return the figures and the pass/fail checks."""
     from PIL import Image
 
     from seedvlm.eval.chair import CHAIR
@@ -120,6 +126,9 @@ def readiness_report(model, processor, world: Path, n_images: int = 200, max_new
         "counts": c,
         "examples": examples,
     }
+    from seedvlm.diagnostics.teacher_signal import prior_under_noise
+
+    r["prior_under_noise"] = prior_under_noise(model, processor, world, n=n_images, seed=seed, batch_size=batch_size)
     r["checks"] = {k: {"what": d, "passed": bool(f(r))} for k, (d, f) in CHECKS.items()}
     r["passed"] = all(v["passed"] for v in r["checks"].values())
     return r
@@ -140,6 +149,9 @@ def format_readiness(r: dict) -> str:
     ]
     lines = [f"readiness on {r['n_images']} val images", "| figure | value |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in rows]
+    from seedvlm.diagnostics.teacher_signal import prior_markdown
+
+    lines += ["", prior_markdown(r["prior_under_noise"])]
     lines += ["", "| check | passed |", "|---|---|"]
     lines += [f"| {v['what']} | {'yes' if v['passed'] else 'NO'} |" for v in r["checks"].values()]
     lines.append(f"READY: {'yes' if r['passed'] else 'no'}")

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 from seedvlm.config import field_
 from seedvlm.errors import SeedVLMError
+from seedvlm.seed import PERTURBATIONS
 
 METHODS = ("seed", "sft")
-NOISE_KINDS = ("gaussian", "ddpm", "mask")
+NOISE_KINDS = PERTURBATIONS  # the kinds seedvlm.seed.perturb knows, listed there only
 BETA_SCHEDULES = ("quantile", "fixed", "continuous", "curriculum")
 SPACES = ("logit", "logprob")
 DIRECTIONS = ("reverse", "forward")
@@ -44,10 +45,13 @@ class TrainConfig:
                                           "padding, same random order across megabatches")
     # ---- the perturbation (DESIGN.md 2) ----------------------------------------------------------------------
     noise: str = field_("gaussian", "perturbation of the teacher's second view: gaussian (the seed: "
-                                    "sqrt(a)x + sqrt(1-a)eps), ddpm (VCD: DDPM forward at noise_step), mask (patches)")
+                                    "sqrt(a)x + sqrt(1-a)eps), ddpm (VCD: DDPM forward at noise_step), mask (patches), "
+                                    "blur (Gaussian blur of blur_sigma), blank (one colour: the language prior)")
     alpha: float = field_(0.3, "a of the gaussian noise (the seed: 0.3; smaller = noisier)")
     noise_step: int = field_(500, "DDPM step of 1000 for noise=ddpm (VCD: 500, alpha_bar ~0.745)")
     mask_ratio: float = field_(0.5, "share of patches blanked for noise=mask")
+    blur_sigma: float = field_(0.03, "standard deviation of the blur for noise=blur, as a fraction of the image "
+                                     "width (0.03: about 2 px on a 64 px image)")
     # ---- the dynamic b (DESIGN.md 2) -------------------------------------------------------------------------
     beta_schedule: str = field_("quantile", "quantile (the seed: b by the quantile bucket of the clean teacher's "
                                             "confidence), fixed, continuous (b_max*sigmoid(-conf/tau)), curriculum")
@@ -145,6 +149,7 @@ class TrainConfig:
             (0.0 <= self.alpha <= 1.0, "alpha must be in [0, 1]"),
             (0 <= self.noise_step < 1000, "noise_step must be in [0, 999]"),
             (0.0 <= self.mask_ratio <= 1.0, "mask_ratio must be in [0, 1]"),
+            (self.blur_sigma > 0, "blur_sigma must be positive"),
             (len(self.beta_values) == len(self.beta_quantiles) + 1, "beta_values needs one more entry than "
                                                                      "beta_quantiles"),
             (list(self.beta_quantiles) == sorted(self.beta_quantiles)

@@ -51,7 +51,7 @@ def perturb_per_sample(pixel_values: torch.Tensor, sample_indices: Sequence[int]
     the noise depends on (seed, sample, step) only, not on the batch, the rank or the process."""
     idx = sample_indices.tolist() if isinstance(sample_indices, torch.Tensor) else list(sample_indices)
     rows = [S.perturb(pixel_values[i:i + 1], cfg.noise, alpha=cfg.alpha, step=cfg.noise_step,
-                      mask_ratio=cfg.mask_ratio, patch_size=patch_size,
+                      mask_ratio=cfg.mask_ratio, patch_size=patch_size, blur_sigma=cfg.blur_sigma,
                       generator=S.per_sample_generator(cfg.seed, j, step, pixel_values.device))
             for i, j in enumerate(idx)]
     return torch.cat(rows)
@@ -59,14 +59,17 @@ def perturb_per_sample(pixel_values: torch.Tensor, sample_indices: Sequence[int]
 
 def noise_settings(cfg) -> dict[str, Any]:
     """The options that decide the teacher's noisy view (and so a teacher cache's content): the perturbation, its
-    own parameters only (alpha for gaussian, noise_step for ddpm, mask_ratio for mask) and the noise seed."""
+    own parameters only (alpha for gaussian, noise_step for ddpm, mask_ratio for mask, blur_sigma for blur; blank
+    has none) and the noise seed."""
     out: dict[str, Any] = {"noise": cfg.noise, "seed": int(cfg.seed)}
     if cfg.noise == "gaussian":
         out["alpha"] = float(cfg.alpha)
     elif cfg.noise == "ddpm":
         out["noise_step"] = int(cfg.noise_step)
-    else:
+    elif cfg.noise == "mask":
         out["mask_ratio"] = float(cfg.mask_ratio)
+    elif cfg.noise == "blur":
+        out["blur_sigma"] = float(cfg.blur_sigma)
     return out
 
 
