@@ -367,6 +367,7 @@ def test_perturbation_kinds_are_ablations_on_the_frontier(world_model, tmp_path)
     assert "| noise | blank | seed_noise-blank |" in md and "| noise | gaussian | seed |" in md
 
 
+@pytest.mark.slow
 def test_a_blank_image_ablation_runs(world_model, tmp_path):
     """The pure language prior as SEED's perturbation, end to end on the micro world: trained, evaluated, on the
     CHAIR frontier of the summary."""

@@ -125,6 +125,7 @@ def test_the_corpus_objects_are_the_corpus_scenes():
         assert all(0 < n <= w * h for _, (_, _, w, h), n in objs)
 
 
+@pytest.mark.slow
 def test_levers_are_off_by_default_and_change_the_stages_when_on(micro_world, tmp_path):
     """The shipped recipe is unchanged (no lever in the stage summaries); with both levers on, the vision stage saw
     degraded views and the language stages uninformative images, in about the asked shares."""
