@@ -5,14 +5,15 @@ sweeps, CHAIRi at matched recall, ablations, and one summary with 95% intervals.
     seedvlm experiment --config configs/experiment_smoke.yaml                 # minutes on 2 CPU cores
     seedvlm experiment --config configs/experiment_world.yaml --seeds 0 --out runs/exp_one_seed --dry-run
 
-Every step calls an existing command through `seedvlm.cli.main` (world, prepare, pope build, train, eval pope|chair,
-score chair, compare): nothing here trains or scores by itself. Layout:
+Every step calls an existing command through `seedvlm.cli.main` (world, prepare, pope build, train,
+eval pope|chair|mme, score chair, compare): nothing here trains or scores by itself. Layout:
 
     OUT/experiment.json                 the config of the latest invocation
     OUT/world/, OUT/data/, OUT/questions/   shared: generated world, training records + manifest, POPE question
-                                        folders (objects; color/count/relation probes) and the CHAIR image ids
+                                        folders (objects; color/count/relation probes), MME's four subsets and the
+                                        CHAIR image ids
     OUT/seed<S>/<arm>/train/            training run (adapter/, checkpoints, metrics.jsonl) for trained arms
-    OUT/seed<S>/<arm>/pope|probes|chair/    results.json + samples.jsonl of each evaluation
+    OUT/seed<S>/<arm>/pope|probes|mme|chair/ results.json + samples.jsonl of each evaluation
     OUT/seed<S>/<arm>/beta_<b>/         CHAIR at another contrast strength b (contrastive arms)
     OUT/seed<S>/<arm>/lengths/w<k>/     CHAIR of the arm's captions cut to their first k words (re-scored)
     OUT/seed<S>/<arm>/chair_sweep.json  the arm's extra operating points, read by `seedvlm compare`
@@ -304,6 +305,8 @@ class Plan:
         common = ["--instances", self.world / "instances_val.json", "--seed", c.question_seed,
                   "--train-manifest", self.manifest]
         _cli(["pope", "build", "--out", q / "pope", "--n-images", c.pope_images, *common], log)
+        _cli(["pope", "build", "--format", "mme", "--out", q / "mme", "--n-images", c.pope_images,
+              "--images", self.world / "images" / "val", *common], log)
         if c.probe_images and c.probe_kinds:
             parts = {}
             for kind in c.probe_kinds:
@@ -365,9 +368,11 @@ class Plan:
             argv = ["eval", "chair", "--instances", w / "instances_val.json", "--references", w / "captions_val.json",
                     "--image-ids", self.questions / "chair_images.json", "--max-new-tokens", c.max_new_tokens]
         else:
-            argv = ["eval", "pope", "--questions", self.questions / ("pope" if task == "pope" else "probes"),
+            argv = ["eval", "mme" if task == "mme" else "pope",
+                    "--questions", self.questions / ({"pope": "pope", "mme": "mme"}.get(task, "probes")),
                     "--max-new-tokens", c.pope_max_new_tokens, f"--prompt-suffix={c.pope_prompt_suffix}"]
-        argv += ["--model", c.base_model, "--images", w / "images" / "val", "--out", folder,
+        images = self.questions / "mme" if task == "mme" else w / "images" / "val"
+        argv += ["--model", c.base_model, "--images", images, "--out", folder,
                  "--batch-size", c.batch_size, "--seed", seed, "--train-manifest", self.manifest]
         if adapter is not None:
             argv += ["--adapter", adapter]
@@ -394,7 +399,7 @@ class Plan:
             deps.append(f"seed{seed}/seed/train")
             adapter = self.out / f"seed{seed}" / "seed" / "train" / "adapter"
         beta = c.contrastive_beta if arm in ("base_cd", "seed_cd") else None
-        tasks = ["pope"] + (["probes"] if c.probe_images and c.probe_kinds else []) + ["chair"]
+        tasks = ["pope"] + (["probes"] if c.probe_images and c.probe_kinds else []) + ["mme", "chair"]
         first = c.seeds[0]
         for task in tasks:
             key = f"seed{seed}/{arm}/{task}"
@@ -708,7 +713,7 @@ CHAIR_KEYS = (("chair_s", "CHAIRs"), ("chair_i", "CHAIRi"), ("recall", "CHAIR re
 
 
 def _metrics(root: Path) -> dict[str, float]:
-    """Flat metrics of one arm folder: pope.<split>.<m>, probes.<split>.<m>, chair.<m>."""
+    """Flat metrics of one arm folder: pope.<split>.<m>, probes.<split>.<m>, mme.<subset>.score, chair.<m>."""
     out: dict[str, float] = {}
     for task in ("pope", "probes"):
         p = root / task / "results.json"
@@ -718,6 +723,11 @@ def _metrics(root: Path) -> dict[str, float]:
                 for k, _ in POPE_KEYS:
                     if r.get(split, {}).get(k) is not None:
                         out[f"{task}.{split}.{k}"] = r[split][k]
+    p = root / "mme" / "results.json"
+    if p.is_file():
+        r = read_json(p, "MME results")
+        out.update({f"mme.{subset}.score": r[subset]["score"] for subset in r.get("subsets", [])})
+        out["mme.total.score"] = r["score"]
     p = root / "chair" / "results.json"
     if p.is_file():
         r = read_json(p, "CHAIR results")
@@ -732,6 +742,8 @@ def _label(key: str) -> str:
     if key.startswith("chair."):
         return dict(CHAIR_KEYS)[key.split(".")[1]]
     task, split, m = key.split(".")
+    if task == "mme":
+        return f"MME {split} score"
     return f"{'POPE' if task == 'pope' else 'probe'} {split} {dict(POPE_KEYS)[m]}"
 
 
@@ -739,7 +751,7 @@ def _cell(key: str, st: dict, n_seeds: int, delta: bool = False) -> str:
     """mean ± half-width (percent, or counts for mean words); the n when it is not the number of seeds."""
     if not st or st.get("mean") is None:
         return "-"
-    scale = 1.0 if key.endswith("mean_words") else 100.0
+    scale = 1.0 if key.endswith("mean_words") or key.startswith("mme.") else 100.0
     sign = "+" if delta else ""
     text = f"{scale * st['mean']:{sign}.1f}"
     if st["half_width"] is not None:
@@ -781,7 +793,7 @@ def summarize(plan: Plan) -> dict:
     keys: list[str] = []
     for (s, a), m in per.items():
         keys += [k for k in m if k not in keys]
-    order = {"pope": 0, "probes": 1, "chair": 2, "matched": 3}
+    order = {"pope": 0, "probes": 1, "mme": 2, "chair": 3, "matched": 4}
     metric_rank = {"accuracy": 0, "f1": 1, "yes_ratio": 2, "chair_s": 0, "chair_i": 1, "recall": 2, "mean_words": 3}
     keys.sort(key=lambda k: (order[k.split(".")[0]], _split_rank(k), metric_rank.get(k.split(".")[-1], 9)))
     stats = {a: {k: {**mean_ci([per[(s, a)].get(k) for s in c.seeds if (s, a) in per]),
@@ -827,7 +839,8 @@ def _split_rank(key: str) -> int:
     parts = key.split(".")
     if len(parts) < 3:
         return 0
-    ranks = {"random": 0, "popular": 1, "adversarial": 2, "color": 3, "count": 4, "relation": 5, "mean": 9}
+    ranks = {"random": 0, "popular": 1, "adversarial": 2, "existence": 3, "color": 3, "count": 4, "relation": 5,
+             "position": 5, "mean": 9, "total": 9}
     return ranks.get(parts[1], 8)
 
 
