@@ -60,7 +60,7 @@ class ObjectChecker:
                                "'categories')")
         from seedvlm.eval.chair import CHAIR
 
-        matcher = CHAIR(data, None)
+        matcher = CHAIR(data, None, protocol="corrected")
         by_file: dict[str, Any] = {}
         for im in data["images"]:
             if isinstance(im, dict) and "file_name" in im and "id" in im:

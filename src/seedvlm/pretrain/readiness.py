@@ -41,7 +41,7 @@ def readiness_report(model, processor, world: Path, n_images: int = 200, max_new
 
     world = Path(world)
     inst = read_json(world / "instances_val.json", "instances file")
-    chair = CHAIR(inst, world / "captions_val.json")
+    chair = CHAIR(inst, world / "captions_val.json", protocol="corrected")
     names = {c["id"]: c["name"] for c in inst["categories"]}
     all_names = sorted(names.values())
     anns: dict[int, list[dict]] = {}
