@@ -257,3 +257,17 @@ def test_opera_log_has_the_same_captions():
         opera = {r["image_id"]: r["caption"] for r in map(json.loads, f)}
     rows = [json.loads(line) for line in (REFERENCE / "llava15_greedy_500_official_mentions.jsonl").open()]
     assert all(opera[r["image_id"]] == r["caption"] for r in rows)
+
+
+def test_score_chair_refuses_repeated_images(tmp_path, capsys):
+    from seedvlm.cli import main
+
+    (tmp_path / "i.json").write_text(json.dumps(instances()))
+    (tmp_path / "r.json").write_text(json.dumps({"annotations": REFERENCES}))
+    caps = tmp_path / "c.jsonl"
+    caps.write_text("".join(json.dumps({"image_id": i, "caption": "A dog."}) + "\n" for i in (1, 2, 1)))
+    assert main(["score", "chair", "--captions", str(caps), "--instances", str(tmp_path / "i.json"),
+                 "--references", str(tmp_path / "r.json"), "--out", str(tmp_path / "o")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert f"captions file {caps} record 3: duplicate image_id 1" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
