@@ -233,3 +233,29 @@ def test_bad_input_is_one_clear_line_and_nothing_written(case, message, tmp_path
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_pope_on_pope_files_with_repeated_ids(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from seedvlm.eval import runner
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in (1, 2):
+        Image.new("RGB", (4, 4)).save(images / f"im{k}.jpg")
+    folder = tmp_path / "coco"
+    folder.mkdir()
+    for split in ("random", "adversarial"):
+        _write_lines(folder / f"coco_pope_{split}.json", _pope_rows(4))  # ids 1..4 in both splits
+    monkeypatch.setattr(runner, "load_model", lambda path, adapter=None, device=None: ("fake", "proc"))
+    monkeypatch.setattr(runner, "generate", lambda model, processor, imgs, prompts, **kw:
+                        ["No" if "2" in p or "4" in p else "" for p in prompts])
+    assert main(["eval", "pope", "--model", "m", "--questions", str(folder), "--images", str(images),
+                 "--out", str(tmp_path / "run"), "--batch-size", "3"]) == 0
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert [(s["split"], s["question_id"]) for s in samples] == [(sp, k) for sp in ("random", "adversarial")
+                                                                 for k in range(1, 5)]
+    assert res["splits"] == ["random", "adversarial"] and res["random"]["accuracy"] == 1.0  # empty -> yes
+    assert res["parser_disagreements"] == 4 and res["questions_format"] == "pope"
