@@ -162,3 +162,15 @@ def test_pope_build_mme_refuses_to_replace_other_folders(world_mme, tmp_path, ca
                  "--images", str(world_mme / "w" / "images" / "val"), "--out", str(tmp_path / "keep")]) != 0
     assert "refusing to replace" in capsys.readouterr().err
     assert (tmp_path / "keep" / "mine.txt").read_text() == "x"
+
+
+def test_compare_shows_mme(world_mme, tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "load_model", lambda path, adapter=None, device=None: ("fake", "proc"))
+    monkeypatch.setattr(runner, "generate", lambda model, processor, images, prompts, **kw: ["No"] * len(prompts))
+    assert main(["eval", "mme", "--model", "m", "--questions", str(world_mme / "mme"), "--subsets", "existence",
+                 "--out", str(tmp_path / "base" / "mme")]) == 0
+    assert main(["compare", "--run", f"base={tmp_path / 'base'}", "--out", str(tmp_path / "report")]) == 0
+    rows = {r["key"]: r for r in json.loads((tmp_path / "report" / "report.json").read_text())["rows"]}
+    assert rows["mme.existence.accuracy"]["values"]["base"] == pytest.approx(0.5)
+    assert rows["mme.score"]["values"]["base"] == pytest.approx(50.0)
+    assert "| MME existence score | 50.0 |" in (tmp_path / "report" / "report.md").read_text()
