@@ -7,7 +7,7 @@
         --images coco/val2014 --n 500 --max-new-tokens 512 --out runs/base/chair
     seedvlm eval pope --model M --questions llava_pope_test.jsonl --labels POPE/output/coco --images coco/val2014 \\
         --out runs/base/pope-llava
-    seedvlm eval mme --model M --root MME_Benchmark_release_version --out runs/base/mme
+    seedvlm eval mme --model M --questions MME_Benchmark_release_version --out runs/base/mme   # images: --questions
 
     accelerate launch --num_processes 4 -m seedvlm eval pope ...   # several GPUs: shards the questions, rank 0 writes
 

@@ -5,7 +5,7 @@
     seedvlm score pope --questions llava_pope_test.jsonl --labels pope/coco --answers llava-v1.5-13b.jsonl --out s
     seedvlm score chair --captions captions.jsonl --instances instances_val2014.json \\
         --references captions_val2014.json --protocol official --out scored/chair
-    seedvlm score mme --root MME_Benchmark --answers answers.jsonl --out scored/mme
+    seedvlm score mme --questions MME_Benchmark_release_version --answers answers.jsonl --out scored/mme
 
 Questions: a `seedvlm pope build` folder, the POPE repository's coco_pope_*.json files (one or a folder of them), or
 LLaVA's llava_pope_test.jsonl (labels joined from --labels, default its own folder); gzipped files are read as they
