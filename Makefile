@@ -1,10 +1,11 @@
-# seedvlm: `make quickstart` runs the whole story on the embedded world; `make test` runs the test suite.
+# seedvlm: `make quickstart` runs the whole story on the embedded world; `make test` runs the fast tests (those not
+# marked slow), `make test-all` every test (what CI runs).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 QS ?= runs/quickstart
 
-.PHONY: venv test quickstart clean
+.PHONY: venv test test-all quickstart clean
 
 $(BIN)/seedvlm: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,6 +18,9 @@ $(BIN)/seedvlm: pyproject.toml
 venv: $(BIN)/seedvlm
 
 test: venv
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: venv
 	$(BIN)/python -m pytest -q
 
 quickstart: venv

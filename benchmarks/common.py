@@ -1,5 +1,8 @@
 """What every benchmark records beside its numbers: the device by name, a synchronize before reading a clock,
-the git commit, versions and command line the figures came from; and how a report is printed and saved."""
+the git commit, versions and command line the figures came from; and how a report is printed and saved.
+
+The benchmarks import the installed package (`make venv`, or `pip install -e .`) and this module as their sibling:
+run them as `python benchmarks/NAME.py` (or `torchrun ... benchmarks/scaling.py`) from the repository root."""
 
 from __future__ import annotations
 

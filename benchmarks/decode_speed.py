@@ -25,16 +25,12 @@ import datetime as _dt
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runnable from a checkout without install
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/common.py
-
-from common import DTYPES, device_name, emit, provenance, random_llava, setup_device, sync  # noqa: E402
-from seedvlm.decode import contrastive_generate  # noqa: E402
-from seedvlm.models import num_image_tokens, preset_config  # noqa: E402
+from common import DTYPES, device_name, emit, provenance, random_llava, setup_device, sync
+from seedvlm.decode import contrastive_generate
+from seedvlm.models import num_image_tokens, preset_config
 
 METHODS = ("greedy", "contrastive", "vcd-sequential")
 # token ids of the tiny/small presets' benchmark vocabulary (the word tokenizer's layout: pad, bos, eos, unk, <image>)

@@ -35,17 +35,12 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))  # runnable from a checkout without install
-sys.path.insert(0, str(ROOT / "benchmarks"))  # benchmarks/common.py
-
-from transformers import TrainerCallback  # noqa: E402
-
-from common import device_name, git_hash, random_llava  # noqa: E402
-from seedvlm import distributed  # noqa: E402
-from seedvlm.models import build_processor, build_word_tokenizer, num_image_tokens, preset_config  # noqa: E402
-from seedvlm.train.config import TrainConfig  # noqa: E402
+from common import device_name, git_hash, random_llava
+from seedvlm import distributed
+from seedvlm.models import build_processor, build_word_tokenizer, num_image_tokens, preset_config
+from seedvlm.train.config import TrainConfig
 
 WORDS = [f"w{i}" for i in range(400)]
 PROMPT_WORDS, ANSWER_WORDS = 18, 59  # + template + EOS: ~80 text tokens beside the image tokens, 60 answer tokens

@@ -24,17 +24,13 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))  # runnable from a checkout without install
-
-from seedvlm import seed as S  # noqa: E402
-from seedvlm.train.config import TrainConfig  # noqa: E402
-from seedvlm.train.teacher_cache import VALUE_DTYPES, cached_loss, select_rows  # noqa: E402
+from seedvlm import seed as S
+from seedvlm.train.config import TrainConfig
+from seedvlm.train.teacher_cache import VALUE_DTYPES, cached_loss, select_rows
 
 
 def _grads(student, fn):

@@ -70,19 +70,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))  # runnable from a checkout without install
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/common.py
-
-from common import DTYPES, device_name, emit, provenance, random_llava, setup_device, sync  # noqa: E402
-from seedvlm import seed as S  # noqa: E402
-from seedvlm.config import load_config  # noqa: E402
-from seedvlm.models import num_image_tokens, preset_config  # noqa: E402
-from seedvlm.train.config import TrainConfig  # noqa: E402
-from seedvlm.train.lora import apply_lora  # noqa: E402
-from seedvlm.train.step import (compile_layers, compile_options, decoder_layers, seed_step, sft_step,  # noqa: E402
+from common import DTYPES, device_name, emit, provenance, random_llava, setup_device, sync
+from seedvlm import seed as S
+from seedvlm.config import load_config
+from seedvlm.models import num_image_tokens, preset_config
+from seedvlm.train.config import TrainConfig
+from seedvlm.train.lora import apply_lora
+from seedvlm.train.step import (compile_layers, compile_options, decoder_layers, seed_step, sft_step,
                                 teacher_forward, vision_layers)
-from seedvlm.train.teacher_cache import select_rows  # noqa: E402
+from seedvlm.train.teacher_cache import select_rows
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CASES = {
     "sft": "(a) plain LoRA SFT (HF forward with labels)",

@@ -1,17 +1,18 @@
 """Check seedvlm's official evaluation modes against the official codes' outputs on real files, and write the
 figures that docs/evaluation.md quotes.
 
-    python scripts/official_eval_check.py --reference ../shared/reference-data/official-eval \\
-        --out docs/results/official_eval_check.json
+    python scripts/official_eval_check.py --reference REFERENCE \\
+        --out docs/results/2026-12-05-official-eval-check/official_eval_check.json
 
-The reference folder holds (see tests/test_official_eval.py and tests/test_chair.py, which assert the same things):
+REFERENCE is the folder that tests/test_official_eval.py and tests/test_chair.py read (they assert the same
+things). It holds:
 - llava15_greedy_500_official_mentions.jsonl: 500 LLaVA-1.5 descriptions with the words and objects that the
   official CHAIR code (LisaAnne/Hallucination utils/chair.py) extracts;
 - pope_llava/: LLaVA's llava_pope_test.jsonl, the POPE label files it was built from, and LLaVA-1.5-13B's answers
   (question_id<TAB>text per line).
 Writes: CHAIR mention agreement of both protocols with the official code (words and objects, or objects only: the
-corrected protocol names a phrase by its full form, "dining table" where the official word is "table"); POPE metrics of the 13B answers with both
-parsers and the number of answers the parsers decide differently.
+corrected protocol names a phrase by its full form, "dining table" where the official word is "table"); POPE
+metrics of the 13B answers with both parsers and the number of answers the parsers decide differently.
 """
 
 from __future__ import annotations

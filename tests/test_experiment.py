@@ -1,6 +1,7 @@
 """`seedvlm experiment` end to end on a 2-layer random LLaVA and a micro world (CPU, one thread): every arm and its
 summary, resume (a second run skips every step), re-running exactly one arm after its marker is deleted; plus the
-pure parts (t-intervals, the frontier and CHAIRi at matched recall, variant names, config checks)."""
+pure parts (t-intervals, the frontier and CHAIRi at matched recall, shared with compare; the goals of the config;
+variant names, config checks)."""
 
 from __future__ import annotations
 
@@ -60,7 +61,10 @@ def _run(cfg: dict):
 def test_micro_experiment_runs_resumes_and_reruns_one_arm(world_model, tmp_path):
     from seedvlm.experiment import ARMS
 
-    cfg = micro_config(tmp_path, world_model)
+    import yaml
+
+    goals = yaml.safe_load((ROOT / "configs" / "experiment_smoke.yaml").read_text())["goals"]
+    cfg = micro_config(tmp_path, world_model, goals=goals)
     out = Path(cfg["out"])
     t = time.perf_counter()
     first, lines = _run(cfg)
@@ -88,6 +92,8 @@ def test_micro_experiment_runs_resumes_and_reruns_one_arm(world_model, tmp_path)
     assert (out / "seed0" / "compare_ablations" / "report.md").is_file()
     md = (out / "summary.md").read_text()
     assert "n=1" in md and "CHAIRi at matched recall" in md and "| seed_T1 |" not in md.split("## Ablations")[0]
+    assert "## Goals (checked on the means)" in md and "issue" not in md
+    assert [(g["arm"], g["goal"]) for g in summary["goals"]][:2] == [("seed", g["goal"]) for g in goals[:2]]
     # the contrastive arm decoded with the seed arm's adapter; the questions are shared
     cd = json.loads((out / "seed0" / "seed_cd" / "pope" / "results.json").read_text())
     assert cd["adapter"].endswith("seed0/seed/train/adapter") and cd["config"]["decoding"] == "contrastive"
@@ -177,6 +183,48 @@ def test_intervals_and_matched_recall():
     assert chair_at_recall(pts, 0.4) is None
 
 
+def test_goals_are_checked_as_the_config_states_them():
+    """Each goal on the arm's per-seed value, or its relative change / difference against a reference arm, over the
+    seeds where both have the metric; bounds inclusive; a goal whose reference arm did not run is left out."""
+    from seedvlm.experiment.summary import _goals
+
+    per = {(0, "base"): {"m": 0.20, "f1": 0.70}, (1, "base"): {"m": 0.10, "f1": 0.72},
+           (0, "seed"): {"m": 0.10, "f1": 0.75, "yes": 0.50}, (1, "seed"): {"m": 0.08, "f1": 0.75, "yes": 0.60},
+           (0, "sft"): {"m": 0.0}}
+    goals = [{"goal": "rel", "metric": "m", "vs": "base", "change": "relative", "max": -0.30},
+             {"goal": "diff", "metric": "f1", "vs": "base", "change": "difference", "min": 0.03},
+             {"goal": "value", "metric": "yes", "min": 0.45, "max": 0.55},
+             {"goal": "vs sft", "metric": "m", "vs": "sft", "change": "relative", "max": 0.0},
+             {"goal": "vs mask", "metric": "m", "vs": "seed_mask", "change": "relative", "max": 0.0}]
+    rows = {r["goal"]: r for r in _goals(per, [0, 1], ["base", "sft", "seed"], ["seed", "seed_mask"], goals)}
+    assert list(rows) == ["rel", "diff", "value"]  # vs sft: its reference is 0 (no relative change); no seed_mask
+    assert math.isclose(rows["rel"]["measured"]["mean"], (-0.5 - 0.2) / 2) and rows["rel"]["met"]
+    assert rows["rel"]["measured"]["values"] == [-0.5, pytest.approx(-0.2)] and rows["rel"]["unit"] == "relative"
+    assert math.isclose(rows["diff"]["measured"]["mean"], (0.05 + 0.03) / 2) and rows["diff"]["met"]
+    assert rows["diff"]["unit"] == "points"
+    assert math.isclose(rows["value"]["measured"]["mean"], 0.55) and rows["value"]["met"]
+    assert rows["value"]["unit"] == "percent" and rows["value"]["measured"]["n"] == 2
+    tight = [dict(goals[2], max=0.54)]
+    assert _goals(per, [0, 1], ["seed"], ["seed"], tight)[0]["met"] is False
+
+
+def test_compare_reports_chair_at_matched_recall_with_the_shared_statistics():
+    """`seedvlm compare` and the experiment summary use one frontier and one interpolation: the level is the highest
+    recall every run reaches, each run's value its frontier's interpolation there."""
+    from seedvlm.eval.report import matched_recall
+    from seedvlm.experiment.statistics import chair_at_recall
+
+    a = [{"label": "a", "recall": 0.9, "chair_i": 0.10}, {"label": "a-cut", "recall": 0.5, "chair_i": 0.02}]
+    b = [{"label": "b", "recall": 0.7, "chair_i": 0.06}, {"label": "b-worse", "recall": 0.6, "chair_i": 0.08}]
+    runs = [{"name": "a", "chair_points": a}, {"name": "b", "chair_points": b},
+            {"name": "pope-only", "chair_points": []}]
+    m = matched_recall(runs)
+    assert m["level"] == 0.7 and set(m["chair_i"]) == {"a", "b"}
+    assert math.isclose(m["chair_i"]["a"], chair_at_recall(a, 0.7)) and math.isclose(m["chair_i"]["a"], 0.06)
+    assert m["chair_i"]["b"] == 0.06 and m["frontier"]["b"] == ["b"]
+    assert matched_recall([{"name": "x", "chair_points": []}]) is None
+
+
 def test_variant_names_and_config_errors(tmp_path):
     from seedvlm.errors import SeedVLMError
     from seedvlm.experiment import load_experiment_config, variant_name
@@ -191,6 +239,14 @@ def test_variant_names_and_config_errors(tmp_path):
         load_experiment_config(None, {"arms": ["base", "seed_cd"], "w_sweep": []})
     with pytest.raises(SeedVLMError, match="unknown TrainConfig option"):
         load_experiment_config(None, {"ablations": {"alhpa": [0.1]}})
+    for goal, msg in (({"goal": "g", "metric": "m", "vs": "base", "max": 0}, "'change' and 'vs' go together"),
+                      ({"goal": "g", "metric": "m"}, "numeric 'min' and/or 'max'"),
+                      ({"goal": "g", "metric": "m", "vs": "dpo", "change": "relative", "max": 0}, "unknown arm"),
+                      ({"goal": "g", "metric": "m", "max": 0, "unit": "x"}, "unknown key")):
+        with pytest.raises(SeedVLMError, match=msg):
+            load_experiment_config(None, {"goals": [goal]})
+    cfg = load_experiment_config(None, ["--goals", "[{goal: low, metric: chair.chair_i, max: 0.1}]"])
+    assert cfg.goals == [{"goal": "low", "metric": "chair.chair_i", "max": 0.1}]
     cfg = load_experiment_config(None, ["--ablations", "none", "--train-overrides", "{report_to: none}",
                                         "--seeds", "1,2"])
     assert cfg.ablations is None and cfg.train_overrides == {"report_to": "none"} and cfg.seeds == [1, 2]
@@ -209,6 +265,7 @@ def test_shipped_experiment_configs_load_and_plan(name, tmp_path):
     assert len(keys) == len(set(keys))
     for arm in cfg.arms:
         assert f"seed{cfg.seeds[0]}/{arm}/chair" in keys
+    assert cfg.goals and {g["metric"] for g in cfg.goals} >= {"matched.chair_i", "pope.adversarial.f1"}
 
 
 @pytest.mark.slow

@@ -211,37 +211,63 @@ def test_compile_options_from_the_config():
         TrainConfig(torch_compile_dynamic="sometimes")
 
 
+# Run from the benchmarks' folder, as `python benchmarks/train_step.py` runs (its sibling modules importable, the
+# package installed): every compiled case's levers on, then off; prints what it saw as one JSON line.
+LEVER_CHECK = """
+import json
+
+import torch
+
+import train_step
+from seedvlm.train.config import TrainConfig
+from seedvlm.train.lora import apply_lora
+from seedvlm.train.step import decoder_layers, vision_layers
+
+model = apply_lora(train_step.build_model("tiny", torch.device("cpu"), torch.float32, "sdpa")[0], r=8, alpha=16,
+                   dropout=0.05)
+base, cfg, seen = model.get_base_model(), TrainConfig(), {}
+
+
+def state():
+    return {"lm": [layer._compiled_call_impl is not None for layer in decoder_layers(model)],
+            "vision": [layer._compiled_call_impl is not None for layer in vision_layers(model)],
+            "hooks": bool(getattr(base, "_require_grads_hooks", None))}
+
+
+for case in ("seed-compile", "seed-compile-vision", "seed-compile-static", "seed-compile-auto",
+             "seed-compile-noreuse"):
+    kw = train_step.case_compile_kwargs(case, cfg, "eager")
+    train_step.set_levers(model, case, True, {"compile_kwargs": kw})
+    on = state()
+    train_step.set_levers(model, case, False, {"compile_kwargs": kw})
+    seen[case] = {"on": on, "off": state()}
+dynamic = {c: train_step.case_compile_kwargs(c, cfg)["dynamic"]
+           for c in ("seed-compile", "seed-compile-static", "seed-compile-auto")}
+print(json.dumps({"cases": seen, "dynamic": dynamic, "noreuse": train_step.case_compile_kwargs("seed-noreuse", cfg)}))
+"""
+
+
 def test_benchmark_lever_cases_switch_everything_off(tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import train_step
-    finally:
-        sys.path.pop(0)
-    from seedvlm.train.step import decoder_layers, vision_layers
-
-    model, cfg = tiny_llava(), train_cfg()
-    base = model.get_base_model()
-    for case in ("seed-compile", "seed-compile-vision", "seed-compile-static", "seed-compile-auto",
-                 "seed-compile-noreuse"):
-        kw = train_step.case_compile_kwargs(case, cfg, "eager")
-        train_step.set_levers(model, case, True, {"compile_kwargs": kw})
-        assert all(layer._compiled_call_impl is not None for layer in decoder_layers(model))
-        assert all((layer._compiled_call_impl is not None) == (case == "seed-compile-vision")
-                   for layer in vision_layers(model))
-        assert base._require_grads_hooks
-        train_step.set_levers(model, case, False, {"compile_kwargs": kw})
-        assert all(layer._compiled_call_impl is None for layer in decoder_layers(model) + vision_layers(model))
-        assert not getattr(base, "_require_grads_hooks", None)
-    assert train_step.case_compile_kwargs("seed-compile", cfg)["dynamic"] is True
-    assert train_step.case_compile_kwargs("seed-compile-static", cfg)["dynamic"] is False
-    assert train_step.case_compile_kwargs("seed-compile-auto", cfg)["dynamic"] is None
-    assert train_step.case_compile_kwargs("seed-noreuse", cfg) is None
-    out = tmp_path / "bench.json"
-    assert train_step.main(["--preset", "tiny", "--device", "cpu", "--batches", "1", "--steps", "1", "--warmup",
-                            "0", "--cases", "seed,seed-noreuse,seed-compile-vision,seed-compile-static",
-                            "--compile-backend", "eager", "--out", str(out)]) == 0
     import json
+    import subprocess
 
+    check = subprocess.run([sys.executable, "-c", LEVER_CHECK], cwd=ROOT / "benchmarks", capture_output=True,
+                           text=True, timeout=300)
+    assert check.returncode == 0, check.stderr[-3000:]
+    seen = json.loads(check.stdout.strip().splitlines()[-1])
+    for case, st in seen["cases"].items():
+        assert st["on"]["lm"] and all(st["on"]["lm"]), case
+        assert st["on"]["vision"] and all(v == (case == "seed-compile-vision") for v in st["on"]["vision"]), case
+        assert st["on"]["hooks"], case
+        assert not any(st["off"]["lm"] + st["off"]["vision"]) and not st["off"]["hooks"], case
+    assert seen["dynamic"] == {"seed-compile": True, "seed-compile-static": False, "seed-compile-auto": None}
+    assert seen["noreuse"] is None
+    out = tmp_path / "bench.json"
+    bench = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--preset", "tiny", "--device",
+                            "cpu", "--threads", "1", "--batches", "1", "--steps", "1", "--warmup", "0", "--cases",
+                            "seed,seed-noreuse,seed-compile-vision,seed-compile-static", "--compile-backend", "eager",
+                            "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert bench.returncode == 0, bench.stderr[-3000:]
     rows = {r["case"]: r for r in json.loads(out.read_text())["results"]}
     assert rows["seed"]["reused_features"] is True and rows["seed-noreuse"]["reused_features"] is False
     assert rows["seed-compile-vision"]["compile"] == {"vision": True, "dynamic": True, "backend": "eager"}

@@ -1,27 +1,22 @@
-"""scripts/teacher_signal.py: the clean-vs-noisy teacher diagnostic at object mentions."""
+"""seedvlm.diagnostics.teacher_signal and `seedvlm teacher-signal`: the clean-vs-noisy teacher diagnostic at object
+mentions."""
 
 from __future__ import annotations
 
+import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
 from conftest import tiny_config
 from seedvlm.cli import main
+from seedvlm.diagnostics import teacher_signal
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def signal_setup(tmp_path_factory):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import teacher_signal
-    finally:
-        sys.path.pop(0)
     from seedvlm.models import build_processor, random_model
     from seedvlm.pretrain.pipeline import build_world_tokenizer
 
@@ -100,3 +95,27 @@ def test_within_objects_runs_end_to_end_and_is_recorded(signal_setup):
         a, b = plain["classes"][cls], within["classes"][cls]
         assert a["mentions"] == b["mentions"] and a["clean_minus_noisy"] == b["clean_minus_noisy"]
     assert "object words only" in ts.markdown(within)
+
+
+def test_command_writes_the_report_and_names_a_bad_world(signal_setup, tmp_path, capsys):
+    """`seedvlm teacher-signal` on a saved model: the printed table and the JSON report agree with the function's;
+    a world folder without descriptions is one error line naming the file."""
+    from seedvlm.models import save_model
+
+    ts, model, processor, world = signal_setup
+    saved = tmp_path / "model"
+    save_model(model, processor, saved)
+    out = tmp_path / "signal.json"
+    capsys.readouterr()
+    assert main(["teacher-signal", "--model", str(saved), "--world", str(world), "--n", "6", "--batch-size", "4",
+                 "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    direct = ts.teacher_signal(model, processor, world, n=6, batch_size=4)
+    assert report["model"] == str(saved) and report["records"] == direct["records"] == 6
+    for cls in ("present", "injected_absent", "other_absent"):
+        assert report["classes"][cls]["mentions"] == direct["classes"][cls]["mentions"]
+        assert report["classes"][cls]["logp_clean"] == pytest.approx(direct["classes"][cls]["logp_clean"], abs=1e-4)
+    assert "| present objects |" in capsys.readouterr().out
+    assert main(["teacher-signal", "--model", str(saved), "--world", str(tmp_path / "nowhere")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "instruct_train.json" in err[0]

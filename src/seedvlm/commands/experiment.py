@@ -1,5 +1,6 @@
-"""`seedvlm experiment`: the issue #8 recipe (base, SFT, SEED variants x seeds; POPE, probes, CHAIR; operating-point
-sweeps; CHAIRi at matched recall; ablations; summary with 95% intervals). Re-running the same command resumes.
+"""`seedvlm experiment`: base, SFT and SEED variants x seeds; POPE, probes, CHAIR; operating-point sweeps; CHAIRi at
+matched recall; ablations; a summary with 95% intervals and the goals of the config. Re-running the same command
+resumes.
 
     seedvlm experiment --config configs/experiment_world.yaml                       # the full protocol
     seedvlm experiment --config configs/experiment_smoke.yaml                       # a few minutes on 2 CPU cores

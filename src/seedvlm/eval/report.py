@@ -6,7 +6,9 @@ A run is named on the command line as NAME=PATH; PATH is one of
 - a `results.json` file.
 CHAIR operating points (for the CHAIRi-versus-recall plot) are the run's CHAIR result plus, if present, the points
 of a `chair_sweep.json` (a list of {"label", "chair_i", "recall"}) in PATH or PATH/chair, and the results.json of
-every subfolder of PATH/chair (labelled by the subfolder's name).
+every subfolder of PATH/chair (labelled by the subfolder's name). CHAIRi at matched recall: every run's CHAIRi at the
+highest recall all runs with CHAIR points reach, interpolated on its frontier (`seedvlm.experiment.statistics`, the
+experiment summary's method).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from seedvlm.errors import SeedVLMError
+from seedvlm.experiment.statistics import chair_at_recall, common_recall, frontier
 from seedvlm.io import atomic_path, read_json, write_json, write_text
 
 POPE_METRICS = (("accuracy", "acc"), ("precision", "prec"), ("recall", "rec"), ("f1", "F1"),
@@ -194,6 +197,11 @@ def compare(specs: list[tuple[str, str]], out: str | Path) -> dict:
         cells = [row["label"]] + [_fmt(k, row["values"][n]) for n in names] + \
                 [_fmt(k, row["deltas"][n], delta=True) for n in others]
         md.append("| " + " | ".join(_md(c) for c in cells) + " |")
+    matched = matched_recall(runs)
+    if matched is not None:
+        md += ["", f"CHAIRi at matched recall r* = {100 * matched['level']:.1f}% (the highest recall every run with "
+                   "CHAIR points reaches; linear interpolation on each run's CHAIRi-recall frontier): "
+                   + ", ".join(f"`{n}` {_fmt('chair_i', v)}" for n, v in matched["chair_i"].items()) + "."]
     md += ["", "Sources:"] + [f"- `{r['name']}`: " + ", ".join(f"`{s}`" for s in r["sources"]) for r in runs]
 
     out = Path(out)
@@ -204,11 +212,22 @@ def compare(specs: list[tuple[str, str]], out: str | Path) -> dict:
     text = "\n".join(md) + "\n"
     report = {"base": base, "runs": {r["name"]: {"sources": r["sources"], "chair_points": r["chair_points"]}
                                      for r in runs},
-              "rows": rows, "plots": plots}
+              "rows": rows, "matched_recall": matched, "plots": plots}
     write_text(out / "report.md", text)
     write_json(out / "report.json", report)
     report["markdown"] = text
     return report
+
+
+def matched_recall(runs: list[dict]) -> dict | None:
+    """{"level", "chair_i": {run: CHAIRi at the level}, "frontier": {run: [labels]}} over the runs with CHAIR points
+    (None without any)."""
+    curves = {r["name"]: r["chair_points"] for r in runs if r["chair_points"]}
+    level = common_recall(list(curves.values()))
+    if level is None:
+        return None
+    return {"level": level, "chair_i": {n: chair_at_recall(pts, level) for n, pts in curves.items()},
+            "frontier": {n: [p["label"] for p in frontier(pts)] for n, pts in curves.items()}}
 
 
 def _md(cell: str) -> str:

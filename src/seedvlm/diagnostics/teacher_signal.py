@@ -3,7 +3,7 @@
 SEED assumes that the noisy view of an image carries the language prior and the clean view the evidence, so that
 the purified target (1+b) clean - b noisy pushes down hallucinated objects and pushes up seen ones. On the embedded
 world this can be checked exactly: the world records which training descriptions mention an absent, co-occurring
-object (annotator hallucinations, world.json "injections"). This script teacher-forces the base model on the
+object (annotator hallucinations, world.json "injections"). This teacher-forces the base model on the
 detailed descriptions of a world's train split, with the clean image and with the noisy one (x' = sqrt(a) x +
 sqrt(1-a) eps), and reports at the first token of every object mention (found with CHAIR's matcher):
 
@@ -15,30 +15,24 @@ separately for objects that are present, and for the injected absent partners. I
 view favours the injected partners (clean - noisy < 0 there) and purification lowers them while raising present
 objects. Also the mean KL(clean || noisy) over all answer tokens and at object mentions.
 
-`--within-objects` checks a variant of the target: purification applied only among the object words (every word
+`within_objects` checks a variant of the target: purification applied only among the object words (every word
 CHAIR maps to a category, and the first word of each multi-word name), their total clean probability kept, every
 other token left at its clean probability. It asks whether SEED's recall loss comes from moving mass between "name
 an object" and "stop", or from sharpening among the objects themselves.
 
-    python scripts/teacher_signal.py --model assets/base-tiny --world runs/quickstart/world \
-        --out runs/teacher_signal.json [--alpha 0.3] [--beta 0.6] [--n 400] [--within-objects]
+The command is `seedvlm teacher-signal` (seedvlm.commands.teacher_signal).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))  # runnable from a checkout without install
-
-from seedvlm import seed as S  # noqa: E402
-from seedvlm.errors import SeedVLMError  # noqa: E402
-from seedvlm.eval.chair import CHAIR  # noqa: E402
-from seedvlm.io import read_json, write_json  # noqa: E402
+from seedvlm import seed as S
+from seedvlm.errors import SeedVLMError
+from seedvlm.eval.chair import CHAIR
+from seedvlm.io import read_json
 
 CLASSES = ("present", "injected_absent", "other_absent")
 
@@ -113,7 +107,7 @@ def teacher_signal(model, processor, world: Path, split: str = "train", n: int |
     sums = {c: {"n": 0, "logp_clean": 0.0, "logp_noisy": 0.0, "delta_purified": 0.0, "lowered": 0,
                 "kl": 0.0} for c in CLASSES}
     all_kl, all_rows = 0.0, 0
-    objects = None  # (V,) bool object-word mask for --within-objects
+    objects = None  # (V,) bool object-word mask for within_objects
     for s in range(0, len(ds), batch_size):
         batch = {k: v.to(device) for k, v in collate([ds[i] for i in range(s, min(len(ds), s + batch_size))]).items()}
         mask, targets = S.answer_positions(batch["labels"])  # rows of `mask` predict `targets`, row-major
@@ -165,6 +159,7 @@ def teacher_signal(model, processor, world: Path, split: str = "train", n: int |
 
 
 def markdown(report: dict) -> str:
+    """The report as one Markdown table, a row per class of mention."""
     within = " (purified among object words only)" if report.get("within_objects") else ""
     lines = [f"Teacher signal at object mentions: {report['records']} descriptions of {report['world']} "
              f"({report['split']}), a = {report['alpha']}, b = {report['beta']}{within}; mean KL(clean || noisy) "
@@ -176,40 +171,3 @@ def markdown(report: dict) -> str:
                      f"{r['logp_noisy']:.3f} | {r['clean_minus_noisy']:+.3f} | {r['purified_minus_clean']:+.3f} | "
                      f"{100 * r['fraction_lowered']:.0f}% | {r['kl_clean_noisy']:.4f} |")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help="llava-hf base model folder (the teacher)")
-    ap.add_argument("--world", required=True, help="a folder written by `seedvlm world`")
-    ap.add_argument("--split", default="train", help="train (has the injected hallucinations) or val")
-    ap.add_argument("--n", type=int, default=None, help="first N detailed descriptions (default: all)")
-    ap.add_argument("--alpha", type=float, default=0.3, help="noise level a (default 0.3, the seed's)")
-    ap.add_argument("--beta", type=float, default=0.6, help="purification strength b (default 0.6)")
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--seed", type=int, default=0, help="seed of the noise")
-    ap.add_argument("--within-objects", action="store_true",
-                    help="purify only among the object words, keeping their clean total (see above)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", default=None, help="write the report as JSON here")
-    args = ap.parse_args(argv)
-    from seedvlm.models import load_processor
-    from seedvlm.models.loading import load_model
-
-    try:
-        model = load_model(args.model, device=args.device, dtype=torch.float32).eval()
-        report = teacher_signal(model, load_processor(args.model), Path(args.world), args.split, args.n, args.alpha,
-                                args.beta, args.batch_size, args.seed, args.within_objects)
-    except SeedVLMError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    report["model"] = args.model
-    print(markdown(report))
-    if args.out:
-        write_json(args.out, report)
-        print(f"wrote {args.out}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
