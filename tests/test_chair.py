@@ -271,3 +271,20 @@ def test_score_chair_refuses_repeated_images(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert f"captions file {caps} record 3: duplicate image_id 1" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+@needs_reference
+def test_score_chair_reads_opera_log_as_it_is(tmp_path):
+    from seedvlm.cli import main
+
+    rows = [json.loads(line) for line in (REFERENCE / "llava15_greedy_500_official_mentions.jsonl").open()]
+    inst = {"images": [{"id": r["image_id"], "file_name": f"{r['image_id']}.jpg"} for r in rows], "annotations": [],
+            "categories": [{"id": k, "name": c} for k, c in enumerate(COCO_CATEGORIES, 1)]}
+    (tmp_path / "i.json").write_text(json.dumps(inst))
+    (tmp_path / "r.json").write_text(json.dumps({"annotations": []}))
+    assert main(["score", "chair", "--captions", str(REFERENCE / "opera_llava-1.5_greedy.jsonl.gz"), "--instances",
+                 str(tmp_path / "i.json"), "--references", str(tmp_path / "r.json"), "--out", str(tmp_path / "o")]) == 0
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert res["protocol"] == "official" and res["n"] == 500
+    assert res["n_mentions"] == sum(len(r["official_objects"]) for r in rows)  # the official code's count
+    assert res["chair_i"] == 1.0  # nothing annotated: every mention is a hallucination

@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     c = sub.add_parser("chair", help="score a captions file with CHAIR", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    c.add_argument("--captions", required=True, help="captions JSONL: image_id, caption")
+    c.add_argument("--captions", required=True, help="captions JSONL (gzipped too): image_id, caption")
     c.add_argument("--instances", required=True, help="COCO-format instances JSON")
     c.add_argument("--references", required=True, help="COCO-format reference captions JSON")
     c.add_argument("--protocol", choices=("official", "corrected"), default="official",
@@ -86,9 +86,9 @@ def run_chair(args: argparse.Namespace) -> int:
     from seedvlm.eval.chair import CHAIR
     from seedvlm.eval.report import chair_table
     from seedvlm.eval.results import args_config, write_results
-    from seedvlm.io import read_jsonl
+    from seedvlm.eval.pope_formats import read_records
 
-    records = read_jsonl(args.captions, "captions file")  # one per image: a repeat is refused by CHAIR.evaluate
+    records = read_records(args.captions, "captions file")  # gzip too; a repeated image is refused by CHAIR.evaluate
     if not records:
         raise SeedVLMError(f"captions file {args.captions} is empty")
     for k, r in enumerate(records, 1):

@@ -126,12 +126,12 @@ def load_mme_answers(path: str | Path, questions: Sequence[dict]) -> dict[str, s
     """{question_id: answer}: from a JSONL file ({"question_id", "text"}, e.g. an eval run's samples.jsonl) or from
     a folder of MME eval_tool result files ({subset}.txt, "image<TAB>question<TAB>truth<TAB>answer" per line),
     matched to the questions by (subset, image name, question)."""
-    from seedvlm.io import read_jsonl
+    from seedvlm.eval.pope_formats import read_records
 
     path = Path(path)
     if path.is_file():
         out: dict[str, str] = {}
-        for k, row in enumerate(read_jsonl(path, "answers file"), 1):
+        for k, row in enumerate(read_records(path, "answers file"), 1):
             if "question_id" not in row or not isinstance(row.get("text"), (str, type(None))):
                 raise SeedVLMError(f"answers file {path} record {k}: needs 'question_id' and a string 'text'")
             if str(row["question_id"]) in out:
