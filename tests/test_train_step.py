@@ -67,7 +67,7 @@ def test_training_forwards_build_no_kv_cache(env, tmp_path, monkeypatch):
     batch = trainer.data_collator([trainer.train_dataset[i] for i in (0, 1)])
     out = trainer.seed_step(trainer.model, batch)
     assert len(seen) == 2 and all(c is None for c in seen)  # teacher (2B) + student
-    assert out["reused_features"]  # the default: the student on the teacher's clean image features
+    assert out.reused_features  # the default: the student on the teacher's clean image features
 
 
 @pytest.mark.parametrize("lever", ["gradient_checkpointing", "torch_compile"])
@@ -100,9 +100,9 @@ def test_levers_train_and_keep_the_loss(env, tmp_path, lever, monkeypatch):
         t.model.zero_grad()
         torch.manual_seed(0)  # LoRA dropout draws the same masks
         out = t.seed_step(t.model, batch)
-        out["loss"].backward()
+        out.loss.backward()
         grads = {n: p.grad.clone() for n, p in t.model.named_parameters() if p.grad is not None}
-        losses.append((float(out["loss"].detach()), grads))
+        losses.append((float(out.loss.detach()), grads))
     assert abs(losses[0][0] - losses[1][0]) < 1e-5
     if lever == "gradient_checkpointing":
         assert calls == [1]  # the student's layer 0 was checkpointed; the teacher (no grad) was not

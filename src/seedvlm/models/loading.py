@@ -16,6 +16,7 @@ from transformers import AutoProcessor, LlavaConfig, LlavaForConditionalGenerati
 
 from seedvlm.errors import SeedVLMError
 from seedvlm.io import atomic_path, read_json
+from seedvlm.models.llava import llava_of
 
 BASE_FINGERPRINT_FILE = "seedvlm_base.json"
 
@@ -98,7 +99,7 @@ def base_fingerprint(model) -> str:
     Stored beside every adapter so that loading it onto another base fails with a clear message instead of
     silently producing a different model.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = llava_of(model)
     cfg = base.config
     h = hashlib.sha256()
     t = cfg.text_config

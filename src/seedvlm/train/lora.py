@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from seedvlm.errors import SeedVLMError
+from seedvlm.models.llava import llava_of
 
 
 def target_regex(targets: Sequence[str]) -> str:
@@ -60,7 +61,7 @@ def apply_lora(model, r: int = 64, alpha: int = 128, dropout: float = 0.05,
 
 def frozen_state(model) -> dict:
     """Copies of the vision tower's and the projector's weights (to prove they did not move)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = llava_of(model)
     inner = base.model
     return {f"{part}.{n}": p.detach().clone() for part in ("vision_tower", "multi_modal_projector")
             for n, p in getattr(inner, part).named_parameters()}
