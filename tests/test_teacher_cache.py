@@ -202,15 +202,14 @@ def test_a_cache_for_other_data_model_or_noise_is_refused(env, tmp_path):
 
 
 def test_teach_output_is_atomic(env, tmp_path, monkeypatch):
-    import safetensors.torch
-
+    import seedvlm.train.teacher_cache as teacher_cache
     from seedvlm.train.teacher_cache import INDEX_FILE, teach
 
     cfg = make_cfg(env, tmp_path / "run", max_samples=6)
     out = tmp_path / "cache"
     teach(cfg, out, top_k=2, shard_samples=3)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    real = safetensors.torch.save_file
+    real = teacher_cache.save_file
     calls = {"n": 0}
 
     def fail_second(*a, **k):
@@ -219,7 +218,7 @@ def test_teach_output_is_atomic(env, tmp_path, monkeypatch):
             raise KeyboardInterrupt  # Ctrl-C after the first shard
         return real(*a, **k)
 
-    monkeypatch.setattr(safetensors.torch, "save_file", fail_second)
+    monkeypatch.setattr(teacher_cache, "save_file", fail_second)
     with pytest.raises(KeyboardInterrupt):
         teach(make_cfg(env, tmp_path / "run", max_samples=6, alpha=0.5), out, top_k=2, shard_samples=3)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the earlier cache is intact
