@@ -49,7 +49,7 @@ import hashlib
 import logging
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence, get_args
 
 import torch
 from safetensors import safe_open
@@ -69,7 +69,8 @@ log = logging.getLogger("seedvlm.teach")
 FORMAT = "seedvlm-teacher-cache"
 VERSION = 1
 INDEX_FILE = "index.json"
-TAIL_MODES = ("lump", "drop")
+CacheTail = Literal["lump", "drop"]
+TAIL_MODES = get_args(CacheTail)
 VALUE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 ROW_KEYS = ("ids", "clean", "noisy", "clean_lse", "noisy_lse", "clean_rest", "noisy_rest", "clean_tail_max")
 NOISE_STEP = 0
@@ -153,7 +154,7 @@ class TeacherCache:
     Shards are memory-mapped (safetensors `safe_open`) and sliced per sample, so a cache larger than RAM works.
     """
 
-    def __init__(self, folder: str | Path, tail: str = "lump"):
+    def __init__(self, folder: str | Path, tail: CacheTail = "lump"):
         self.folder = Path(folder)
         if tail not in TAIL_MODES:
             raise SeedVLMError(f"teacher_cache_tail = {tail!r}; choose one of {list(TAIL_MODES)}")
@@ -293,7 +294,7 @@ class CachedRows(TeacherRows):
         return S.implausible(self.clean[:, :self.ids.shape[1]], g, extra=self.tail_max)
 
 
-def cached_rows(rows: dict[str, torch.Tensor], vocab: int, tail: str) -> CachedRows:
+def cached_rows(rows: dict[str, torch.Tensor], vocab: int, tail: CacheTail) -> CachedRows:
     """`TeacherCache.read`'s rows -> CachedRows; the rest column is added with tail="lump" when K < V."""
     clean, noisy, tail_max = rows["clean"], rows["noisy"], None
     if tail == "lump" and rows["ids"].shape[1] < vocab:

@@ -200,7 +200,8 @@ class SeedTrainer(Trainer):
         answers = S.answer_positions(inputs["labels"])
         ordered = RankOrderedBeta(self.beta_schedule, self.accelerator, answers[0])
         return _step.seed_batch(model, inputs, self.cfg, teacher=self._teacher(model),
-                                step=int(self.state.global_step), beta_schedule=ordered, base=self.accelerator.unwrap_model(model), answers=answers,
+                                step=int(self.state.global_step), beta_schedule=ordered,
+                                base=self.accelerator.unwrap_model(model), answers=answers,
                                 loss_fn=combined_loss, purify_fn=purify)
 
     def _teacher(self, model) -> Teacher:
