@@ -582,8 +582,7 @@ def distill_loss(
           p_s' = softmax(student / T restricted to support), so the loss is finite; student mass outside the
           support is ignored (neither rewarded nor penalized). Without -inf entries this is plain reverse KL.
       reverse, mask_strategy="clamp": log p_t is clamped to `floor` (-30), so outside the support the student pays
-          p_s * (log p_s + 30): a large but finite push away from those tokens (a prototype's clamped variant raised
-          the yes-bias on POPE).
+          p_s * (log p_s + 30): a large but finite push away from those tokens.
       forward: finite as is (0 * log 0 = 0); mask_strategy does not apply.
     chunk_size: compute over rows in chunks of this size; with autograd on, each chunk is checkpointed, so only
     one chunk's float32 (chunk, V) intermediates are alive at a time, in forward and in backward. Same value.

@@ -7,13 +7,15 @@ from typing import Literal
 import torch
 
 DtypeName = Literal["auto", "fp32", "bf16", "fp16"]
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""The dtype names of the configs and commands (all of DtypeName but "auto", whose meaning is the caller's)."""
 
 
 def resolve_dtype(name: DtypeName) -> torch.dtype:
     """auto = bf16 on a GPU, fp32 on the CPU (DESIGN.md 2)."""
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    return TORCH_DTYPES[name]
 
 
 def compute_dtype(model) -> torch.dtype:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from seedvlm.errors import SeedVLMError
+from seedvlm.models.dtypes import TORCH_DTYPES
 from seedvlm.models.llava import llava_of
 
 
@@ -78,14 +79,13 @@ def merge(model_path: str | Path, adapter: str | Path, out: str | Path, dtype: s
     from seedvlm.io import read_json
     from seedvlm.models import attach_adapter, load_model, load_processor, save_model
 
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if dtype == "auto":
         cfg = read_json(Path(model_path) / "config.json", "model config")
         saved = cfg.get("dtype") or cfg.get("torch_dtype") or "float32"
         target = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(saved,
                                                                                                      torch.float32)
-    elif dtype in dtypes:
-        target = dtypes[dtype]
+    elif dtype in TORCH_DTYPES:
+        target = TORCH_DTYPES[dtype]
     else:
         raise SeedVLMError(f"dtype must be auto, fp32, bf16 or fp16, got {dtype!r}")
     model = load_model(model_path, device="cpu", dtype=torch.float32)
