@@ -38,9 +38,9 @@ from seedvlm import seed as S
 from seedvlm.distributed import launched_world_size
 from seedvlm.errors import SeedVLMError
 from seedvlm.io import atomic_path, read_json, write_json
+from seedvlm.models.dtypes import resolve_dtype
 from seedvlm.train.callbacks import (SeedMonitor, SeedProgressCallback, StepAccumulator, load_seed_state,
                                      save_seed_state)
-from seedvlm.models.dtypes import resolve_dtype
 from seedvlm.train.config import TrainConfig
 from seedvlm.train import step as _step
 from seedvlm.train.teacher import LiveTeacher, Teacher
