@@ -212,7 +212,7 @@ def test_compare_reports_chair_at_matched_recall_with_the_shared_statistics():
     """`seedvlm compare` and the experiment summary use one frontier and one interpolation: the level is the highest
     recall every run reaches, each run's value its frontier's interpolation there."""
     from seedvlm.eval.report import matched_recall
-    from seedvlm.experiment.statistics import chair_at_recall
+    from seedvlm.eval.statistics import chair_at_recall
 
     a = [{"label": "a", "recall": 0.9, "chair_i": 0.10}, {"label": "a-cut", "recall": 0.5, "chair_i": 0.02}]
     b = [{"label": "b", "recall": 0.7, "chair_i": 0.06}, {"label": "b-worse", "recall": 0.6, "chair_i": 0.08}]

@@ -99,7 +99,8 @@ def teacher_signal(model, processor, world: Path, split: str = "train", n: int |
                          max_length=model.config.text_config.max_position_embeddings, source=f"{world} {split}")
     collate = Collator(processor.tokenizer.pad_token_id)
     from seedvlm.train.config import TrainConfig
-    from seedvlm.train.step import compute_dtype, perturb_per_sample
+    from seedvlm.models.dtypes import compute_dtype
+    from seedvlm.train.teacher import noisy_view
 
     noise = TrainConfig(alpha=alpha, seed=seed)  # gaussian noise drawn per sample, as training draws it (step 0)
     device, dtype = next(model.parameters()).device, compute_dtype(model)
@@ -112,7 +113,7 @@ def teacher_signal(model, processor, world: Path, split: str = "train", n: int |
         batch = {k: v.to(device) for k, v in collate([ds[i] for i in range(s, min(len(ds), s + batch_size))]).items()}
         mask, targets = S.answer_positions(batch["labels"])  # rows of `mask` predict `targets`, row-major
         pix = batch["pixel_values"].float()
-        noisy = perturb_per_sample(pix, batch["sample_index"], 0, noise, patch)
+        noisy = noisy_view(pix, batch["sample_index"], 0, noise, patch)
         ids, attn = batch["input_ids"], batch["attention_mask"]
         rows = model(input_ids=torch.cat([ids, ids]), attention_mask=torch.cat([attn, attn]),
                      pixel_values=torch.cat([pix, noisy]).to(dtype), logits_to_keep=torch.cat([mask, mask]),

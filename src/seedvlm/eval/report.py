@@ -7,7 +7,7 @@ A run is named on the command line as NAME=PATH; PATH is one of
 CHAIR operating points (for the CHAIRi-versus-recall plot) are the run's CHAIR result plus, if present, the points
 of a `chair_sweep.json` (a list of {"label", "chair_i", "recall"}) in PATH or PATH/chair, and the results.json of
 every subfolder of PATH/chair (labelled by the subfolder's name). CHAIRi at matched recall: every run's CHAIRi at the
-highest recall all runs with CHAIR points reach, interpolated on its frontier (`seedvlm.experiment.statistics`, the
+highest recall all runs with CHAIR points reach, interpolated on its frontier (`seedvlm.eval.statistics`, the
 experiment summary's method).
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from seedvlm.errors import SeedVLMError
-from seedvlm.experiment.statistics import chair_at_recall, common_recall, frontier
+from seedvlm.eval.statistics import chair_at_recall, common_recall, frontier
 from seedvlm.io import atomic_path, read_json, write_json, write_text
 
 POPE_METRICS = (("accuracy", "acc"), ("precision", "prec"), ("recall", "rec"), ("f1", "F1"),

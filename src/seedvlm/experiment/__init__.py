@@ -33,7 +33,7 @@ frontier, matched recall; shared with `seedvlm compare`), `summary` (summary.jso
 from seedvlm.experiment.config import ARM_HELP, ARMS, ExperimentConfig, load_experiment_config
 from seedvlm.experiment.plan import STARTED, Plan, Step, variant_name
 from seedvlm.experiment.runner import MARKER, plan_status, run_experiment
-from seedvlm.experiment.statistics import chair_at_recall, frontier, mean_ci, t975
+from seedvlm.eval.statistics import chair_at_recall, frontier, mean_ci, t975
 from seedvlm.experiment.summary import MATCHED_METHOD, summarize
 
 __all__ = ["ARMS", "ARM_HELP", "MARKER", "MATCHED_METHOD", "STARTED", "ExperimentConfig", "Plan", "Step",

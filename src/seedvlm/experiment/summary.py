@@ -10,7 +10,7 @@ from pathlib import Path
 from seedvlm.eval.results import git_state, versions
 from seedvlm.experiment.config import ARM_HELP, ARMS
 from seedvlm.experiment.plan import Plan, _fmt_value
-from seedvlm.experiment.statistics import chair_at_recall, common_recall, frontier, mean_ci, relative_change
+from seedvlm.eval.statistics import chair_at_recall, common_recall, frontier, mean_ci, relative_change
 from seedvlm.io import read_json, write_json, write_text
 
 MATCHED_METHOD = (

@@ -18,8 +18,10 @@ from seedvlm.models import (build_processor, build_word_tokenizer, load_model, l
                             preset_config, random_model, save_model, words_of)
 from seedvlm.pretrain.config import PretrainConfig
 from seedvlm.pretrain.data import CAPTION_PROMPT, load_split_images, scene_texts, tokenize_records, world_records
+from seedvlm.pretrain.readiness import readiness_report
 from seedvlm.pretrain.stages import (cache_features, first_token_accuracy, standardize_projector_input,
                                      train_language, train_vision)
+from seedvlm.world import CATEGORIES, category_by_id, render_scene, sample_scene, world_vocabulary
 
 log = logging.getLogger("seedvlm.pretrain")
 
@@ -36,8 +38,6 @@ def _device(name: str) -> torch.device:
 
 def build_world_tokenizer(world: Path, splits=("train", "val")):
     """The word-level tokenizer of a world: every word its generator can emit plus every word in its files."""
-    from seedvlm.world import world_vocabulary
-
     texts = list(EXTRA_PROMPTS)
     for split in splits:
         _, caps, inst = world_records(world, split)
@@ -48,8 +48,6 @@ def build_world_tokenizer(world: Path, splits=("train", "val")):
 def vision_corpus(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Stage 1's corpus: `n` scenes whose objects are drawn uniformly over categories (no scene pairing), rendered
     in memory; returns images (n, size, size, 3) uint8, multi-hot labels (n, C), and the category id order."""
-    from seedvlm.world import CATEGORIES, render_scene, sample_scene
-
     cat_ids = [c["id"] for c in CATEGORIES]
     col = {cid: i for i, cid in enumerate(cat_ids)}
     rng = np.random.default_rng(seed)
@@ -65,8 +63,6 @@ def vision_corpus(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray,
 
 def pretrain(cfg: PretrainConfig) -> dict:
     """Run all stages and the readiness check; returns the summary written to OUT/pretrain.json."""
-    from seedvlm.pretrain.readiness import readiness_report
-
     if not cfg.world:
         raise SeedVLMError("--world is required: a folder written by `seedvlm world`")
     world = require_dir(cfg.world, "world folder")
@@ -135,8 +131,6 @@ def pretrain(cfg: PretrainConfig) -> dict:
         summary["stages"]["vision_corpus_seconds"] = time.time() - t
         word_ids = None
         if cfg.vision_head == "words":
-            from seedvlm.world import category_by_id
-
             word_ids = [tokenizer(category_by_id(c)["name"], add_special_tokens=False).input_ids for c in cat_ids]
         elif cfg.vision_head != "linear":
             raise SeedVLMError(f"vision_head must be 'words' or 'linear', got {cfg.vision_head!r}")

@@ -7,7 +7,13 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from PIL import Image
+
+from seedvlm.eval.chair import CHAIR
+from seedvlm.eval.pope import parse_answer
+from seedvlm.generation import generate_texts
 from seedvlm.io import read_json
+from seedvlm.world import partners_of, scene_by_name
 
 DESCRIBE = "Please describe this image in detail."
 
@@ -32,13 +38,6 @@ def _article(name: str) -> str:
 def readiness_report(model, processor, world: Path, n_images: int = 200, max_new_tokens: int = 64, seed: int = 0,
                      batch_size: int = 32, progress: bool = True) -> dict:
     """Describe `n_images` val images greedily and ask yes/no probes; return the figures and the pass/fail checks."""
-    from PIL import Image
-
-    from seedvlm.eval.chair import CHAIR
-    from seedvlm.eval.pope import parse_answer
-    from seedvlm.generation import generate_texts
-    from seedvlm.world import partners_of, scene_by_name
-
     world = Path(world)
     inst = read_json(world / "instances_val.json", "instances file")
     chair = CHAIR(inst, world / "captions_val.json", protocol="corrected")
