@@ -70,6 +70,7 @@ def parse_synonyms(text: str) -> dict[str, str]:
 
 @functools.lru_cache(maxsize=1)
 def _word_tokenizer():
+    """nltk's Treebank word tokenizer, imported on first use (importing nltk takes most of a second)."""
     from nltk.tokenize.destructive import NLTKWordTokenizer
 
     return NLTKWordTokenizer()

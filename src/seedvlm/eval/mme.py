@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from seedvlm.errors import SeedVLMError
+from seedvlm.eval.pope_formats import read_records
 
 SUBSETS = ("existence", "count", "position", "color")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -126,8 +127,6 @@ def load_mme_answers(path: str | Path, questions: Sequence[dict]) -> dict[str, s
     """{question_id: answer}: from a JSONL file ({"question_id", "text"}, e.g. an eval run's samples.jsonl) or from
     a folder of MME eval_tool result files ({subset}.txt, "image<TAB>question<TAB>truth<TAB>answer" per line),
     matched to the questions by (subset, image name, question)."""
-    from seedvlm.eval.pope_formats import read_records
-
     path = Path(path)
     if path.is_file():
         out: dict[str, str] = {}
