@@ -176,6 +176,7 @@ def load_pope_questions(path: str | Path, limit: int | None = None,
     fmt = next(iter(formats.values()))
     info: dict[str, Any] = {"questions_format": fmt}
     out: list[dict] = []
+    where: list[str] = []  # "file record k" of each question, for errors
     for f, rows in loaded:
         if fmt == "llava":
             label_dir = Path(labels) if labels is not None else f.parent
@@ -186,14 +187,15 @@ def load_pope_questions(path: str | Path, limit: int | None = None,
                 _check_question(q, f, k, need_label=True)
             rows = [dict(q, split=str(q.get("split") or split_of(f))) for q in rows]
         out.extend(rows)
+        where += [f"{f} record {k}" for k in range(1, len(rows) + 1)]
     seen: dict[str, int] = {}
     per_split: Counter = Counter()
     kept = []
     for k, q in enumerate(out, 1):
         key = question_key(q)
         if key in seen:
-            raise SeedVLMError(f"questions {path}: duplicate question_id {q['question_id']} in split {q['split']} "
-                               f"(question {k}, also question {seen[key]})")
+            raise SeedVLMError(f"questions file {where[k - 1]}: duplicate question_id {q['question_id']} in split "
+                               f"{q['split']} (also {where[seen[key] - 1]})")
         seen[key] = k
         per_split[q["split"]] += 1
         if limit is None or per_split[q["split"]] <= limit:
