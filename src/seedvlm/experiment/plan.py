@@ -1,6 +1,6 @@
 """The experiment's steps (`Plan`): the shared world, data and questions; per seed and arm its training run,
-evaluations (POPE, probes, MME, CHAIR), contrast and word-budget operating points; the w-sweep and ablation variants; the
-per-seed `seedvlm compare` reports. Each step is an existing `seedvlm` command (run in this process) or a small
+evaluations (POPE, probes, MME, CHAIR), contrast and word-budget operating points; the w-sweep and ablation variants;
+the per-seed `seedvlm compare` reports. Each step is an existing `seedvlm` command (run in this process) or a small
 file operation, with the settings its outputs depend on (what resume compares)."""
 
 from __future__ import annotations
