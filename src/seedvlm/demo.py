@@ -63,7 +63,7 @@ class ObjectChecker:
                                                  for k in ("images", "annotations", "categories")):
             raise SeedVLMError(f"{path}: not a COCO instances file (needs lists 'images', 'annotations', "
                                "'categories')")
-        matcher = CHAIR(data, None)
+        matcher = CHAIR(data, None, protocol="corrected")
         by_file: dict[str, Any] = {}
         for im in data["images"]:
             if isinstance(im, dict) and "file_name" in im and "id" in im:

@@ -93,7 +93,7 @@ def teacher_signal(model, processor, world: Path, split: str = "train", n: int |
     from seedvlm.data.dataset import Collator, InstructDataset
 
     records, injected = detail_records(world, split, n)
-    chair = CHAIR(world / f"instances_{split}.json")
+    chair = CHAIR(world / f"instances_{split}.json", protocol="corrected")
     by_name = {im["file_name"]: im["id"] for im in chair.images}
     ds = InstructDataset(records, processor, world / "images" / split,
                          max_length=model.config.text_config.max_position_embeddings, source=f"{world} {split}")

@@ -40,7 +40,7 @@ def readiness_report(model, processor, world: Path, n_images: int = 200, max_new
     """Describe `n_images` val images greedily and ask yes/no probes; return the figures and the pass/fail checks."""
     world = Path(world)
     inst = read_json(world / "instances_val.json", "instances file")
-    chair = CHAIR(inst, world / "captions_val.json")
+    chair = CHAIR(inst, world / "captions_val.json", protocol="corrected")
     names = {c["id"]: c["name"] for c in inst["categories"]}
     all_names = sorted(names.values())
     anns: dict[int, list[dict]] = {}
