@@ -1,5 +1,5 @@
 """How far the teacher cache's top-k loss is from the exact SEED loss: per batch, the exact loss (full teacher rows,
-`seed.combined_loss`) and the cached one (`select_rows` -> storage dtype -> `teacher_cache.cached_loss`) on the SAME
+`seed.combined_loss`) and the cached one (`select_rows` -> storage dtype -> `teacher_cache.cached_rows`) on the SAME
 student rows; reported: relative gap of the loss and of its distillation term, and the cosine and relative norm
 error of the gradient with respect to the student's logits (what the LoRA update follows).
 
@@ -30,7 +30,9 @@ import torch
 
 from seedvlm import seed as S
 from seedvlm.train.config import TrainConfig
-from seedvlm.train.teacher_cache import VALUE_DTYPES, cached_loss, select_rows
+from seedvlm.train.step import seed_step
+from seedvlm.train.teacher import TeacherRows
+from seedvlm.train.teacher_cache import VALUE_DTYPES, cached_rows, select_rows
 
 
 def _grads(student, fn):
@@ -46,17 +48,21 @@ def compare(clean, noisy, student, targets, beta_rows, cfg, top_k: int, value_dt
     rows = select_rows(clean, noisy, top_k)
     rows["clean"] = rows["clean"].to(value_dtype).float()
     rows["noisy"] = rows["noisy"].to(value_dtype).float()
+    n = beta_rows.shape[0]
+    one_sample, conf = torch.ones((n, 1), dtype=torch.bool), torch.zeros(n)  # each row its own sample: b per row
+    full = TeacherRows(clean, noisy, conf)
+    kept = cached_rows({**rows, "conf": conf}, clean.shape[-1], cfg.teacher_cache_tail)
     out = {}
     for w in (cfg.distill_weight, 1.0):
         c = dataclasses.replace(cfg, distill_weight=w)
 
         def exact(s):
-            purified = S.purify(clean, noisy, beta_rows, space=c.purify_space, plausibility=c.plausibility)
-            return S.combined_loss(s, purified, targets, w=c.distill_weight, T=c.temperature, direction=c.direction,
-                                   mask_strategy=c.mask_strategy)
+            step = seed_step(s, full, targets, beta_rows, one_sample, c)
+            return step.loss, step.parts
 
         def cached(s):
-            return cached_loss(s, rows, beta_rows, targets, c)[:2]
+            step = seed_step(s, kept, targets, beta_rows, one_sample, c)
+            return step.loss, step.parts
 
         l1, p1, g1 = _grads(student, exact)
         l2, p2, g2 = _grads(student, cached)
@@ -88,7 +94,7 @@ def model_batches(args, cfg):
     from seedvlm.data.dataset import Collator, InstructDataset, load_records
     from seedvlm.models import load_model, load_processor
     from seedvlm.train.lora import apply_lora
-    from seedvlm.train.step import teacher_forward
+    from seedvlm.train.teacher import teacher_logits
 
     processor = load_processor(args.model)
     records = load_records(args.data)
@@ -107,7 +113,7 @@ def model_batches(args, cfg):
         batch = collate([ds[i] for i in range(b * args.batch_size, (b + 1) * args.batch_size)])
         batch = {k: v.to(args.device) for k, v in batch.items()}
         mask, targets = S.answer_positions(batch["labels"])
-        clean, noisy = teacher_forward(model, batch, mask, cfg, step=0)
+        clean, noisy = teacher_logits(model, batch, mask, cfg, step=0)
         with torch.no_grad():
             student = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                             pixel_values=batch["pixel_values"].to(dtype), logits_to_keep=mask,

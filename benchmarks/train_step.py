@@ -6,7 +6,7 @@ Trainer, fp32 on the CPU):
   sft           (a) plain LoRA SFT: HF forward with labels (full (B, L, V) logits, HF's fp32 loss)
   seed-3pass    (b) the seed's recipe: three separate forwards (teacher clean, teacher noisy, student), full-
                     vocabulary fp32 logits over the whole sequence, purify and KL on full (B, L, V) tensors
-  seed          (c) what `seedvlm train` runs: `seedvlm.train.step.seed_step` (the function SeedTrainer.compute_loss
+  seed          (c) what `seedvlm train` runs: `seedvlm.train.step.seed_batch` (the function SeedTrainer.compute_loss
                     calls) with the settings of configs/seed_llava15_7b.yaml and TrainConfig's defaults: one 2B
                     teacher forward, the student on the teacher's clean image features (reuse_image_features: the
                     vision tower runs twice per sample, not three times), logits only at the answer rows, fp32 only
@@ -76,9 +76,10 @@ from seedvlm.config import load_config
 from seedvlm.models import num_image_tokens, preset_config
 from seedvlm.train.config import TrainConfig
 from seedvlm.train.lora import apply_lora
-from seedvlm.train.step import (compile_layers, compile_options, decoder_layers, seed_step, sft_step,
-                                teacher_forward, vision_layers)
-from seedvlm.train.teacher_cache import select_rows
+from seedvlm.models.llava import decoder_layers, llava_of, vision_layers
+from seedvlm.train.step import compile_layers, compile_options, seed_batch, sft_step
+from seedvlm.train.teacher import LiveTeacher, teacher_logits
+from seedvlm.train.teacher_cache import cached_rows, select_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,7 +100,7 @@ CASES = {
     "seed-compile-auto": "(c) + torch.compile, dynamic=None (automatic)",
 }
 # Each case's levers: "compile" = overrides of compile_options(cfg) (what `seedvlm train --torch-compile true` does),
-# "reuse" = seed_step's reuse_features (absent: the config's reuse_image_features, as `seedvlm train`).
+# "reuse" = LiveTeacher's reuse_features (absent: the config's reuse_image_features, as `seedvlm train`).
 LEVERS = {
     "seed-gc": {"gc": True},
     "seed-compile": {"compile": {}},
@@ -186,37 +187,37 @@ def step_seed_3pass(model, batch, ctx):
 
 
 def step_seed(model, batch, ctx):
-    """(c) seedvlm train's SEED step: seedvlm.train.step.seed_step (one 2B teacher forward, answer rows only)."""
+    """(c) seedvlm train's SEED step: seedvlm.train.step.seed_batch (one 2B teacher forward, answer rows only)."""
     ctx["step"] += 1
-    out = seed_step(model, batch, ctx["cfg"], step=ctx["step"], beta_schedule=ctx["schedule"],
-                    cache=ctx.get("cache"), reuse_features=LEVERS.get(ctx["case"], {}).get("reuse"))
-    ctx["reused_features"] = out["reused_features"]
-    return out["loss"]
+    cfg = ctx["cfg"]
+    teacher = ctx.get("cache") or LiveTeacher(model, cfg, reuse_features=LEVERS.get(ctx["case"], {}).get(
+        "reuse", cfg.reuse_image_features))
+    out = seed_batch(model, batch, cfg, teacher=teacher, step=ctx["step"], beta_schedule=ctx["schedule"])
+    ctx["reused_features"] = out.reused_features
+    return out.loss
 
 
 def step_sft_seedvlm(model, batch, ctx):
-    return sft_step(model, batch)["loss"]
+    return sft_step(model, batch).loss
 
 
 class MemoryCache:
-    """A teacher cache of one fixed batch held in memory, with TeacherCache's `rows` interface: built from one
-    teacher forward with `select_rows` (top-k) and rounded through the cache's storage dtypes."""
+    """A teacher cache of one fixed batch held in memory, with TeacherCache's `answer_rows` interface: built from
+    one teacher forward with `select_rows` (top-k) and rounded through the cache's storage dtypes."""
 
     def __init__(self, model, batch, cfg, top_k: int = 64):
         mask, _ = S.answer_positions(batch["labels"])
-        clean, noisy = teacher_forward(model, batch, mask, cfg, step=0)
-        from seedvlm.train.step import confidence_from_rows
-
+        clean, noisy = teacher_logits(model, batch, mask, cfg, step=0)
         with torch.no_grad():
             rows = select_rows(clean, noisy, top_k)
             rows["ids"] = rows["ids"].to(torch.int16 if clean.shape[-1] <= 32767 else torch.int32).long()
             rows["clean"] = rows["clean"].half().float()
             rows["noisy"] = rows["noisy"].half().float()
-            rows["conf"] = confidence_from_rows(clean, mask)
-        self._rows = rows
+            rows["conf"] = S.confidence(clean, mask)
+        self._rows, self.vocab, self.tail = rows, clean.shape[-1], cfg.teacher_cache_tail
 
-    def rows(self, sample_indices, mask, device="cpu"):
-        return {k: v.to(device) for k, v in self._rows.items()}
+    def answer_rows(self, batch, mask, step):
+        return cached_rows({k: v.to(mask.device) for k, v in self._rows.items()}, self.vocab, self.tail)
 
 
 STEPS = {"sft": step_sft, "seed-3pass": step_seed_3pass, "sft-seedvlm": step_sft_seedvlm,
@@ -240,7 +241,7 @@ def set_levers(model, case: str, on: bool, state: dict) -> None:
     """Gradient checkpointing for seed-gc; compile for the compiled cases (the LM layers, and the vision layers when
     the case's compile_kwargs say so); all switched off again afterwards (feature reuse is an argument of the step,
     not a state)."""
-    base = model.get_base_model()
+    base = llava_of(model)
     if LEVERS.get(case, {}).get("gc"):
         if on:
             base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

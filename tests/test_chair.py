@@ -1,12 +1,21 @@
-"""CHAIR on hand-written captions with known answers: synonyms, plurals, phrases, the special rules, the metrics."""
+"""CHAIR on hand-written captions with known answers: synonyms, plurals, phrases, the special rules, the metrics;
+both protocols (the official code's reading, and the corrected one), checked against real descriptions."""
 
+import gzip
 import json
+from pathlib import Path
 
 import pytest
 
 from seedvlm.errors import SeedVLMError
 from seedvlm.eval.chair import CHAIR, aggregate
+from seedvlm.eval.chair_official import OFFICIAL_WORD_TO_CATEGORY, official_mentions, parse_synonyms, tokenize
+from seedvlm.eval.singularize import singularize
 from seedvlm.eval.synonyms import COCO_CATEGORIES, SYNONYMS, WORD_TO_CATEGORY
+
+REFERENCE = Path(__file__).resolve().parents[1] / "../shared/reference-data/official-eval"
+needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"reference data not found at {REFERENCE} "
+                                     "(the official CHAIR outputs this test compares with)")
 
 ANNOTATED = {
     1: ["person", "dog", "dining table"],
@@ -39,6 +48,11 @@ def instances():
 
 @pytest.fixture(scope="module")
 def chair():
+    return CHAIR(instances(), {"annotations": REFERENCES}, protocol="corrected")
+
+
+@pytest.fixture(scope="module")
+def official():
     return CHAIR(instances(), {"annotations": REFERENCES})
 
 
@@ -113,7 +127,7 @@ def test_metrics_by_hand(chair):
     assert m["recall"] == pytest.approx((2 + 3 + 0 + 2) / (3 + 3 + 2 + 2))  # annotations as denominator
     assert m["mean_words"] == pytest.approx((9 + 15 + 3 + 8) / 4)
     metrics, samples = chair.evaluate(records)
-    assert metrics == m and aggregate(samples) == m
+    assert metrics == m and dict(aggregate(samples), protocol="corrected") == m
     assert samples[1]["mentions"][1:3] == [["tv", "tv"], ["monitor", "tv"]]
 
 
@@ -133,7 +147,7 @@ def test_from_files_and_extra_categories(tmp_path):
     inst["annotations"].append({"id": 999, "image_id": 5, "category_id": 999})
     (tmp_path / "i.json").write_text(json.dumps(inst))
     (tmp_path / "r.json").write_text(json.dumps({"annotations": REFERENCES}))
-    c = CHAIR(tmp_path / "i.json", tmp_path / "r.json")
+    c = CHAIR(tmp_path / "i.json", tmp_path / "r.json", protocol="corrected")
     assert c.score(5, "Two widgets and an elephant.")["mentioned"] == ["widget", "elephant"]
     assert c.ground_truth(1) >= {"cake"}
     with pytest.raises(SeedVLMError, match="image_id 77"):
@@ -143,3 +157,134 @@ def test_from_files_and_extra_categories(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"images": []}))
     with pytest.raises(SeedVLMError, match="bad.json"):
         CHAIR(tmp_path / "bad.json")
+
+
+# ------------------------------------------------------------------------------------------- the official protocol
+OFFICIAL_CASES = [  # caption, the official code's words (after singularizing and merging), in order with repeats
+    ("A bus and two buses.", ["bus"]),                            # "bus" singularizes to "bu": never counted
+    ("Wine glasses and a glass of wine.", ["wine glass"]),        # "glass" -> "glas"; "wine glas" -> wine glass
+    ("A catégorie of items and a café.", []),                     # non-ASCII letters stay inside the word
+    ("A hot dog, two hot dogs and a hot-dog.", ["hot dog", "hot dog"]),  # a hyphenated word is one token
+    ("A stove top oven.", ["stove", "oven"]),                     # no three-word phrases
+    ("A toilet seat, a seat and a chair.", ["toilet", "chair"]),  # toilet present: every "seat" dropped
+    ("The seat of the toilet.", ["toilet"]),
+    ("A seat and a stool.", ["seat", "stool"]),
+    ("Baby elephants, an adult bear and a baby.", ["elephant", "bear", "baby"]),
+    ("A passenger train and a passenger.", ["train", "passenger"]),
+    ("A motor bike, a motor cycle and a motorbike.", ["motor cycle", "motorbike"]),  # " motor bike" never matches
+    ("An iPhone, a phone and a cheesecake.", ["phone"]),          # "iPhone" and " cheesecake" never match
+    ("Two ties, a tie and bow ties.", ["tie", "bow"]),            # "ties" -> "ty"; "bow ty" is no phrase
+    ("Women and children on train tracks near a train.", ["woman", "child", "train"]),
+    ('He said "a dog." Then a dog! A dog? dogs... and a dog.', ["dog", "dog", "dog", "dog", "dog"]),
+    ("The dog.The cat.", ["cat"]),                                 # no space: "dog.the" is one token
+    ("Sheep and oxen, mice, a teddy bear and teddy bears.", ["sheep", "ox", "mouse", "teddy bear", "teddy bear"]),
+]
+
+
+@pytest.mark.parametrize("caption, words", OFFICIAL_CASES)
+def test_official_words(caption, words):
+    assert [w for _, _, w, _ in official_mentions(caption)] == words
+
+
+def test_official_singularize_quirks():
+    for plural_form, single in [("bus", "bu"), ("buses", "bus"), ("glass", "glas"), ("your", "ymy"),
+                                ("ears", "ears"), ("women", "woman"), ("knives", "knife"), ("cookies", "cookies"),
+                                ("ties", "ty"), ("mothers-in-law", "mother-in-law"), ("dogs'", "dog's"),
+                                ("cacti", "cactus"), ("data", "datum"), ("oxen", "ox"), ("skis", "ski")]:
+        assert singularize(plural_form) == single, plural_form
+
+
+def test_official_tokenizer_needs_no_download():
+    assert tokenize("A man's dog, (a cat). Two dogs!") == ["a", "man", "'s", "dog", ",", "(", "a", "cat", ")", ".",
+                                                            "two", "dogs", "!"]
+
+
+def test_protocols_differ_where_documented(official, chair):
+    for caption, off, cor in [("A bus.", [], ["bus"]), ("Wine glasses.", ["wine glass"], ["wine glass"]),
+                              ("A catégorie.", [], []), ("A motor bike.", [], ["motorcycle"]),
+                              ("Two ties.", [], ["tie"])]:
+        assert official.objects(caption) == off and chair.objects(caption) == cor, caption
+    assert official.protocol == "official" and chair.protocol == "corrected"
+    with pytest.raises(SeedVLMError, match="protocol"):
+        CHAIR(instances(), protocol="lenient")
+
+
+def test_official_spans_point_at_the_words(official):
+    text = "Two Hot Dogs and a baby elephant."
+    spans = official.mention_spans(text)
+    assert [(text[s:e], w, c) for s, e, w, c in spans] == [("Hot Dogs", "hot dog", "hot dog"),
+                                                             ("baby elephant", "elephant", "elephant")]
+
+
+def test_recall_over_annotations_and_augmented_truth(official):
+    m, samples = official.evaluate([{"image_id": 1, "caption": "A man eats cake at the table."}])
+    assert m["protocol"] == "official"
+    assert m["recall"] == pytest.approx(2 / 3)            # person, table of person/dog/table
+    assert m["recall_augmented"] == pytest.approx(3 / 4)  # + cake from the reference captions
+
+
+def test_duplicate_image_ids_are_refused(official):
+    with pytest.raises(SeedVLMError, match="record 3: duplicate image_id 1"):
+        official.evaluate([{"image_id": 1, "caption": "a"}, {"image_id": 2, "caption": "b"},
+                           {"image_id": "1", "caption": "c"}], source="captions file x.jsonl")
+
+
+@needs_reference
+def test_official_table_is_the_official_synonyms_file():
+    parsed = parse_synonyms((REFERENCE / "synonyms.txt").read_text(encoding="utf-8"))
+    reachable = {w: c for w, c in parsed.items() if w == w.strip().lower()}
+    assert reachable == OFFICIAL_WORD_TO_CATEGORY
+    assert set(parsed) - set(reachable) == {" motor bike", " cheesecake", "iPhone"}
+
+
+@needs_reference
+def test_official_mentions_match_the_official_code_on_500_descriptions():
+    rows = [json.loads(line) for line in (REFERENCE / "llava15_greedy_500_official_mentions.jsonl").open()]
+    assert len(rows) == 500
+    wrong = [r["image_id"] for r in rows
+             if [(w, c) for _, _, w, c in official_mentions(r["caption"])] != list(zip(r["official_words"],
+                                                                                     r["official_objects"]))]
+    assert wrong == []
+    corrected = CHAIR(instances(), protocol="corrected")
+    differ = sum(corrected.mentions(r["caption"]) != list(zip(r["official_words"], r["official_objects"]))
+                 for r in rows)
+    assert differ > 0  # the protocols are not the same thing on real text
+
+
+@needs_reference
+def test_opera_log_has_the_same_captions():
+    with gzip.open(REFERENCE / "opera_llava-1.5_greedy.jsonl.gz", "rt", encoding="utf-8") as f:
+        opera = {r["image_id"]: r["caption"] for r in map(json.loads, f)}
+    rows = [json.loads(line) for line in (REFERENCE / "llava15_greedy_500_official_mentions.jsonl").open()]
+    assert all(opera[r["image_id"]] == r["caption"] for r in rows)
+
+
+def test_score_chair_refuses_repeated_images(tmp_path, capsys):
+    from seedvlm.cli import main
+
+    (tmp_path / "i.json").write_text(json.dumps(instances()))
+    (tmp_path / "r.json").write_text(json.dumps({"annotations": REFERENCES}))
+    caps = tmp_path / "c.jsonl"
+    caps.write_text("".join(json.dumps({"image_id": i, "caption": "A dog."}) + "\n" for i in (1, 2, 1)))
+    assert main(["score", "chair", "--captions", str(caps), "--instances", str(tmp_path / "i.json"),
+                 "--references", str(tmp_path / "r.json"), "--out", str(tmp_path / "o")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert f"captions file {caps} record 3: duplicate image_id 1" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+@needs_reference
+def test_score_chair_reads_opera_log_as_it_is(tmp_path):
+    from seedvlm.cli import main
+
+    rows = [json.loads(line) for line in (REFERENCE / "llava15_greedy_500_official_mentions.jsonl").open()]
+    inst = {"images": [{"id": r["image_id"], "file_name": f"{r['image_id']}.jpg"} for r in rows], "annotations": [],
+            "categories": [{"id": k, "name": c} for k, c in enumerate(COCO_CATEGORIES, 1)]}
+    (tmp_path / "i.json").write_text(json.dumps(inst))
+    (tmp_path / "r.json").write_text(json.dumps({"annotations": []}))
+    assert main(["score", "chair", "--captions", str(REFERENCE / "opera_llava-1.5_greedy.jsonl.gz"), "--instances",
+                 str(tmp_path / "i.json"), "--references", str(tmp_path / "r.json"), "--out", str(tmp_path / "o")]) == 0
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert res["protocol"] == "official" and res["n"] == 500
+    assert res["n_mentions"] == sum(len(r["official_objects"]) for r in rows)  # the official code's count
+    assert res["chair_i"] == 1.0  # nothing annotated: every mention is a hallucination

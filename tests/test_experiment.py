@@ -78,8 +78,8 @@ def test_micro_experiment_runs_resumes_and_reruns_one_arm(world_model, tmp_path)
     assert set(summary["metrics"]) == set(ARMS) | {"seed_T1"}
     for arm in ARMS:
         m = summary["metrics"][arm]
-        for key in ("pope.adversarial.f1", "pope.mean.yes_ratio", "probes.mean.accuracy", "chair.chair_i",
-                    "chair.recall"):
+        for key in ("pope.adversarial.f1", "pope.mean.yes_ratio", "probes.mean.accuracy", "mme.total.score",
+                    "chair.chair_i", "chair.recall"):
             assert m[key]["n"] == 1 and m[key]["ci95"] is None, (arm, key)
         assert (out / "seed0" / arm / "chair" / "done.json").is_file()
         sweep = json.loads((out / "seed0" / arm / "chair_sweep.json").read_text())
@@ -132,7 +132,7 @@ def test_micro_experiment_runs_resumes_and_reruns_one_arm(world_model, tmp_path)
     (sft / "train" / "done.json").unlink()
     fourth, _ = _run(cfg)
     assert {k for k in fourth["ran"] if not k.startswith("seed0/compare")} == {
-        f"seed0/sft/{s}" for s in ("train", "pope", "probes", "chair", "lengths")}
+        f"seed0/sft/{s}" for s in ("train", "pope", "probes", "mme", "chair", "lengths")}
     assert "--resume auto" not in (sft / "train" / "log.txt").read_text()
 
     # an interrupted training (a checkpoint, no final adapter, no marker) continues from its checkpoint
@@ -212,7 +212,7 @@ def test_compare_reports_chair_at_matched_recall_with_the_shared_statistics():
     """`seedvlm compare` and the experiment summary use one frontier and one interpolation: the level is the highest
     recall every run reaches, each run's value its frontier's interpolation there."""
     from seedvlm.eval.report import matched_recall
-    from seedvlm.experiment.statistics import chair_at_recall
+    from seedvlm.eval.statistics import chair_at_recall
 
     a = [{"label": "a", "recall": 0.9, "chair_i": 0.10}, {"label": "a-cut", "recall": 0.5, "chair_i": 0.02}]
     b = [{"label": "b", "recall": 0.7, "chair_i": 0.06}, {"label": "b-worse", "recall": 0.6, "chair_i": 0.08}]

@@ -95,8 +95,10 @@ def test_eval_pope_and_rescore(world, tmp_path, capsys):
     assert res["questions_meta"]["seed"] == 0 and len(res["questions_meta"]["sha256"]) == 64
     samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 90
-    for split in res["splits"]:  # the fake leaves every cup question empty
-        assert res[split]["unparsed"] == sum(s["split"] == split and "cup" in s["question"] for s in samples) > 0
+    empty = {split: sum(s["split"] == split and "cup" in s["question"] for s in samples) for split in res["splits"]}
+    assert res["parser"] == "official" and all(res[split]["unparsed"] == 0 for split in res["splits"])
+    assert res["parser_disagreements"] == sum(empty.values()) > 0  # the fake leaves every cup question empty
+    assert all(s["parsed"] == "yes" for s in samples if "cup" in s["question"])  # officially, empty is yes
     s = samples[0]
     assert set(s) >= {"question_id", "split", "image", "question", "text", "parsed", "label", "correct"}
     assert "| random |" in capsys.readouterr().out
@@ -107,6 +109,11 @@ def test_eval_pope_and_rescore(world, tmp_path, capsys):
     again = json.loads((tmp_path / "rescored" / "results.json").read_text())
     assert _metrics(again) == _metrics(res)
     assert (tmp_path / "rescored" / "samples.jsonl").read_text() == (tmp_path / "run" / "samples.jsonl").read_text()
+    assert main(["score", "pope", "--questions", str(world / "pope"), "--answers",
+                 str(tmp_path / "run" / "samples.jsonl"), "--parser", "strict", "--out", str(tmp_path / "strict")]) == 0
+    strict = json.loads((tmp_path / "strict" / "results.json").read_text())
+    assert strict["parser"] == "strict" and strict["parser_disagreements"] == res["parser_disagreements"]
+    assert all(strict[split]["unparsed"] == n for split, n in empty.items())
 
 
 def test_eval_chair_and_rescore(world, tmp_path):
@@ -117,8 +124,9 @@ def test_eval_chair_and_rescore(world, tmp_path):
     samples = [json.loads(line) for line in (tmp_path / "chair" / "samples.jsonl").read_text().splitlines()]
     assert {"image_id", "caption", "mentioned", "hallucinated", "ground_truth"} <= set(samples[0])
     by_id = {s["image_id"]: s for s in samples}
+    assert res["protocol"] == "official"
     if 2 in by_id:
-        assert by_id[2]["hallucinated"] == ["bus"]
+        assert by_id[2]["hallucinated"] == []  # officially "bus" singularizes to "bu" and is never counted
     if 4 in by_id:
         assert by_id[4]["hallucinated"] == []  # the table comes from image 4's reference caption
     assert main(["score", "chair", "--captions", str(tmp_path / "chair" / "samples.jsonl"), "--instances",
@@ -126,6 +134,11 @@ def test_eval_chair_and_rescore(world, tmp_path):
                  str(tmp_path / "rescored")]) == 0
     again = json.loads((tmp_path / "rescored" / "results.json").read_text())
     assert _metrics(again) == _metrics(res)
+    assert main(["score", "chair", "--captions", str(tmp_path / "chair" / "samples.jsonl"), "--instances",
+                 str(world / "instances.json"), "--references", str(world / "references.json"), "--protocol",
+                 "corrected", "--out", str(tmp_path / "corrected")]) == 0
+    corrected = [json.loads(line) for line in (tmp_path / "corrected" / "samples.jsonl").read_text().splitlines()]
+    assert {s["image_id"]: s["hallucinated"] for s in corrected}.get(2, ["bus"]) == ["bus"]
     # the saved image list reproduces the selection
     assert _eval_chair(world, tmp_path / "chair2", "--image-ids", str(tmp_path / "chair" / "results.json")) == 0
     assert json.loads((tmp_path / "chair2" / "results.json").read_text())["image_ids"] == res["image_ids"]

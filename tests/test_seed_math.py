@@ -3,7 +3,6 @@ explicit float64 formulas in the test, never from calling the function under tes
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 
@@ -16,7 +15,6 @@ from seedvlm.seed import (
     BetaSchedule,
     add_ddpm_noise,
     add_noise,
-    add_noise_per_sample,
     answer_positions,
     blank,
     blur,
@@ -29,8 +27,10 @@ from seedvlm.seed import (
     mask_patches,
     masked_target_log_probs,
     middle_value,
+    implausible,
     per_sample_generator,
     perturb,
+    perturb_per_sample,
     purify,
     select_beta,
 )
@@ -234,20 +234,24 @@ def test_distill_loss_reverse_and_forward_match_hand_formulas():
     assert rev.item() == pytest.approx(ref.item(), rel=1e-5)
 
 
-def test_seed_bug_forward_kl_by_accident():
-    sig = inspect.signature(distill_loss)
-    assert sig.parameters["direction"].default == "reverse"
+def test_default_direction_is_reverse_kl():
     s, t = torch.tensor(S), torch.tensor(TT)
     val = distill_loss(s, t).item()
     assert val == pytest.approx(_reverse64(S, TT, 2.0), rel=1e-5)
     assert val != pytest.approx(_forward64(S, TT, 2.0), rel=1e-3)
-    assert inspect.signature(combined_loss).parameters["direction"].default == "reverse"
+    labels = torch.tensor([0, 1])
+    loss, parts = combined_loss(s, t, labels)
+    assert parts["distill"] == pytest.approx(combined_loss(s, t, labels, T=2.0, direction="reverse")[1]["distill"])
+    assert parts["distill"] != pytest.approx(combined_loss(s, t, labels, direction="forward")[1]["distill"],
+                                             rel=1e-3)
 
 
-def test_seed_bug_t_equals_one():
-    assert inspect.signature(distill_loss).parameters["T"].default == 2.0
-    assert inspect.signature(combined_loss).parameters["T"].default == 2.0
+def test_default_temperature_is_two():
     s, t = torch.tensor(S), torch.tensor(TT)
+    assert distill_loss(s, t).item() == pytest.approx(_reverse64(S, TT, 2.0), rel=1e-5)
+    assert distill_loss(s, t).item() != pytest.approx(_reverse64(S, TT, 1.0), rel=1e-3)
+    labels = torch.tensor([0, 1])
+    assert combined_loss(s, t, labels)[1]["distill"] == pytest.approx(distill_loss(s, t, T=2.0).item(), rel=1e-6)
     # softmax(2s / 2) = softmax(s / 1): the T=2 loss on doubled logits is exactly T^2 = 4 times the T=1 loss
     assert distill_loss(2 * s, 2 * t).item() == pytest.approx(4 * distill_loss(s, t, T=1.0).item(), rel=1e-5)
     assert distill_loss(s, t, T=1.0).item() == pytest.approx(_reverse64(S, TT, 1.0), rel=1e-5)
@@ -358,16 +362,27 @@ def test_add_noise_reproducible_by_generator():
 def test_per_sample_noise_independent_of_batch_composition():
     g = torch.Generator().manual_seed(0)
     batch = torch.randn(4, 3, 6, 6, generator=g)
-    out = add_noise_per_sample(batch, 0.3, seed=7, sample_indices=[3, 9, 1, 5], step=12)
-    alone = add_noise_per_sample(batch[1:2], 0.3, seed=7, sample_indices=[9], step=12)
+
+    def noisy(x, idx, step=12, seed=7, kind="gaussian"):
+        return perturb_per_sample(x, [(j, step) for j in idx], kind, seed=seed, alpha=0.3, patch_size=2)
+
+    out = noisy(batch, [3, 9, 1, 5])
+    alone = noisy(batch[1:2], [9])
     assert torch.equal(out[1:2], alone)
-    reordered = add_noise_per_sample(batch[[2, 1]], 0.3, seed=7, sample_indices=torch.tensor([1, 9]), step=12)
+    reordered = noisy(batch[[2, 1]], [1, 9])
     assert torch.equal(reordered[1], out[1]) and torch.equal(reordered[0], out[2])
-    other_step = add_noise_per_sample(batch[1:2], 0.3, seed=7, sample_indices=[9], step=13)
-    other_seed = add_noise_per_sample(batch[1:2], 0.3, seed=8, sample_indices=[9], step=12)
-    assert not torch.equal(other_step, alone) and not torch.equal(other_seed, alone)
+    assert not torch.equal(noisy(batch[1:2], [9], step=13), alone)
+    assert not torch.equal(noisy(batch[1:2], [9], seed=8), alone)
+    # each image is add_noise with its own generator, seeded from (seed, key) only
+    torch.testing.assert_close(alone[0], add_noise(batch[1], 0.3, per_sample_generator(7, 9, 12)), atol=0, rtol=0)
+    masked = noisy(batch, [3, 9, 1, 5], kind="mask")
+    assert torch.equal(masked[2:3], noisy(batch[2:3], [1], kind="mask"))
     g1, g2 = per_sample_generator(7, 9, 12), per_sample_generator(7, 9, 12)
     assert torch.equal(torch.randn(5, generator=g1), torch.randn(5, generator=g2))
+    assert not torch.equal(torch.randn(5, generator=per_sample_generator(7, 9)),
+                           torch.randn(5, generator=per_sample_generator(7, 9, 12)))
+    with pytest.raises(SeedVLMError, match="3 noise keys for a batch of 4"):
+        noisy(batch, [1, 2, 3])
 
 
 def test_ddpm_alpha_bar_vcd_schedule():
@@ -462,6 +477,26 @@ def test_confidence_hand_case_and_masking():
     # bf16 logits are read in float32; a row without answer positions gives 0.0, not NaN
     empty = confidence(logits.bfloat16(), torch.tensor([[False] * 3, [False, True, False]]))
     assert empty[0].item() == 0.0 and torch.isfinite(empty).all()
+    # the gathered answer rows (what the SEED step holds) give the same confidences
+    assert torch.equal(confidence(logits[mask], mask), conf)
+    with pytest.raises(SeedVLMError, match="answer rows"):
+        confidence(logits[mask][:2], mask)
+
+
+def test_implausible_drops_tokens_below_g_times_the_best():
+    p = torch.tensor([[0.5, 0.3, 0.05, 0.15]])
+    assert implausible(p.log(), 0.2).tolist() == [[False, False, True, False]]
+    # shift-invariant: raw logits give the same verdict as log-probs
+    assert torch.equal(implausible(p.log() + 3.0, 0.2), implausible(p.log(), 0.2))
+    # an extra per-row score is held against the same cutoff without raising it
+    assert implausible(p.log(), 0.2, extra=torch.tensor([math.log(0.9)])).tolist() == [[False, False, True, False,
+                                                                                          False]]
+    assert implausible(p.log(), 0.2, extra=torch.tensor([math.log(0.01)]))[0, -1].item() is True
+    clean, noisy = torch.tensor([[2.0, 1.0, -3.0]]), torch.tensor([[1.0, 1.0, 1.0]])
+    out = purify(clean, noisy, 1.0, plausibility=0.1)
+    assert torch.isinf(out[0, 2]) and torch.isfinite(out[0, :2]).all()
+    with pytest.raises(SeedVLMError, match="plausibility"):
+        implausible(p, 1.5)
 
 
 # ---------------------------------------------------------------------------------------------------- positions

@@ -74,23 +74,27 @@ def train_cfg(**kw):
 def run_step(model, batch, cfg, **kw) -> tuple[dict, dict[str, torch.Tensor]]:
     """One seed_step + backward in train mode (same dropout masks for every call): (outputs, gradients)."""
     from seedvlm import seed as S
-    from seedvlm.train.step import seed_step
+    from seedvlm.train.step import seed_batch
+    from seedvlm.train.teacher import LiveTeacher
 
     sched = S.BetaSchedule(kind="quantile", values=cfg.beta_values, quantiles=cfg.beta_quantiles, min_history=1)
     sched.update(torch.tensor([-3.0, -2.0, -1.0, -0.5]))
     model.train()
     model.zero_grad(set_to_none=True)
     torch.manual_seed(0)
-    out = seed_step(model, batch, cfg, step=3, beta_schedule=sched, **kw)
-    out["loss"].backward()
+    teacher = LiveTeacher(model, cfg, reuse_features=kw.get("reuse_features", cfg.reuse_image_features))
+    out = seed_batch(model, batch, cfg, teacher=teacher, step=3, beta_schedule=sched)
+    out.loss.backward()
     return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
 def assert_same_step(a, b, exact: bool = True) -> None:
     (out_a, grads_a), (out_b, grads_b) = a, b
     tol = dict(atol=0.0, rtol=0.0) if exact else dict(atol=1e-5, rtol=1e-4)
-    for key in ("loss", "teacher_clean", "teacher_noisy", "student", "purified", "beta", "conf"):
-        torch.testing.assert_close(out_a[key], out_b[key], **tol, msg=key)
+    for key in ("loss", "student", "purified", "beta", "conf"):
+        torch.testing.assert_close(getattr(out_a, key), getattr(out_b, key), **tol, msg=key)
+    for key in ("clean", "noisy"):
+        torch.testing.assert_close(getattr(out_a.teacher, key), getattr(out_b.teacher, key), **tol, msg=key)
     assert grads_a.keys() == grads_b.keys() and grads_a
     for n in grads_a:
         torch.testing.assert_close(grads_a[n], grads_b[n], **tol, msg=n)
@@ -101,17 +105,17 @@ def assert_same_step(a, b, exact: bool = True) -> None:
 
 @pytest.mark.parametrize("feature_layer", [-2, -1])
 def test_reused_image_features_give_the_same_step(feature_layer):
-    from seedvlm.train.step import image_features
+    from seedvlm.models.llava import image_features
 
     model, cfg = tiny_llava(feature_layer), train_cfg()
     batch = make_batch(model)
     reuse = run_step(model, batch, cfg)  # the default: cfg.reuse_image_features
     again = run_step(model, batch, cfg, reuse_features=False)
-    assert reuse[0]["reused_features"] is True and again[0]["reused_features"] is False
+    assert reuse[0].reused_features is True and again[0].reused_features is False
     assert all("lora_" in n for n in reuse[1])
     assert_same_step(reuse, again)  # fp32 on the CPU: bit for bit
     off = run_step(model, batch, train_cfg(reuse_image_features=False))
-    assert off[0]["reused_features"] is False
+    assert off[0].reused_features is False
     assert_same_step(off, again)
     # the features are the model's own: the selected hidden state, CLS dropped, projected
     with torch.no_grad():
@@ -143,7 +147,7 @@ def test_the_vision_tower_runs_once_per_step_with_reuse(monkeypatch):
 
 @pytest.mark.parametrize("part", ["multi_modal_projector", "vision_tower"])
 def test_trainable_projector_or_tower_falls_back(part):
-    from seedvlm.train.step import reuse_blocker
+    from seedvlm.models.llava import reuse_blocker
 
     model, cfg = tiny_llava(), train_cfg()
     batch = make_batch(model)
@@ -153,13 +157,13 @@ def test_trainable_projector_or_tower_falls_back(part):
         p.requires_grad_(True)
     assert part in reuse_blocker(model)
     auto = run_step(model, batch, cfg)  # reuse requested (the default), refused
-    assert auto[0]["reused_features"] is False
+    assert auto[0].reused_features is False
     assert any(part in n for n in auto[1])  # the student's own features: gradients reach the module
     assert_same_step(auto, run_step(model, batch, cfg, reuse_features=False))
 
 
 def test_dropout_in_the_tower_falls_back():
-    from seedvlm.train.step import reuse_blocker
+    from seedvlm.models.llava import reuse_blocker
 
     model = tiny_llava()
     model.get_base_model().model.vision_tower.config.attention_dropout = 0.1
@@ -169,6 +173,7 @@ def test_dropout_in_the_tower_falls_back():
 @pytest.mark.parametrize("reuse", [True, False])
 def test_compiled_lm_and_vision_layers_keep_the_step(reuse, monkeypatch):
     import seedvlm.train.step as step_mod
+    import seedvlm.train.teacher as teacher_mod
 
     model, cfg = tiny_llava(), train_cfg()
     batch = make_batch(model)
@@ -181,7 +186,8 @@ def test_compiled_lm_and_vision_layers_keep_the_step(reuse, monkeypatch):
         embeds.append(out.requires_grad)
         return out
 
-    monkeypatch.setattr(step_mod, "embed_images", spy)
+    monkeypatch.setattr(teacher_mod, "embed_images", spy)  # the teacher's inputs
+    monkeypatch.setattr(step_mod, "embed_images", spy)  # the student's
     n = step_mod.compile_layers(model, vision=True, backend="eager")
     assert n == 4
     assert all(layer._compiled_call_impl is not None

@@ -57,11 +57,13 @@ def fresh_schedule(cfg):
                           fixed=cfg.beta_fixed, history_size=cfg.beta_history_size, min_history=cfg.beta_min_history)
 
 
-def loss_of(trainer, batch, cfg, cache=None) -> dict:
-    from seedvlm.train.step import seed_step
+def loss_of(trainer, batch, cfg, cache=None):
+    from seedvlm.train.step import seed_batch
+    from seedvlm.train.teacher import LiveTeacher
 
     trainer.model.eval()  # no LoRA dropout: the two paths see the same student
-    return seed_step(trainer.model, batch, cfg, step=0, beta_schedule=fresh_schedule(cfg), cache=cache)
+    teacher = LiveTeacher(trainer.model, cfg) if cache is None else cache
+    return seed_batch(trainer.model, batch, cfg, teacher=teacher, step=0, beta_schedule=fresh_schedule(cfg))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -94,7 +96,7 @@ def test_select_rows_keeps_clean_and_noisy_top_k_and_the_rest_exactly():
 
 def test_teach_round_trip_and_full_vocab_cache_gives_the_uncached_loss(env, tmp_path):
     from seedvlm.cli import main
-    from seedvlm.train.step import teacher_forward
+    from seedvlm.train.teacher import teacher_logits
     from seedvlm.train.teacher_cache import INDEX_FILE, TeacherCache, select_rows
     from seedvlm.train.trainer import build_trainer
 
@@ -117,9 +119,9 @@ def test_teach_round_trip_and_full_vocab_cache_gives_the_uncached_loss(env, tmp_
     from seedvlm import seed as S
 
     mask, _ = S.answer_positions(batch["labels"])
-    clean, noisy = teacher_forward(trainer.model, batch, mask, cfg, step=0)
+    clean, noisy = teacher_logits(trainer.model, batch, mask, cfg, step=0)
     want = select_rows(clean, noisy, 64)
-    got = cache.rows(batch["sample_index"], mask)
+    got = cache.read(batch["sample_index"], mask)
     assert torch.equal(got["ids"], want["ids"])
     for k in ("clean", "noisy", "clean_lse", "noisy_lse"):
         torch.testing.assert_close(got[k], want[k], atol=1e-5, rtol=1e-5)
@@ -129,13 +131,13 @@ def test_teach_round_trip_and_full_vocab_cache_gives_the_uncached_loss(env, tmp_
         c = make_cfg(env, tmp_path / "run", alpha=0.3, seed=0, **kw)
         ref = loss_of(trainer, batch, c)
         out = loss_of(trainer, batch, c, cache=TeacherCache(cache_dir, tail=c.teacher_cache_tail))
-        torch.testing.assert_close(out["conf"], ref["conf"], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(out["loss"], ref["loss"], atol=1e-5, rtol=1e-5), kw
-        assert abs(out["parts"]["distill"] - ref["parts"]["distill"]) < 1e-5, kw
+        torch.testing.assert_close(out.conf, ref.conf, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out.loss, ref.loss, atol=1e-5, rtol=1e-5), kw
+        assert abs(out.parts["distill"] - ref.parts["distill"]) < 1e-5, kw
 
 
 def test_small_top_k_is_close_and_training_never_runs_the_teacher(env, tmp_path, monkeypatch):
-    import seedvlm.train.step as step_mod
+    import seedvlm.train.teacher as teacher_mod
     from seedvlm.train.teacher_cache import TeacherCache, teach
     from seedvlm.train.trainer import build_trainer, run_training
 
@@ -151,9 +153,9 @@ def test_small_top_k_is_close_and_training_never_runs_the_teacher(env, tmp_path,
             batch = trainer.data_collator([trainer.train_dataset[i] for i in idx])
             ref = loss_of(trainer, batch, c)
             out = loss_of(trainer, batch, c, cache=TeacherCache(tmp_path / "k4", tail=tail))
-            assert out["purified"].shape[1] == (9 if tail == "lump" else 8)
-            rel.append(abs(float(out["loss"].detach()) - float(ref["loss"].detach())) / float(ref["loss"].detach()))
-            rel_kl.append(abs(out["parts"]["distill"] - ref["parts"]["distill"]) / ref["parts"]["distill"])
+            assert out.purified.shape[1] == (9 if tail == "lump" else 8)
+            rel.append(abs(float(out.loss.detach()) - float(ref.loss.detach())) / float(ref.loss.detach()))
+            rel_kl.append(abs(out.parts["distill"] - ref.parts["distill"]) / ref.parts["distill"])
         gaps[tail] = (max(rel), max(rel_kl))
     print(f"largest relative gap (loss, distill term), top-4 of 47 tokens: {gaps}")
     assert gaps["lump"][0] < 0.05 and gaps["drop"][0] < 0.05, gaps
@@ -162,7 +164,7 @@ def test_small_top_k_is_close_and_training_never_runs_the_teacher(env, tmp_path,
     def no_teacher(*a, **k):
         raise AssertionError("the teacher forward ran despite the cache")
 
-    monkeypatch.setattr(step_mod, "teacher_forward", no_teacher)
+    monkeypatch.setattr(teacher_mod, "teacher_logits", no_teacher)
     result = run_training(make_cfg(env, tmp_path / "cached", teacher_cache=str(tmp_path / "k4"), max_steps=4))
     rows = [json.loads(x) for x in (tmp_path / "cached" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(r["loss"] is not None and r["beta"] is not None for r in rows)
@@ -200,15 +202,14 @@ def test_a_cache_for_other_data_model_or_noise_is_refused(env, tmp_path):
 
 
 def test_teach_output_is_atomic(env, tmp_path, monkeypatch):
-    import safetensors.torch
-
+    import seedvlm.train.teacher_cache as teacher_cache
     from seedvlm.train.teacher_cache import INDEX_FILE, teach
 
     cfg = make_cfg(env, tmp_path / "run", max_samples=6)
     out = tmp_path / "cache"
     teach(cfg, out, top_k=2, shard_samples=3)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    real = safetensors.torch.save_file
+    real = teacher_cache.save_file
     calls = {"n": 0}
 
     def fail_second(*a, **k):
@@ -217,7 +218,7 @@ def test_teach_output_is_atomic(env, tmp_path, monkeypatch):
             raise KeyboardInterrupt  # Ctrl-C after the first shard
         return real(*a, **k)
 
-    monkeypatch.setattr(safetensors.torch, "save_file", fail_second)
+    monkeypatch.setattr(teacher_cache, "save_file", fail_second)
     with pytest.raises(KeyboardInterrupt):
         teach(make_cfg(env, tmp_path / "run", max_samples=6, alpha=0.5), out, top_k=2, shard_samples=3)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the earlier cache is intact

@@ -35,7 +35,7 @@ def test_counts_every_mention_and_every_injection(signal_setup):
 
     rep = ts.teacher_signal(model, processor, world, n=20, batch_size=8)
     records, injected = ts.detail_records(world, "train", 20)
-    chair = CHAIR(world / "instances_train.json")
+    chair = CHAIR(world / "instances_train.json", protocol="corrected")
     ids = {im["file_name"]: im["id"] for im in chair.images}
     n_present = sum(sum(c in chair.annotated(ids[r["image"]]) for _, c in chair.mentions(r["answer"]))
                     for r in records)
@@ -80,7 +80,8 @@ def test_object_token_mask_marks_the_world_s_object_words(signal_setup):
     ts, _, processor, world = signal_setup
     from seedvlm.eval.chair import CHAIR
 
-    mask = ts.object_token_mask(processor.tokenizer, CHAIR(world / "instances_train.json"), len(processor.tokenizer))
+    chair = CHAIR(world / "instances_train.json", protocol="corrected")
+    mask = ts.object_token_mask(processor.tokenizer, chair, len(processor.tokenizer))
     vocab = processor.tokenizer.get_vocab()
     assert mask[vocab["fork"]] and mask[vocab["traffic"]] and not mask[vocab["the"]]
 
@@ -130,7 +131,7 @@ def test_held_out_descriptions_name_one_absent_partner_each(signal_setup):
     records, injected = ts.held_out_records(world, None)
     assert records and len(injected) == len(records) and ts.held_out_records(world, 2)[0] == records[:2]
     assert ts.held_out_records(world, None) == (records, injected)
-    chair = CHAIR(world / "instances_val.json")
+    chair = CHAIR(world / "instances_val.json", protocol="corrected")
     ids = {im["file_name"]: im["id"] for im in chair.images}
     for r in records:
         present = chair.annotated(ids[r["image"]])

@@ -176,7 +176,8 @@ def test_seed_step_teacher_student_and_target(env, tmp_path):
     from seedvlm.seed import combined_loss, purify
     from seedvlm.train.config import TrainConfig
     from seedvlm.train.lora import lora_module_names
-    from seedvlm.train.trainer import build_trainer, perturb_per_sample
+    from seedvlm.train.teacher import noisy_view
+    from seedvlm.train.trainer import build_trainer
 
     # Defaults that the debugging table names: reverse KL, T = 2, w = 0.7, logit space, seed's noise.
     d = TrainConfig()
@@ -197,26 +198,26 @@ def test_seed_step_teacher_student_and_target(env, tmp_path):
     batch = batch_of(trainer, (2, 5))
     out = trainer.seed_step(model, batch)
     # Teacher = base model with the adapter disabled, on clean and noisy pixels (bug: teacher with LoRA on).
-    noisy = perturb_per_sample(batch["pixel_values"], batch["sample_index"], trainer.state.global_step,
-                               trainer.cfg, trainer.patch_size)
+    noisy = noisy_view(batch["pixel_values"], batch["sample_index"], trainer.state.global_step, trainer.cfg,
+                       trainer.patch_size)
     assert not torch.equal(noisy, batch["pixel_values"])
-    torch.testing.assert_close(out["teacher_clean"], base_logits(env["model"], batch, batch["pixel_values"]),
+    torch.testing.assert_close(out.teacher.clean, base_logits(env["model"], batch, batch["pixel_values"]),
                                atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out["teacher_noisy"], base_logits(env["model"], batch, noisy), atol=1e-5, rtol=1e-5)
-    assert (out["student"] - out["teacher_clean"]).abs().max() > 1e-3
+    torch.testing.assert_close(out.teacher.noisy, base_logits(env["model"], batch, noisy), atol=1e-5, rtol=1e-5)
+    assert (out.student - out.teacher.clean).abs().max() > 1e-3
     # The target is the purified one (bug: purify never called).
-    assert torch.all(out["beta"] == 0.9)
-    assert (out["purified"] - out["teacher_clean"]).abs().max() > 1e-4
-    torch.testing.assert_close(out["purified"], purify(out["teacher_clean"], out["teacher_noisy"], 0.9))
+    assert torch.all(out.beta == 0.9)
+    assert (out.purified - out.teacher.clean).abs().max() > 1e-4
+    torch.testing.assert_close(out.purified, purify(out.teacher.clean, out.teacher.noisy, 0.9))
     # The loss is reverse KL at T = 2 with w = 0.7 (bugs: forward KL, T = 1).
-    ref, _ = combined_loss(out["student"], out["purified"], out["targets"], w=0.7, T=2.0, direction="reverse")
-    torch.testing.assert_close(out["loss"], ref)
-    fwd, _ = combined_loss(out["student"], out["purified"], out["targets"], w=0.7, T=2.0, direction="forward")
-    t1, _ = combined_loss(out["student"], out["purified"], out["targets"], w=0.7, T=1.0, direction="reverse")
-    loss = float(out["loss"].detach())
+    ref, _ = combined_loss(out.student, out.purified, out.targets, w=0.7, T=2.0, direction="reverse")
+    torch.testing.assert_close(out.loss, ref)
+    fwd, _ = combined_loss(out.student, out.purified, out.targets, w=0.7, T=2.0, direction="forward")
+    t1, _ = combined_loss(out.student, out.purified, out.targets, w=0.7, T=1.0, direction="reverse")
+    loss = float(out.loss.detach())
     assert abs(loss - float(fwd.detach())) > 1e-6 and abs(loss - float(t1.detach())) > 1e-6
     # Logits only at the answer positions: one row per answer token.
-    assert out["student"].shape[0] == int((batch["labels"] != -100).sum())
+    assert out.student.shape[0] == int((batch["labels"] != -100).sum())
 
 
 def test_seed_step_runs_every_perturbation_and_schedule(env, tmp_path):
@@ -228,16 +229,16 @@ def test_seed_step_runs_every_perturbation_and_schedule(env, tmp_path):
                             dict(beta_schedule="curriculum", direction="forward", kl_chunk_size=3)]):
         trainer = build_trainer(make_cfg(env, tmp_path / f"r{i}", **kw))
         out = trainer.seed_step(trainer.model, batch_of(trainer))
-        assert torch.isfinite(out["loss"]), kw
+        assert torch.isfinite(out.loss), kw
         if kw.get("plausibility"):
-            assert torch.isinf(out["purified"]).any()
+            assert torch.isinf(out.purified).any()
 
 
 def test_the_perturbation_kinds_are_seed_py_s_and_their_own_settings_key_the_cache():
     from seedvlm.errors import SeedVLMError
     from seedvlm.seed import PERTURBATIONS
     from seedvlm.train.config import TrainConfig
-    from seedvlm.train.step import noise_settings
+    from seedvlm.train.teacher import noise_settings
 
     assert {"blur", "blank"} <= set(PERTURBATIONS)
     assert noise_settings(TrainConfig(noise="blur", blur_sigma=0.05)) == {"noise": "blur", "seed": 42,
@@ -262,7 +263,7 @@ def test_micro_run_lowers_loss_and_keeps_vision_frozen(env, tmp_path, method):
     fixed = batch_of(probe, (0, 1, 2, 3))
     step = probe.seed_step if method == "seed" else probe.sft_step
     with torch.no_grad():
-        before = float(step(probe.model, fixed)["loss"])
+        before = float(step(probe.model, fixed).loss)
     frozen_before = frozen_state(probe.model)
     lora_before = lora_state(probe.model)
     del probe
@@ -271,7 +272,7 @@ def test_micro_run_lowers_loss_and_keeps_vision_frozen(env, tmp_path, method):
     trainer.model.eval()
     step = trainer.seed_step if method == "seed" else trainer.sft_step
     with torch.no_grad():
-        after = float(step(trainer.model, fixed)["loss"])
+        after = float(step(trainer.model, fixed).loss)
     assert after < 0.95 * before, (before, after)  # a fixed batch: no sampling noise
     for k, v in frozen_state(trainer.model).items():
         assert torch.equal(v, frozen_before[k]), k

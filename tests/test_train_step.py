@@ -67,7 +67,7 @@ def test_training_forwards_build_no_kv_cache(env, tmp_path, monkeypatch):
     batch = trainer.data_collator([trainer.train_dataset[i] for i in (0, 1)])
     out = trainer.seed_step(trainer.model, batch)
     assert len(seen) == 2 and all(c is None for c in seen)  # teacher (2B) + student
-    assert out["reused_features"]  # the default: the student on the teacher's clean image features
+    assert out.reused_features  # the default: the student on the teacher's clean image features
 
 
 @pytest.mark.parametrize("lever", ["gradient_checkpointing", "torch_compile"])
@@ -100,9 +100,9 @@ def test_levers_train_and_keep_the_loss(env, tmp_path, lever, monkeypatch):
         t.model.zero_grad()
         torch.manual_seed(0)  # LoRA dropout draws the same masks
         out = t.seed_step(t.model, batch)
-        out["loss"].backward()
+        out.loss.backward()
         grads = {n: p.grad.clone() for n, p in t.model.named_parameters() if p.grad is not None}
-        losses.append((float(out["loss"].detach()), grads))
+        losses.append((float(out.loss.detach()), grads))
     assert abs(losses[0][0] - losses[1][0]) < 1e-5
     if lever == "gradient_checkpointing":
         assert calls == [1]  # the student's layer 0 was checkpointed; the teacher (no grad) was not
@@ -112,3 +112,64 @@ def test_levers_train_and_keep_the_loss(env, tmp_path, lever, monkeypatch):
     result = run_training(make_cfg(env, tmp_path / "run", max_steps=2, **{lever: True}))
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert result["global_step"] == 2 and all(r["loss"] is not None for r in rows)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# seed_step: the loss from the rows, whatever teacher gave them
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _rows(seed: int = 0, n: int = 5, vocab: int = 9):
+    g = torch.Generator().manual_seed(seed)
+    clean, noisy, student = (torch.randn(n, vocab, generator=g) * 2 for _ in range(3))
+    mask = torch.tensor([[True, True, False, False], [False, True, True, True]])  # rows 0-1: sample 0, 2-4: 1
+    return clean, noisy, student, clean.argmax(dim=-1), mask
+
+
+def test_seed_step_is_purify_then_the_combined_loss_of_its_rows():
+    from seedvlm import seed as S
+    from seedvlm.train.config import TrainConfig
+    from seedvlm.train.step import seed_step
+    from seedvlm.train.teacher import TeacherRows
+
+    clean, noisy, student, targets, mask = _rows()
+    beta = torch.tensor([1.1, 0.4])
+    per_row = torch.tensor([1.1, 1.1, 0.4, 0.4, 0.4])
+    for kw in ({}, dict(plausibility=0.3, purify_space="logprob"), dict(direction="forward", temperature=1.0)):
+        cfg = TrainConfig(**kw)
+        out = seed_step(student, TeacherRows(clean, noisy, S.confidence(clean, mask)), targets, beta, mask, cfg)
+        want = S.purify(clean, noisy, per_row, space=cfg.purify_space, plausibility=cfg.plausibility)
+        assert torch.equal(out.purified, want), kw  # each row with its own sample's b, purify's own mask
+        loss, parts = S.combined_loss(student, want, targets, w=cfg.distill_weight, T=cfg.temperature,
+                                      direction=cfg.direction, mask_strategy=cfg.mask_strategy)
+        assert torch.equal(out.loss, loss) and out.parts == parts, kw
+        assert torch.isinf(out.purified).any() == bool(cfg.plausibility)
+        assert out.beta is beta and not out.reused_features
+        again = seed_step(student, TeacherRows(clean, noisy, out.conf), targets, beta, mask, cfg)
+        assert torch.equal(again.loss, out.loss)  # no state: the same rows give the same loss
+
+
+def test_cached_rows_keep_every_column_or_lump_the_rest():
+    from seedvlm import seed as S
+    from seedvlm.train.config import TrainConfig
+    from seedvlm.train.step import seed_step
+    from seedvlm.train.teacher import TeacherRows
+    from seedvlm.train.teacher_cache import cached_rows, select_rows
+
+    clean, noisy, student, targets, mask = _rows(1)
+    conf, beta = S.confidence(clean, mask), torch.tensor([0.8, 0.6])
+    cfg = TrainConfig(plausibility=0.2)
+    full = seed_step(student, TeacherRows(clean, noisy, conf), targets, beta, mask, cfg)
+    every = cached_rows({**select_rows(clean, noisy, 9), "conf": conf}, 9, "lump")  # K = V: no rest column
+    assert every.tail_max is None and every.clean.shape == (5, 9)
+    torch.testing.assert_close(seed_step(student, every, targets, beta, mask, cfg).loss, full.loss)
+    kept = cached_rows({**select_rows(clean, noisy, 2), "conf": conf}, 9, "lump")  # K = 4 + the rest
+    assert kept.clean.shape == (5, 5)
+    torch.testing.assert_close(kept.clean[:, -1], torch.logsumexp(clean.scatter(1, kept.ids, float("-inf")), -1))
+    cols = kept.student_columns(student)
+    assert torch.equal(cols[:, :4], student.gather(1, kept.ids))
+    # the rest column is dropped exactly when its best token is below the cutoff of the kept ones
+    cutoff = torch.tensor(0.2).log() + kept.clean[:, :4].max(dim=-1).values
+    assert torch.equal(kept.implausible(0.2)[:, -1], kept.tail_max < cutoff)
+    out = seed_step(student, kept, targets, beta, mask, cfg)
+    assert out.purified.shape == (5, 5) and torch.isfinite(out.loss)

@@ -13,6 +13,7 @@ is HTML-escaped before it enters the page (DESIGN.md section 10).
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime as _dt
 import html
@@ -24,7 +25,13 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from PIL import Image, UnidentifiedImageError
+
 from seedvlm.errors import SeedVLMError
+from seedvlm.eval.chair import CHAIR
+from seedvlm.generation import generate_texts
+from seedvlm.io import read_json
+from seedvlm.models import load_for_inference
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +58,12 @@ class ObjectChecker:
 
     @classmethod
     def from_instances(cls, path: str | os.PathLike) -> "ObjectChecker":
-        from seedvlm.io import read_json
-
         data = read_json(path, "instances file")
         if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
                                                  for k in ("images", "annotations", "categories")):
             raise SeedVLMError(f"{path}: not a COCO instances file (needs lists 'images', 'annotations', "
                                "'categories')")
-        from seedvlm.eval.chair import CHAIR
-
-        matcher = CHAIR(data, None)
+        matcher = CHAIR(data, None, protocol="corrected")
         by_file: dict[str, Any] = {}
         for im in data["images"]:
             if isinstance(im, dict) and "file_name" in im and "id" in im:
@@ -116,8 +119,6 @@ def column_labels(has_adapter: bool, beta: float) -> list[str]:
 
 
 def load_images(paths: Sequence[str | os.PathLike]):
-    from PIL import Image, UnidentifiedImageError
-
     images = []
     for p in paths:
         if not Path(p).is_file():
@@ -137,11 +138,6 @@ def run_demo(model_path: str | os.PathLike, image_paths: Sequence[str | os.PathL
     """Answer `question` on each image with each decoding; mark hallucinated objects when `instances` is given.
 
     decode_kwargs go to `seedvlm.decode.contrastive_generate` (noise, alpha, plausibility, seed, ...)."""
-    import contextlib
-
-    from seedvlm.generation import generate_texts
-    from seedvlm.models import load_for_inference
-
     if not image_paths:
         raise SeedVLMError("no --image given")
     images = load_images(image_paths)

@@ -17,6 +17,11 @@ import functools
 import os
 from typing import Any, Sequence
 
+import torch
+import torch.distributed as dist
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list, gather_object
+
 
 def launched_world_size() -> int:
     """Processes of this run as the launcher set them (WORLD_SIZE), else 1."""
@@ -28,9 +33,6 @@ def launched_world_size() -> int:
 
 @functools.lru_cache(maxsize=None)
 def _state():
-    import torch
-    from accelerate import PartialState
-
     # cpu=True where there is no GPU: accelerate only forms a CPU (gloo) group when asked to use the CPU
     return PartialState(cpu=not torch.cuda.is_available())
 
@@ -64,8 +66,6 @@ def end_process_group() -> None:
     """Destroy the default process group if one is up: an orderly end for launched runs (torch asks for it; a
     process that exits with gloo's threads still alive can abort with "terminate called without an active
     exception", seen once in the 2-process CPU test)."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -88,8 +88,6 @@ def gather_lists(items: Sequence[Any]) -> list[Any]:
     objects, for answers and captions); the list itself with one process."""
     if launched_world_size() == 1:
         return list(items)
-    from accelerate.utils import gather_object
-
     _state()
     return list(gather_object(list(items)))
 
@@ -98,7 +96,5 @@ def broadcast(obj: Any) -> Any:
     """Rank 0's `obj` on every rank (accelerate `broadcast_object_list`); `obj` itself with one process."""
     if launched_world_size() == 1:
         return obj
-    from accelerate.utils import broadcast_object_list
-
     _state()
     return broadcast_object_list([obj], from_process=0)[0]

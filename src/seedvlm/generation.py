@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from seedvlm.decode import contrastive_generate
 from seedvlm.models.processor import chat_prompt
 
 
@@ -53,8 +54,6 @@ def generate_texts(model, processor, images: Sequence[Image.Image], prompts: Seq
         batch = encode_prompts(processor, imgs, qs, device)
         batch["pixel_values"] = batch["pixel_values"].to(dtype)
         if decoding == "contrastive":
-            from seedvlm.decode import contrastive_generate
-
             new_tokens = contrastive_generate(model, batch, max_new_tokens=max_new_tokens,
                                               eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                                               **decode_kwargs)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import deque
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence, get_args
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ __all__ = [
     "perturb",
     "PERTURBATIONS",
     "per_sample_generator",
-    "add_noise_per_sample",
+    "perturb_per_sample",
     "confidence",
     "select_beta",
     "middle_value",
@@ -41,23 +41,30 @@ __all__ = [
     "BetaSchedule",
     "BETA_KINDS",
     "purify",
+    "implausible",
+    "upcast",
     "masked_target_log_probs",
     "distill_loss",
     "combined_loss",
-    "seed_loss",
     "answer_positions",
     "CLAMP_FLOOR",
 ]
 
-PERTURBATIONS = ("gaussian", "ddpm", "mask", "blur", "blank")
-BETA_KINDS = ("quantile", "fixed", "continuous", "curriculum")
+Perturbation = Literal["gaussian", "ddpm", "mask", "blur", "blank"]
+BetaKind = Literal["quantile", "fixed", "continuous", "curriculum"]
+Space = Literal["logit", "logprob"]
+Direction = Literal["reverse", "forward"]
+MaskStrategy = Literal["restrict", "clamp"]
+MaskMode = Literal["renorm", "clamp"]
+DdpmSchedule = Literal["vcd", "linear"]
+PERTURBATIONS = get_args(Perturbation)
+BETA_KINDS = get_args(BetaKind)
+SPACES = get_args(Space)
+DIRECTIONS = get_args(Direction)
+MASK_STRATEGIES = get_args(MaskStrategy)
+MASK_MODES = get_args(MaskMode)
 CLAMP_FLOOR = -30.0
 """Floor for teacher log-probs under mask_strategy="clamp" (e^-30 ~ 1e-13 per token)."""
-
-_SPACES = ("logit", "logprob")
-_DIRECTIONS = ("reverse", "forward")
-_MASK_STRATEGIES = ("restrict", "clamp")
-_MASK_MODES = ("renorm", "clamp")
 
 
 def _choice(value: str, allowed: Sequence[str], what: str) -> str:
@@ -69,6 +76,11 @@ def _choice(value: str, allowed: Sequence[str], what: str) -> str:
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 stays float64; every narrower float type (bf16, fp16, fp32) is computed in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """`x` in the precision the SEED math computes in (`_compute_dtype`)."""
+    return x.to(_compute_dtype(x.dtype))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -99,7 +111,7 @@ def ddpm_alpha_bar(
     num_steps: int = 1000,
     beta_start: float | None = None,
     beta_end: float | None = None,
-    schedule: str = "vcd",
+    schedule: DdpmSchedule = "vcd",
 ) -> float:
     """alpha_bar of a DDPM forward process at `step` (0-based, as VCD indexes it):
 
@@ -113,7 +125,7 @@ def ddpm_alpha_bar(
     beta_start = 1e-4, beta_end = 0.02; there step 500 gives 0.07780, i.e. far more noise than VCD used.
     beta_start/beta_end = None take the schedule's own defaults above. Computed in float64, returned as a float.
     """
-    _choice(schedule, ("vcd", "linear"), "DDPM schedule")
+    _choice(schedule, get_args(DdpmSchedule), "DDPM schedule")
     if not 0 <= int(step) < int(num_steps):
         raise SeedVLMError(f"DDPM step must be in [0, {num_steps - 1}], got {step}")
     if schedule == "vcd":
@@ -204,7 +216,7 @@ def blank(pixel_values: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
 
 def perturb(
     pixel_values: torch.Tensor,
-    kind: str = "gaussian",
+    kind: Perturbation = "gaussian",
     *,
     alpha: float = 0.3,
     step: int = 500,
@@ -228,35 +240,40 @@ def perturb(
     return mask_patches(pixel_values, patch_size=patch_size, ratio=mask_ratio, generator=generator)
 
 
-def per_sample_generator(
-    seed: int, sample_index: int, step: int, device: str | torch.device = "cpu"
-) -> torch.Generator:
-    """A torch.Generator seeded from (seed, sample_index, step) only (DESIGN.md section 2: "noise is drawn from a
-    generator seeded per sample and step"): the seed is the first 8 bytes of blake2b("seed:index:step") masked to
-    63 bits, so it does not depend on the batch, the rank, the process or Python's hash randomization."""
-    digest = hashlib.blake2b(f"{int(seed)}:{int(sample_index)}:{int(step)}".encode(), digest_size=8).digest()
+def per_sample_generator(seed: int, *key: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A torch.Generator seeded from (seed, *key) only (DESIGN.md section 2: "noise is drawn from a generator seeded
+    per sample and step"; training keys a sample by (index, step), decoding an image by a hash of its pixels): the
+    seed is the first 8 bytes of blake2b("seed:key0:key1...") masked to 63 bits, so it does not depend on the batch,
+    the rank, the process or Python's hash randomization."""
+    text = ":".join(str(int(x)) for x in (seed, *key))
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     g = torch.Generator(device=device)
     g.manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
     return g
 
 
-def add_noise_per_sample(
+def perturb_per_sample(
     pixel_values: torch.Tensor,
-    alpha: float,
+    keys: Sequence[Sequence[int]],
+    kind: Perturbation = "gaussian",
+    *,
     seed: int,
-    sample_indices: Sequence[int] | torch.Tensor,
-    step: int,
+    alpha: float = 0.3,
+    step: int = 500,
+    mask_ratio: float = 0.5,
+    patch_size: int = 14,
+    blur_sigma: float = 0.03,
 ) -> torch.Tensor:
-    """add_noise row by row, row i with per_sample_generator(seed, sample_indices[i], step): the noise a sample
-    gets depends on (seed, its index, step) only, so it is the same in a batch of 1 or of 8, at any position."""
-    idx = sample_indices.tolist() if isinstance(sample_indices, torch.Tensor) else list(sample_indices)
-    if len(idx) != pixel_values.shape[0]:
-        raise SeedVLMError(f"{len(idx)} sample indices for a batch of {pixel_values.shape[0]} images")
-    rows = [
-        add_noise(pixel_values[i], alpha=alpha, generator=per_sample_generator(seed, j, step, pixel_values.device))
-        for i, j in enumerate(idx)
-    ]
-    return torch.stack(rows) if rows else pixel_values.clone()
+    """`perturb` image by image, image i with `per_sample_generator(seed, *keys[i])`: the noise an image gets depends
+    on (seed, its key) only, so it is the same in a batch of 1 or of 8, at any position. pixel_values (B, C, H, W);
+    `step` is the DDPM step of kind="ddpm" (the key holds the training step)."""
+    if len(keys) != pixel_values.shape[0]:
+        raise SeedVLMError(f"{len(keys)} noise keys for a batch of {pixel_values.shape[0]} images")
+    rows = [perturb(pixel_values[i:i + 1], kind, alpha=alpha, step=step, mask_ratio=mask_ratio,
+                    patch_size=patch_size, blur_sigma=blur_sigma,
+                    generator=per_sample_generator(seed, *key, device=pixel_values.device))
+            for i, key in enumerate(keys)]
+    return torch.cat(rows) if rows else pixel_values.clone()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -270,21 +287,22 @@ def confidence(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         conf_b = mean_{t : mask[b, t]} log max_v softmax(logits[b, t])_v
                = mean_{t : mask[b, t]} ( max_v logits[b, t, v] - logsumexp_v logits[b, t, v] )
 
-    0 = most confident, negative otherwise. logits (B, L, V) (the clean teacher's), mask (B, L) bool (the answer
-    positions, see `answer_positions`) -> (B,) float32. Only the masked rows are converted to float32, so no
-    full-size float32 copy of the logits is made. A row with no masked position gets 0.0 (not NaN); the caller
-    should not feed such rows into the b history (BetaSchedule.update takes a `valid` mask for this).
+    0 = most confident, negative otherwise. mask (B, L) bool (the answer positions, see `answer_positions`);
+    logits (B, L, V) (the clean teacher's) or the gathered answer rows `logits[mask]` (N, V) -> (B,) float32. Only
+    the answer rows are converted to float32. A sample with no answer row gets 0.0 (not NaN); the caller should not
+    feed such rows into the b history (BetaSchedule.update takes a `valid` mask for this).
     """
-    if logits.dim() != 3 or mask.shape != logits.shape[:2]:
-        raise SeedVLMError(f"confidence expects logits (B, L, V) and mask (B, L); got {tuple(logits.shape)} "
-                           f"and {tuple(mask.shape)}")
     mask = mask.bool()
-    rows = logits[mask].float()  # (M, V)
-    per_pos = rows.max(dim=-1).values - torch.logsumexp(rows, dim=-1)  # (M,)
-    full = torch.zeros(mask.shape, dtype=torch.float32, device=logits.device)
-    full[mask] = per_pos
-    counts = mask.sum(dim=1)
-    return full.sum(dim=1) / counts.clamp_min(1).to(torch.float32)
+    if logits.dim() == 3 and mask.shape == logits.shape[:2]:
+        logits = logits[mask]
+    if logits.dim() != 2 or mask.dim() != 2 or logits.shape[0] != int(mask.sum()):
+        raise SeedVLMError(f"confidence expects logits (B, L, V) or answer rows (N, V) and a (B, L) mask with N "
+                           f"answer positions; got {tuple(logits.shape)} and {tuple(mask.shape)}")
+    r = logits.float()
+    per_row = r.max(dim=-1).values - torch.logsumexp(r, dim=-1)
+    owner = mask.nonzero(as_tuple=True)[0]
+    sums = torch.zeros(mask.shape[0], dtype=torch.float32, device=logits.device).index_add_(0, owner, per_row)
+    return sums / mask.sum(dim=1).clamp_min(1).to(torch.float32)
 
 
 def middle_value(values: Sequence[float]) -> float:
@@ -382,7 +400,7 @@ class BetaSchedule:
 
     def __init__(
         self,
-        kind: str = "quantile",
+        kind: BetaKind = "quantile",
         values: Sequence[float] = (1.1, 0.8, 0.6, 0.4),
         quantiles: Sequence[float] = (0.25, 0.5, 0.75),
         fixed: float = 0.7,
@@ -481,7 +499,7 @@ def purify(
     clean: torch.Tensor,
     noisy: torch.Tensor,
     beta: Any,
-    space: str = "logit",
+    space: Space = "logit",
     plausibility: float | None = None,
 ) -> torch.Tensor:
     """The purified teacher target, DESIGN.md section 2 (and the contrastive decoding of section 3):
@@ -497,7 +515,7 @@ def purify(
     argmax always survives). Computed and returned in float32 (float64 stays float64); no gradient is needed here
     (the teacher runs under no_grad), but none is blocked either.
     """
-    _choice(space, _SPACES, "purification space")
+    _choice(space, SPACES, "purification space")
     if clean.shape != noisy.shape:
         raise SeedVLMError(f"clean and noisy logits differ in shape: {tuple(clean.shape)} vs {tuple(noisy.shape)}")
     cdt = _compute_dtype(clean.dtype)
@@ -512,18 +530,27 @@ def purify(
     else:
         out = (1 + b) * c - b * n
     if plausibility:
-        g = float(plausibility)
-        if not 0.0 < g <= 1.0:
-            raise SeedVLMError(f"plausibility g must be in (0, 1], got {plausibility}")
         if c_logp is None:
             c_logp = F.log_softmax(c, dim=-1)
-        cutoff = math.log(g) + c_logp.max(dim=-1, keepdim=True).values
-        out = out.masked_fill(c_logp < cutoff, float("-inf"))
+        out = out.masked_fill(implausible(c_logp, plausibility), float("-inf"))
     return out
 
 
+def implausible(scores: torch.Tensor, g: float, extra: torch.Tensor | None = None) -> torch.Tensor:
+    """VCD's adaptive plausibility constraint: True where a token's clean log-probability is below log g plus the
+    row's best, scores_v < log g + max_u scores_u (scores: (..., V) clean log-probs or any per-row shift of them;
+    ties are kept, so the argmax always survives). extra (...,): one more score per row held against the same
+    cutoff (without entering the max), its verdict appended as a last column."""
+    g = float(g)
+    if not 0.0 < g <= 1.0:
+        raise SeedVLMError(f"plausibility g must be in (0, 1], got {g}")
+    cutoff = math.log(g) + scores.max(dim=-1, keepdim=True).values
+    out = scores < cutoff
+    return out if extra is None else torch.cat([out, extra[..., None] < cutoff], dim=-1)
+
+
 def masked_target_log_probs(
-    purified: torch.Tensor, T: float = 2.0, mask_mode: str = "renorm", floor: float = CLAMP_FLOOR
+    purified: torch.Tensor, T: float = 2.0, mask_mode: MaskMode = "renorm", floor: float = CLAMP_FLOOR
 ) -> torch.Tensor:
     """Teacher log-probs at temperature T from a purified target that may hold -inf entries (plausibility mask):
 
@@ -537,7 +564,7 @@ def masked_target_log_probs(
     A row whose entries are all -inf has no distribution; purify never produces one (the clean argmax is kept).
     Float32 (float64 stays float64).
     """
-    _choice(mask_mode, _MASK_MODES, "target mask mode")
+    _choice(mask_mode, MASK_MODES, "target mask mode")
     if T <= 0:
         raise SeedVLMError(f"temperature T must be positive, got {T}")
     logp = F.log_softmax(purified.to(_compute_dtype(purified.dtype)) / float(T), dim=-1)
@@ -572,8 +599,8 @@ def distill_loss(
     student: torch.Tensor,
     teacher: torch.Tensor,
     T: float = 2.0,
-    direction: str = "reverse",
-    mask_strategy: str = "restrict",
+    direction: Direction = "reverse",
+    mask_strategy: MaskStrategy = "restrict",
     chunk_size: int | None = None,
     floor: float = CLAMP_FLOOR,
 ) -> torch.Tensor:
@@ -593,15 +620,14 @@ def distill_loss(
           p_s' = softmax(student / T restricted to support), so the loss is finite; student mass outside the
           support is ignored (neither rewarded nor penalized). Without -inf entries this is plain reverse KL.
       reverse, mask_strategy="clamp": log p_t is clamped to `floor` (-30), so outside the support the student pays
-          p_s * (log p_s + 30): a large but finite push away from those tokens (a prototype's clamped variant raised
-          the yes-bias on POPE).
+          p_s * (log p_s + 30): a large but finite push away from those tokens.
       forward: finite as is (0 * log 0 = 0); mask_strategy does not apply.
     chunk_size: compute over rows in chunks of this size; with autograd on, each chunk is checkpointed, so only
     one chunk's float32 (chunk, V) intermediates are alive at a time, in forward and in backward. Same value.
     Zero rows -> 0 (connected to the graph). Computed and returned in float32.
     """
-    _choice(direction, _DIRECTIONS, "KL direction")
-    _choice(mask_strategy, _MASK_STRATEGIES, "mask strategy")
+    _choice(direction, DIRECTIONS, "KL direction")
+    _choice(mask_strategy, MASK_STRATEGIES, "mask strategy")
     if T <= 0:
         raise SeedVLMError(f"temperature T must be positive, got {T}")
     if student.shape != teacher.shape or student.dim() != 2:
@@ -630,16 +656,18 @@ def combined_loss(
     labels: torch.Tensor,
     w: float = 0.7,
     T: float = 2.0,
-    direction: str = "reverse",
-    mask_strategy: str = "restrict",
+    direction: Direction = "reverse",
+    mask_strategy: MaskStrategy = "restrict",
     chunk_size: int | None = None,
+    kl_student: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The SEED loss on answer tokens, DESIGN.md section 2:
 
         L = w * T^2 * KL + (1 - w) * CE          [w = 0.7, T = 2, reverse KL]
 
     student, purified: (N, V) logits at the answer positions (see `answer_positions`); labels: (N,) target ids.
-    KL = distill_loss(student, purified, T, direction, mask_strategy) (already includes T^2, batchmean);
+    KL = distill_loss(kl_student, purified, T, direction, mask_strategy) (already includes T^2, batchmean), where
+    kl_student is the student in the target's columns (default: `student`; a teacher cache keeps fewer columns);
     CE = cross_entropy(student, labels) at T = 1, mean over the N rows. Zero rows -> L = 0.
     Returns (L, {"loss", "distill", "ce"}) with the parts as detached Python floats (distill = T^2 * KL).
     """
@@ -647,7 +675,9 @@ def combined_loss(
         raise SeedVLMError(f"loss weight w must be in [0, 1], got {w}")
     if labels.shape != student.shape[:1]:
         raise SeedVLMError(f"labels of shape {tuple(labels.shape)} for {student.shape[0]} answer rows")
-    kl = distill_loss(student, purified, T=T, direction=direction, mask_strategy=mask_strategy, chunk_size=chunk_size)
+    kl_student = student if kl_student is None else kl_student
+    kl = distill_loss(kl_student, purified, T=T, direction=direction, mask_strategy=mask_strategy,
+                      chunk_size=chunk_size)
     if student.shape[0] == 0:
         ce = kl * 0.0
     else:
@@ -655,10 +685,6 @@ def combined_loss(
     loss = float(w) * kl + (1.0 - float(w)) * ce
     parts = {"loss": float(loss.detach()), "distill": float(kl.detach()), "ce": float(ce.detach())}
     return loss, parts
-
-
-seed_loss = combined_loss
-"""Alias of `combined_loss` (the name used in some notes)."""
 
 
 def answer_positions(labels: torch.Tensor, ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor]:

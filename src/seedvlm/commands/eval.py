@@ -1,10 +1,13 @@
-"""`seedvlm eval pope|chair`: run a model over POPE questions or CHAIR images and score it.
+"""`seedvlm eval pope|chair|mme`: run a model over POPE questions, CHAIR images or MME's yes/no subsets, and score it.
 
     seedvlm eval pope --model runs/base --questions pope/coco --images coco/val2014 --out runs/base/pope
     seedvlm eval pope --model M --adapter runs/seed/adapter --questions pope/world --images worlds/w/images/val \\
         --train-manifest runs/seed/manifest.json --decoding contrastive --beta 1.0 --out runs/seed/pope
     seedvlm eval chair --model M --instances instances_val2014.json --references captions_val2014.json \\
         --images coco/val2014 --n 500 --max-new-tokens 512 --out runs/base/chair
+    seedvlm eval pope --model M --questions llava_pope_test.jsonl --labels POPE/output/coco --images coco/val2014 \\
+        --out runs/base/pope-llava
+    seedvlm eval mme --model M --questions MME_Benchmark_release_version --out runs/base/mme   # images: --questions
 
     accelerate launch --num_processes 4 -m seedvlm eval pope ...   # several GPUs: shards the questions, rank 0 writes
 
@@ -17,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 
+MME_SUBSETS = ("existence", "count", "position", "color")
 
-def _common(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
+
+def _common(p: argparse.ArgumentParser, max_new_tokens: int, images_required: bool = True) -> None:
     p.add_argument("--model", required=True, help="llava-hf-format model folder")
     p.add_argument("--adapter", default=None, help="peft adapter folder (optional)")
-    p.add_argument("--images", required=True, help="folder the image file names are relative to")
+    p.add_argument("--images", required=images_required, help="folder the image file names are relative to")
     p.add_argument("--out", required=True, help="output folder for results.json and samples.jsonl")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--batch-size", type=int, default=16, help="generation batch size (default 16)")
@@ -37,13 +42,20 @@ def _common(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("eval", help="evaluate a model on POPE or CHAIR", description=__doc__,
+    parser = subparsers.add_parser("eval", help="evaluate a model on POPE, CHAIR or MME", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="eval_task", metavar="TASK", required=True)
 
     p = sub.add_parser("pope", help="answer POPE questions and score them", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--questions", required=True, help="POPE folder from `seedvlm pope build`, or one .jsonl file")
+    p.add_argument("--questions", required=True,
+                   help="POPE questions: a `seedvlm pope build` folder, POPE's coco_pope_*.json (a file or a folder), "
+                        "or LLaVA's llava_pope_test.jsonl; gzipped files too")
+    p.add_argument("--labels", default=None,
+                   help="folder of coco_pope_{split}.json label files for llava_pope_test.jsonl (default: its folder)")
+    p.add_argument("--parser", choices=("official", "strict"), default="official",
+                   help="official: POPE's evaluate.py decision for any answer (default); strict: split on any "
+                        "white space, an empty answer is wrong")
     p.add_argument("--prompt-suffix", default="", help="appended to every question, e.g. ' Answer yes or no.' "
                                                         "(default: none, the plain POPE question)")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions of each split")
@@ -58,8 +70,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--image-ids", default=None,
                    help="JSON list of image ids (or a results.json with image_ids) instead of sampling")
     c.add_argument("--prompt", default="Please describe this image in detail.", help="the description prompt")
+    c.add_argument("--protocol", choices=("official", "corrected"), default="official",
+                   help="official: the authors' chair.py word for word (default); corrected: seedvlm's fixes")
     _common(c, max_new_tokens=512)
     c.set_defaults(func=run_chair)
+
+    m = sub.add_parser("mme", help="answer MME's existence/count/position/color questions and score them",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    m.add_argument("--questions", required=True, help="MME folder: one subfolder per subset in MME's layout")
+    m.add_argument("--subsets", default=",".join(MME_SUBSETS),
+                   help=f"comma-separated subsets (default {','.join(MME_SUBSETS)})")
+    m.add_argument("--prompt-suffix", default="", help="appended to every question (MME's own end in "
+                                                        "'Please answer yes or no.')")
+    _common(m, max_new_tokens=8, images_required=False)
+    m.set_defaults(func=run_mme)
 
 
 def _decode_options(args: argparse.Namespace) -> dict:
@@ -84,20 +108,22 @@ def _gen_kwargs(args: argparse.Namespace, options: dict) -> dict:
 def run_pope(args: argparse.Namespace) -> int:
     from seedvlm import distributed
     from seedvlm.eval import runner
-    from seedvlm.eval.pope import load_questions, questions_provenance, score_pope
+    from seedvlm.eval.pope import questions_provenance, score_pope
+    from seedvlm.eval.pope_formats import load_pope_questions, question_key
     from seedvlm.eval.report import pope_table
     from seedvlm.eval.results import args_config, write_results
 
     options = _decode_options(args)
     gen = _gen_kwargs(args, options)
-    questions = load_questions(args.questions, limit=args.limit)
+    questions, formats = load_pope_questions(args.questions, limit=args.limit, labels=args.labels)
     leak = runner.check_leakage([q["image"] for q in questions], args.train_manifest, args.allow_overlap)
-    answers = runner.answer_questions(questions, args.images, args.model, adapter=args.adapter, device=args.device,
+    keyed = [dict(q, question_id=question_key(q)) for q in questions]  # ids repeat across POPE's split files
+    answers = runner.answer_questions(keyed, args.images, args.model, adapter=args.adapter, device=args.device,
                                       prompt_suffix=args.prompt_suffix, seed=args.seed, **gen)
     if not distributed.is_main():  # several processes: every rank has all answers; rank 0 scores and writes
         return 0
-    metrics, samples = score_pope(questions, answers, answers_source="the model's answers")
-    metrics.update(questions_provenance(args.questions), leakage=leak)
+    metrics, samples = score_pope(questions, answers, answers_source="the model's answers", parser=args.parser)
+    metrics.update(questions_provenance(args.questions, formats), leakage=leak)
     write_results(args.out, "pope", metrics, samples, config=dict(args_config(args), decode_options=options,
                                                                    processes=distributed.rank_world()[1]),
                   model=args.model, adapter=args.adapter)
@@ -150,7 +176,7 @@ def run_chair(args: argparse.Namespace) -> int:
 
     options = _decode_options(args)
     gen = _gen_kwargs(args, options)
-    chair = CHAIR(args.instances, args.references)
+    chair = CHAIR(args.instances, args.references, protocol=args.protocol)
     images = select_images(chair, args.n, args.seed, args.image_ids)
     leak = runner.check_leakage([im["file_name"] for im in images], args.train_manifest, args.allow_overlap)
     records = runner.caption_images(images, args.images, args.model, args.prompt, adapter=args.adapter,
@@ -163,4 +189,29 @@ def run_chair(args: argparse.Namespace) -> int:
                                                                     processes=distributed.rank_world()[1]),
                   model=args.model, adapter=args.adapter)
     print(chair_table(metrics))
+    return 0
+
+
+def run_mme(args: argparse.Namespace) -> int:
+    from seedvlm import distributed
+    from seedvlm.eval import runner
+    from seedvlm.eval.mme import load_mme, score_mme
+    from seedvlm.eval.report import mme_table
+    from seedvlm.eval.results import args_config, write_results
+
+    options = _decode_options(args)
+    gen = _gen_kwargs(args, options)
+    questions = load_mme(args.questions, [s for s in args.subsets.split(",") if s])
+    images = args.images or args.questions
+    leak = runner.check_leakage([q["image"] for q in questions], args.train_manifest, args.allow_overlap)
+    answers = runner.answer_questions(questions, images, args.model, adapter=args.adapter, device=args.device,
+                                      prompt_suffix=args.prompt_suffix, seed=args.seed, **gen)
+    if not distributed.is_main():  # several processes: every rank has all answers; rank 0 scores and writes
+        return 0
+    metrics, samples = score_mme(questions, answers, answers_source="the model's answers")
+    metrics.update(questions=str(args.questions), leakage=leak)
+    write_results(args.out, "mme", metrics, samples, config=dict(args_config(args), decode_options=options,
+                                                                  processes=distributed.rank_world()[1]),
+                  model=args.model, adapter=args.adapter)
+    print(mme_table(metrics))
     return 0

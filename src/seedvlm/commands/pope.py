@@ -2,6 +2,8 @@
 
     seedvlm pope build --instances coco/annotations/instances_val2014.json --out pope/coco --n-images 500 --seed 0
     seedvlm pope build --instances worlds/w/instances_val.json --out pope/world --kind color --paraphrases
+    seedvlm pope build --format mme --instances worlds/w/instances_val.json --images worlds/w/images/val \
+        --out mme/world --n-images 100     # MME's existence/count/position/color subsets, in MME's layout
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="add two rewordings per question (shared group_id) for a consistency rate")
     b.add_argument("--train-manifest", default=None, help="training manifest JSON; its images are refused")
     b.add_argument("--allow-overlap", action="store_true", help="allow images that are in the training manifest")
+    b.add_argument("--format", choices=("pope", "mme"), default="pope",
+                   help="pope: question files (default); mme: MME's four hallucination subsets in MME's layout "
+                        "(images copied in; needs --images)")
+    b.add_argument("--images", default=None, help="with --format mme: the folder of the instances' images")
     b.set_defaults(func=run)
 
 
@@ -35,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from seedvlm.errors import SeedVLMError
     from seedvlm.io import atomic_path, write_json, write_jsonl
 
+    if args.format == "mme":
+        return _run_mme(args)
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "meta.json").is_file())):
         raise SeedVLMError(f"--out {out} exists and is not a POPE folder (no meta.json); refusing to replace it")
@@ -50,4 +58,20 @@ def run(args: argparse.Namespace) -> int:
         write_json(tmp / "meta.json", meta)
     counts = ", ".join(f"{s}: {c['questions']}" for s, c in meta["counts"].items())
     print(f"wrote {args.out}: {meta['n_images']} images; {counts}")
+    return 0
+
+
+def _run_mme(args: argparse.Namespace) -> int:
+    from seedvlm.errors import SeedVLMError
+    from seedvlm.eval.mme_build import write_mme
+    from seedvlm.eval.runner import check_leakage
+
+    if not args.images:
+        raise SeedVLMError("--format mme needs --images, the folder of the instances' images")
+    if args.kind != "object" or args.paraphrases:
+        raise SeedVLMError("--format mme writes MME's fixed subsets: --kind and --paraphrases do not apply")
+    meta = write_mme(args.instances, args.images, args.out, n_images=args.n_images, seed=args.seed,
+                     check=lambda names: check_leakage(names, args.train_manifest, args.allow_overlap))
+    counts = ", ".join(f"{s}: {c['images']} images" for s, c in meta["counts"].items())
+    print(f"wrote {args.out} (MME layout): {counts}")
     return 0

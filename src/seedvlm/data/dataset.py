@@ -14,9 +14,11 @@ from typing import Any, Sequence
 
 import torch
 from PIL import Image
+from transformers import LlavaConfig
 
 from seedvlm.errors import SeedVLMError
 from seedvlm.io import read_json, safe_join
+from seedvlm.models import chat_prompt, check_model_dir, load_processor
 
 IGNORE_INDEX = -100
 RECORD_KEYS = ("id", "image", "prompt", "answer")
@@ -69,8 +71,6 @@ class InstructDataset(torch.utils.data.Dataset):
 
     def __init__(self, records: Sequence[dict], processor, images_dir: str | Path, max_length: int,
                  source: str = "data"):
-        from seedvlm.models import chat_prompt
-
         if not records:
             raise SeedVLMError(f"{source}: no records to train on")
         self.records = list(records)
@@ -225,10 +225,6 @@ def load_train_data(cfg) -> tuple[Any, "InstructDataset", int]:
     """(processor, dataset, max_length) for a TrainConfig: the model folder checked, its processor, the records
     (at most cfg.max_samples) tokenized without truncation, with a max_length that may not exceed the model's
     context. Shared by training and the teacher cache; the data fails here, before any weights load."""
-    from transformers import LlavaConfig
-
-    from seedvlm.models import check_model_dir, load_processor
-
     check_model_dir(cfg.model)
     processor = load_processor(cfg.model)
     context = model_context_length(LlavaConfig.from_pretrained(cfg.model, local_files_only=True))

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from seedvlm.errors import SeedVLMError
-from seedvlm.io import read_json, safe_join, write_json
+from seedvlm.io import read_json, require_dir, safe_join, write_json
 
 HUMAN_ROLES = ("human", "user")
 GPT_ROLES = ("gpt", "assistant")
@@ -166,8 +166,6 @@ def sample_records(records: list[dict], max_samples: int | None, seed: int = 0) 
 def prepare(input_path: str | Path, images_dir: str | Path, out: str | Path, max_samples: int | None = None,
             min_answer_words: int = 1, seed: int = 0, turns: str = "all") -> PrepareReport:
     """Read a LLaVA-Instruct file, convert, optionally subsample, and write the records atomically to `out`."""
-    from seedvlm.io import require_dir
-
     require_dir(images_dir, "image folder")
     data = read_json(input_path, "instruction file")
     records, report = conversations_to_records(data, images_dir, source=str(input_path),

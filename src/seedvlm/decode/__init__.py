@@ -4,12 +4,11 @@ DESIGN.md section 3 (one 2B forward per step; greedy, sampling and beam search);
 from seedvlm.decode.contrastive import (
     DEFAULT_DDPM_STEP,
     DEFAULT_GAUSSIAN_ALPHA,
-    NOISES,
     STRATEGIES,
     contrastive_generate,
     contrastive_logits,
     noisy_pixel_values,
 )
 
-__all__ = ["DEFAULT_DDPM_STEP", "DEFAULT_GAUSSIAN_ALPHA", "NOISES", "STRATEGIES", "contrastive_generate",
+__all__ = ["DEFAULT_DDPM_STEP", "DEFAULT_GAUSSIAN_ALPHA", "STRATEGIES", "contrastive_generate",
            "contrastive_logits", "noisy_pixel_values"]

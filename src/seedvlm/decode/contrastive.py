@@ -23,18 +23,20 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence, get_args
 
 import torch
+from transformers import DynamicCache
 
 from seedvlm.errors import SeedVLMError
-from seedvlm.seed import PERTURBATIONS, ddpm_alpha_bar, perturb, purify
+from seedvlm.models.llava import llava_of
+from seedvlm.seed import PERTURBATIONS, Perturbation, ddpm_alpha_bar, perturb_per_sample, purify
 
-__all__ = ["contrastive_logits", "contrastive_generate", "noisy_pixel_values", "STRATEGIES", "NOISES",
+__all__ = ["contrastive_logits", "contrastive_generate", "noisy_pixel_values", "Strategy", "STRATEGIES",
            "DEFAULT_GAUSSIAN_ALPHA", "DEFAULT_DDPM_STEP"]
 
-STRATEGIES = ("greedy", "sample", "beam")
-NOISES = PERTURBATIONS
+Strategy = Literal["greedy", "sample", "beam"]
+STRATEGIES = get_args(Strategy)
 DEFAULT_GAUSSIAN_ALPHA = 0.3
 """The seed's noise level for "gaussian": x' = sqrt(0.3) x + sqrt(0.7) eps."""
 DEFAULT_DDPM_STEP = 500
@@ -68,7 +70,7 @@ def _image_key(row: torch.Tensor) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") & ((1 << 63) - 1)
 
 
-def noisy_pixel_values(pixel_values: torch.Tensor, noise: str = "gaussian", alpha: float | None = None,
+def noisy_pixel_values(pixel_values: torch.Tensor, noise: Perturbation = "gaussian", alpha: float | None = None,
                        noise_step: int = DEFAULT_DDPM_STEP, seed: int = 0, patch_size: int = 14,
                        mask_ratio: float = 0.5, blur_sigma: float = 0.03) -> torch.Tensor:
     """The perturbed copy of normalized pixel values, x' = sqrt(a) x + sqrt(1 - a) eps (seedvlm.seed.perturb).
@@ -76,11 +78,11 @@ def noisy_pixel_values(pixel_values: torch.Tensor, noise: str = "gaussian", alph
     noise="gaussian": a = alpha [0.3, the seed's]; "ddpm": a = alpha if given, else ddpm_alpha_bar(noise_step)
     [step 500 -> 0.7448, VCD's]; "mask": half the patch_size patches blanked (no alpha); "blur": a Gaussian blur
     of blur_sigma (a fraction of the width); "blank": one colour, no image at all. Each image is perturbed
-    with its own generator seeded from (seed, a hash of its pixels), so an image gets the same noise in a batch of
-    1 or of 16, at any position, on any run.
+    with `per_sample_generator(seed, a hash of its pixels)`, so an image gets the same noise in a batch of 1 or of
+    16, at any position, on any run.
     """
-    if noise not in NOISES:
-        raise SeedVLMError(f"unknown noise {noise!r}; choose one of {list(NOISES)}")
+    if noise not in PERTURBATIONS:
+        raise SeedVLMError(f"unknown noise {noise!r}; choose one of {list(PERTURBATIONS)}")
     if noise == "gaussian":
         a = DEFAULT_GAUSSIAN_ALPHA if alpha is None else float(alpha)
         kind = "gaussian"
@@ -89,14 +91,9 @@ def noisy_pixel_values(pixel_values: torch.Tensor, noise: str = "gaussian", alph
         kind = "gaussian"  # the DDPM forward process at one step is this same formula with a = alpha_bar
     else:
         a, kind = 1.0, noise
-    rows = []
-    for i in range(pixel_values.shape[0]):
-        g = torch.Generator(device=pixel_values.device)
-        digest = hashlib.blake2b(f"{int(seed)}:{_image_key(pixel_values[i])}".encode(), digest_size=8).digest()
-        g.manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
-        rows.append(perturb(pixel_values[i:i + 1], kind, alpha=a, patch_size=patch_size, mask_ratio=mask_ratio,
-                            blur_sigma=blur_sigma, generator=g))
-    return torch.cat(rows) if rows else pixel_values.clone()
+    keys = [(_image_key(pixel_values[i]),) for i in range(pixel_values.shape[0])]
+    return perturb_per_sample(pixel_values, keys, kind, seed=seed, alpha=a, patch_size=patch_size,
+                              mask_ratio=mask_ratio, blur_sigma=blur_sigma)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -105,8 +102,7 @@ def noisy_pixel_values(pixel_values: torch.Tensor, noise: str = "gaussian", alph
 
 
 def _base_forward_params(model) -> set[str]:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return set(inspect.signature(base.forward).parameters)
+    return set(inspect.signature(llava_of(model).forward).parameters)
 
 
 class _Stepper:
@@ -115,8 +111,6 @@ class _Stepper:
     grows by one column per step; pixel values only at prefill; logits of the last position only."""
 
     def __init__(self, model):
-        from transformers import DynamicCache
-
         params = _base_forward_params(model)
         # transformers 5.2x renamed past_key_values -> cache (the old name is deprecated until 5.40).
         self.cache_key = "cache" if "cache" in params else "past_key_values"
@@ -229,11 +223,11 @@ def contrastive_generate(
     eos_token_id: int | Sequence[int] | None,
     pad_token_id: int,
     beta: float = 1.0,
-    noise: str = "gaussian",
+    noise: Perturbation = "gaussian",
     alpha: float | None = None,
     noise_step: int = DEFAULT_DDPM_STEP,
     plausibility: float | None = 0.1,
-    strategy: str = "greedy",
+    strategy: Strategy = "greedy",
     num_beams: int = 3,
     temperature: float = 1.0,
     top_p: float = 1.0,

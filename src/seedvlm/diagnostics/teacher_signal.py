@@ -161,7 +161,8 @@ def mention_signal(model, processor, records: list[dict], injected: dict[str, st
     Returns {"classes": the first view's per-class means, "perturbations": per view and class the mean
     perturbed - clean (None without mentions), "kl_clean_noisy_all_answer_tokens", "answer_tokens"}."""
     from seedvlm.data.dataset import Collator, InstructDataset
-    from seedvlm.train.step import compute_dtype, noise_settings, perturb_per_sample
+    from seedvlm.models.dtypes import compute_dtype
+    from seedvlm.train.teacher import noise_settings, noisy_view
 
     names = list(views)
     sums = {c: {"n": 0, "logp_clean": 0.0, "logp_noisy": 0.0, "delta_purified": 0.0, "lowered": 0,
@@ -181,7 +182,7 @@ def mention_signal(model, processor, records: list[dict], injected: dict[str, st
                      collate([ds[i] for i in range(s, min(len(ds), s + batch_size))]).items()}
             mask, targets = S.answer_positions(batch["labels"])  # rows of `mask` predict `targets`, row-major
             pix = batch["pixel_values"].float()
-            seen = [pix] + [perturb_per_sample(pix, batch["sample_index"], 0, views[v], patch) for v in names]
+            seen = [pix] + [noisy_view(pix, batch["sample_index"], 0, views[v], patch) for v in names]
             k = len(seen)
             ids, attn = batch["input_ids"], batch["attention_mask"]
             rows = model(input_ids=ids.repeat(k, 1), attention_mask=attn.repeat(k, 1),
@@ -239,9 +240,9 @@ def teacher_signal(model, processor, world: Path, split: str = "train", n: int |
     """The per-class statistics above on a split's detailed descriptions (a dict ready for JSON); all_kinds: the
     other perturbation kinds' changes beside the training noise's."""
     records, injected = detail_records(world, split, n)
-    report = mention_signal(model, processor, records, injected, world / "images" / split,
-                            CHAIR(world / f"instances_{split}.json"), perturbation_views(alpha, seed, all_kinds),
-                            beta, batch_size, within_objects)
+    chair = CHAIR(world / f"instances_{split}.json", protocol="corrected")
+    report = mention_signal(model, processor, records, injected, world / "images" / split, chair,
+                            perturbation_views(alpha, seed, all_kinds), beta, batch_size, within_objects)
     return {"world": str(world), "split": split, "records": len(records), "alpha": alpha, "beta": beta, "seed": seed,
             "within_objects": within_objects, **report}
 
@@ -253,8 +254,9 @@ def prior_under_noise(model, processor, world: Path, n: int | None = 200, alpha:
     `passed` when, under the training perturbation (the first view), the partners rise and present objects fall."""
     records, injected = held_out_records(world, n)
     views = perturbation_views(alpha, seed)
-    report = mention_signal(model, processor, records, injected, world / "images" / "val",
-                            CHAIR(world / "instances_val.json"), views, batch_size=batch_size)
+    chair = CHAIR(world / "instances_val.json", protocol="corrected")
+    report = mention_signal(model, processor, records, injected, world / "images" / "val", chair, views,
+                            batch_size=batch_size)
     kinds = {v: {"settings": r["settings"],
                  "partner_change": r["classes"]["injected_absent"]["perturbed_minus_clean"],
                  "present_change": r["classes"]["present"]["perturbed_minus_clean"]}

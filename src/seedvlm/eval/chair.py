@@ -1,22 +1,31 @@
 """CHAIR (Rohrbach et al. 2018): object hallucination in image descriptions, scored against COCO-format annotations.
 
-Follows the authors' `utils/chair.py` (github.com/LisaAnne/Hallucination):
-1. lowercase, tokenize (runs of letters and digits), singularize each word with lemminflect (packaged data, no
-   downloads) unless the word is already in the synonym table ("skis", "people", "children", "oxen" stay);
-2. merge phrases FIRST, longest first (up to 3 words), matching the raw or the singular words: "hot dog(s)" is a hot
-   dog and no dog, "teddy bear" no bear, "baby elephant" an elephant and no person, "passenger train" a train,
-   "bow tie" a tie, "toilet seat" a toilet, "home plate"/"train track" nothing;
-3. a caption that names a toilet drops its "seat" words (the seat of a toilet is no chair);
-4. every remaining word in the synonym table is a mention of its category.
+Two protocols read the objects a description names:
+- "official" (the default) gives, caption by caption, the same words and objects as the authors' `utils/chair.py`
+  (github.com/LisaAnne/Hallucination) with its `synonyms.txt`: see `seedvlm.eval.chair_official`. Use it to put a
+  number beside a published one.
+- "corrected" fixes the official reading where it is plainly wrong:
+  1. lowercase, tokenize (runs of letters and digits, any script: "catégorie" is one word, no "cat"), singularize
+     each word with lemminflect (packaged data, no downloads) unless the word is already in the synonym table
+     ("skis", "people", "children", "oxen" stay; "bus" stays a bus, "glasses" become "glass");
+  2. merge phrases FIRST, longest first (up to 3 words), matching the raw or the singular words: "hot dog(s)" is a
+     hot dog and no dog, "teddy bear" no bear, "baby elephant" an elephant and no person, "passenger train" a train,
+     "bow tie" a tie, "toilet seat" a toilet, "home plate"/"train track" nothing;
+  3. a caption that names a toilet drops its "seat" words (the seat of a toilet is no chair);
+  4. every remaining word in the synonym table is a mention of its category (" motor bike", "cheesecake" and
+     "iphone" count, which the official parsing of its own table misses).
 
-Ground truth of an image = categories of its instance annotations + categories mentioned in its reference captions.
-Per caption: mentioned (unique categories, in order), hallucinated = mentioned but not in the ground truth.
+Ground truth of an image = categories of its instance annotations + categories mentioned in its reference captions
+(read with the same protocol). Per caption: mentioned (unique categories, in order), hallucinated = mentioned but not
+in the ground truth.
 - chair_i = hallucinated mentions / all mentions, over the whole set, every mention counted (a caption saying
   "a dog ... the dog" has two dog mentions) exactly as the original's `coco_word_count += len(node_words)`;
 - chair_i_unique = the same with each category counted once per caption;
 - chair_s = captions with >= 1 hallucinated object / all captions (captions without any object count, as originally);
-- recall = annotated categories mentioned / annotated categories, summed over captions. The denominator is the
-  instance annotations only (caption-derived objects are often not visible enough to demand a mention);
+- recall = annotated categories mentioned / annotated categories, summed over captions (instance annotations only:
+  caption-derived objects are often not visible enough to demand a mention);
+- recall_augmented = ground-truth categories mentioned / ground-truth categories, summed over captions: the recall
+  that OPERA's CHAIR script reports (ground truth with the caption-derived objects);
 - mean_words = mean whitespace-separated words per caption.
 """
 
@@ -29,10 +38,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from seedvlm.errors import SeedVLMError
+from seedvlm.eval.chair_official import OFFICIAL_WORD_TO_CATEGORY, official_mentions
 from seedvlm.eval.synonyms import PHRASES, WORD_TO_CATEGORY
 from seedvlm.io import read_json
 
-_WORD = re.compile(r"[a-z0-9]+")
+PROTOCOLS = ("official", "corrected")
+_WORD = re.compile(r"[^\W_]+")
 
 
 @functools.lru_cache(maxsize=65536)
@@ -66,11 +77,16 @@ class CHAIR:
     instances: path or loaded dict ({"images", "annotations", "categories"}); the category names come from it and
     any name outside the 80 COCO categories becomes its own category. references: path or loaded COCO captions
     dict ({"annotations": [{"image_id", "caption"}]}) or a list of such records; None to use annotations only.
+    protocol: "official" (the authors' code, word for word) or "corrected" (see the module docstring).
     """
 
-    def __init__(self, instances: str | Path | dict, references: str | Path | dict | list | None = None):
+    def __init__(self, instances: str | Path | dict, references: str | Path | dict | list | None = None,
+                 protocol: str = "official"):
+        if protocol not in PROTOCOLS:
+            raise SeedVLMError(f"unknown CHAIR protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+        self.protocol = protocol
         data, self.instances_source = load_instances(instances)
-        self.word_to_category = dict(WORD_TO_CATEGORY)
+        self.word_to_category = dict(OFFICIAL_WORD_TO_CATEGORY if protocol == "official" else WORD_TO_CATEGORY)
         self.phrases = dict(PHRASES)
         try:
             cat_name = {c["id"]: c["name"].lower() for c in data["categories"]}
@@ -107,6 +123,8 @@ class CHAIR:
     def mention_spans(self, caption: str) -> list[tuple[int, int, str, str]]:
         """[(start, end, word, category), ...] in caption order: character offsets of each object mention, its
         normalized word or phrase ("hot dog", "mouse" for "mice") and its category."""
+        if self.protocol == "official":
+            return official_mentions(caption, self.word_to_category)
         toks = list(_WORD.finditer(caption.lower()))
         raw = [t.group() for t in toks]
         sing = [w if w in self.vocab else singularize(w) for w in raw]
@@ -176,27 +194,36 @@ class CHAIR:
             "n_mentions": len(mentions),
             "n_hallucinated_mentions": sum(c not in gt for _, c in mentions),
             "recalled": [c for c in mentioned if c in annotated],
+            "recalled_augmented": [c for c in mentioned if c in gt],
             "annotated": sorted(annotated),
             "ground_truth": sorted(gt),
             "n_words": len(caption.split()),
         }
 
-    def score_all(self, records: Iterable[dict]) -> list[dict]:
+    def score_all(self, records: Iterable[dict], source: str = "captions") -> list[dict]:
+        """Per-caption results; a record without image_id/caption or a second caption of one image is an error
+        naming `source` and the record (a repeated image would weigh several times in every metric)."""
         out = []
+        seen: dict[str, int] = {}
         for k, r in enumerate(records, 1):
             if not isinstance(r, dict) or "image_id" not in r or "caption" not in r:
-                raise SeedVLMError(f"caption record {k} needs 'image_id' and 'caption'")
+                raise SeedVLMError(f"{source} record {k}: needs 'image_id' and 'caption'")
+            key = str(r["image_id"])
+            if key in seen:
+                raise SeedVLMError(f"{source} record {k}: duplicate image_id {key} (also record "
+                                   f"{seen[key]}); give one caption per image")
+            seen[key] = k
             out.append(self.score(r["image_id"], r["caption"]))
         return out
 
-    def evaluate(self, records: Iterable[dict]) -> tuple[dict, list[dict]]:
+    def evaluate(self, records: Iterable[dict], source: str = "captions") -> tuple[dict, list[dict]]:
         """(metrics, per-caption samples): what `seedvlm eval chair` and `seedvlm score chair` both write."""
-        samples = self.score_all(records)
-        return aggregate(samples), samples
+        samples = self.score_all(records, source)
+        return dict(aggregate(samples), protocol=self.protocol), samples
 
     def compute(self, records: Iterable[dict]) -> dict:
-        """Metrics over records ({"image_id", "caption"}): chair_s, chair_i, chair_i_unique, recall, mean_words, n,
-        n_mentions, image_ids."""
+        """Metrics over records ({"image_id", "caption"}): chair_s, chair_i, chair_i_unique, recall,
+        recall_augmented, mean_words, n, n_mentions, image_ids, protocol."""
         return self.evaluate(records)[0]
 
 
@@ -208,11 +235,13 @@ def aggregate(samples: list[dict]) -> dict:
     mentions = sum(s["n_mentions"] for s in samples)
     unique = sum(len(s["mentioned"]) for s in samples)
     annotated = sum(len(s["annotated"]) for s in samples)
+    truth = sum(len(s["ground_truth"]) for s in samples)
     return {
         "chair_s": sum(bool(s["hallucinated"]) for s in samples) / n,
         "chair_i": sum(s["n_hallucinated_mentions"] for s in samples) / mentions if mentions else 0.0,
         "chair_i_unique": sum(len(s["hallucinated"]) for s in samples) / unique if unique else 0.0,
         "recall": sum(len(s["recalled"]) for s in samples) / annotated if annotated else 0.0,
+        "recall_augmented": sum(len(s["recalled_augmented"]) for s in samples) / truth if truth else 0.0,
         "mean_words": sum(s["n_words"] for s in samples) / n,
         "n": n,
         "n_mentions": mentions,

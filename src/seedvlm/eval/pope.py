@@ -11,10 +11,10 @@ Differences from the official code, all deliberate: the images and the 3 positiv
 official takes a pre-made list and its first 3 objects), the positives are the same in all three splits, and ties in
 frequency or co-occurrence break by category order so that equal inputs give equal files.
 
-Parsing is the official `evaluate.py`: first sentence (text before the first '.'), commas removed, split into words;
-"No", "not" or "no" among them -> "no", else "yes". Case matters, as in the official code ("NO" and "Not" parse as
-yes). The one difference: words split on any whitespace, not only on ' ', so "No\\nThere is..." is a no. An empty or
-whitespace-only answer is `unparsed`: counted, and always wrong (see `pope_metrics`).
+Parsing (`seedvlm.eval.pope_parsers`): "official" is POPE's `evaluate.py` decision for any string (the default);
+"strict" splits words on any white space and leaves an empty answer unparsed (counted, and always wrong: see
+`pope_metrics`). Every result records how many answers the two would decide differently.
+Question and answer files in seedvlm's, POPE's and LLaVA's formats: `seedvlm.eval.pope_formats`.
 """
 
 from __future__ import annotations
@@ -28,11 +28,13 @@ from typing import Any, Iterable, Sequence
 
 from seedvlm.errors import SeedVLMError
 from seedvlm.eval.chair import load_instances
-from seedvlm.io import read_json, read_jsonl
+from seedvlm.eval.pope_formats import (OBJECT_SPLITS, load_pope_answers, load_pope_questions, match_answers,
+                                       question_key, split_order)
+from seedvlm.eval.pope_parsers import PARSERS, disagreements, parse_strict
+from seedvlm.io import read_json
 
 log = logging.getLogger(__name__)
 
-OBJECT_SPLITS = ("random", "popular", "adversarial")
 KINDS = ("object", "color", "count", "relation")
 METRIC_KEYS = ("accuracy", "precision", "recall", "f1", "yes_ratio")
 PAIRS_PER_IMAGE = 3
@@ -291,14 +293,8 @@ def build_pope(instances: str | Path | dict, n_images: int = 500, seed: int = 0,
 
 # ----------------------------------------------------------------------------------------------- parsing & metrics
 def parse_answer(text: str | None) -> str | None:
-    """The official POPE parser: "yes" or "no"; None (unparsed) for an empty or whitespace-only answer."""
-    if text is None or not str(text).strip():
-        return None
-    text = str(text)
-    if "." in text:
-        text = text.split(".")[0]
-    words = set(text.replace(",", "").split())
-    return "no" if words & {"No", "not", "no"} else "yes"
+    """The strict parser ("yes", "no", or None for an empty answer); see `seedvlm.eval.pope_parsers`."""
+    return parse_strict(text)
 
 
 def pope_metrics(preds: Sequence[str | None], labels: Sequence[str]) -> dict:
@@ -354,40 +350,49 @@ def mean_over_splits(per_split: dict[str, dict]) -> dict:
     return out
 
 
-def _split_order(names: Iterable[str]) -> list[str]:
-    names = list(dict.fromkeys(names))
-    return [s for s in OBJECT_SPLITS if s in names] + [s for s in names if s not in OBJECT_SPLITS]
+def _answer_for(q: dict, answers: dict[str, str], plain_ids: Counter) -> str | None:
+    """The answer to q: under its split-qualified key, or under its plain id when no other split has that id."""
+    key = question_key(q)
+    if key in answers:
+        return answers[key]
+    qid = str(q["question_id"])
+    return answers.get(qid) if plain_ids[qid] == 1 else None
 
 
-def score_pope(questions: Sequence[dict], answers: dict[str, str],
-               answers_source: str = "answers") -> tuple[dict, list]:
-    """Score answers {question_id: raw text} against questions. Returns (metrics, samples).
+def score_pope(questions: Sequence[dict], answers: dict[str, str], answers_source: str = "answers",
+               parser: str = "official") -> tuple[dict, list]:
+    """Score answers {question key or question_id: raw text} against questions. Returns (metrics, samples).
 
     metrics: {"splits": [...], <split>: {accuracy, precision, recall, f1, yes_ratio, n, unparsed, ...,
-    consistency?}, "mean": {...}}. Metrics count the canonical wording only (paraphrase 0), so a file built with
-    --paraphrases scores like one without; the rewordings feed `consistency`. Every question needs an answer and
-    every answer a question: anything else is an error naming `answers_source`.
+    consistency?}, "mean": {...}, "parser", "parser_disagreements"}. Metrics count the canonical wording only
+    (paraphrase 0), so a file built with --paraphrases scores like one without; the rewordings feed `consistency`.
+    Every question needs an answer and every answer a question: anything else is an error naming `answers_source`.
+    `parser_disagreements`: answers that the official and the strict parser decide differently.
     """
-    qids = [str(q["question_id"]) for q in questions]
-    missing = [q for q in qids if q not in answers]
+    if parser not in PARSERS:
+        raise SeedVLMError(f"unknown POPE parser {parser!r}; use one of {', '.join(PARSERS)}")
+    parse = PARSERS[parser]
+    plain_ids = Counter(str(q["question_id"]) for q in questions)
+    texts = [_answer_for(q, answers, plain_ids) for q in questions]
+    missing = [question_key(q) for q, t in zip(questions, texts) if t is None]
     if missing:
-        raise SeedVLMError(f"{answers_source}: no answer for {len(missing)} of {len(qids)} questions, e.g. "
+        raise SeedVLMError(f"{answers_source}: no answer for {len(missing)} of {len(questions)} questions, e.g. "
                            f"{', '.join(missing[:5])}")
-    unknown = sorted(set(answers) - set(qids))
+    known = {question_key(q) for q in questions} | {k for k, n in plain_ids.items() if n == 1}
+    unknown = sorted(set(answers) - known)
     if unknown:
         raise SeedVLMError(f"{answers_source}: {len(unknown)} answers have question_ids that are not in the "
                            f"questions, e.g. {', '.join(unknown[:5])}")
     samples = []
-    for q, qid in zip(questions, qids):
-        text = answers[qid]
-        parsed = parse_answer(text)
+    for q, text in zip(questions, texts):
+        parsed = parse(text)
         s = {"question_id": q["question_id"], "split": q["split"], "image": q["image"], "question": q["text"],
              "text": text, "parsed": parsed, "label": q["label"], "correct": parsed == q["label"]}
         if q.get("group_id") is not None:
             s["group_id"] = q["group_id"]
             s["paraphrase"] = q.get("paraphrase", 0)
         samples.append(s)
-    order = _split_order(s["split"] for s in samples)
+    order = split_order(s["split"] for s in samples)
     metrics: dict[str, Any] = {"splits": order}
     for split in order:
         rows = [s for s in samples if s["split"] == split]
@@ -398,59 +403,22 @@ def score_pope(questions: Sequence[dict], answers: dict[str, str],
             m["consistency"] = c
         metrics[split] = m
     metrics["mean"] = mean_over_splits({s: metrics[s] for s in order})
+    metrics["parser"] = parser
+    metrics["parser_disagreements"] = disagreements(texts)
     return metrics, samples
 
 
 # ----------------------------------------------------------------------------------------------- files
-_REQUIRED = ("question_id", "image", "text", "label")
+def load_questions(path: str | Path, limit: int | None = None, labels: str | Path | None = None) -> list[dict]:
+    """Questions from any supported file or folder (`seedvlm.eval.pope_formats.load_pope_questions`)."""
+    return load_pope_questions(path, limit=limit, labels=labels)[0]
 
 
-def load_questions(path: str | Path, limit: int | None = None) -> list[dict]:
-    """Questions from a JSONL file or a POPE folder (every *.jsonl in it, splits in the order random, popular,
-    adversarial, then the others). A row's split is its `split` field, else the file's stem. `limit`: the first N
-    questions of each split. Errors name the file and the row."""
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(path.glob("*.jsonl"))
-        if not files:
-            raise SeedVLMError(f"no question files (*.jsonl) in {path}")
-        by_stem = {f.stem: f for f in files}
-        files = [by_stem[s] for s in _split_order(by_stem)]
-    elif path.is_file():
-        files = [path]
-    else:
-        raise SeedVLMError(f"questions not found: {path} (expected a .jsonl file or a folder from `seedvlm pope "
-                           "build`)")
-    out: list[dict] = []
-    seen: dict[str, Path] = {}
-    for f in files:
-        rows = read_jsonl(f, "questions file")
-        if not rows:
-            raise SeedVLMError(f"questions file {f} is empty")
-        per_split: Counter = Counter()
-        for k, q in enumerate(rows, 1):
-            absent = [key for key in _REQUIRED if key not in q]
-            if absent:
-                raise SeedVLMError(f"questions file {f} record {k}: missing {', '.join(absent)}")
-            if q["label"] not in ("yes", "no"):
-                raise SeedVLMError(f"questions file {f} record {k}: label must be 'yes' or 'no', got {q['label']!r}")
-            if not isinstance(q["image"], str) or not isinstance(q["text"], str):
-                raise SeedVLMError(f"questions file {f} record {k}: 'image' and 'text' must be strings")
-            qid = str(q["question_id"])
-            if qid in seen:
-                raise SeedVLMError(f"questions file {f} record {k}: duplicate question_id {qid} (also in {seen[qid]})")
-            seen[qid] = f
-            q = dict(q, split=str(q.get("split") or f.stem))
-            per_split[q["split"]] += 1
-            if limit is None or per_split[q["split"]] <= limit:
-                out.append(q)
-    return out
-
-
-def questions_provenance(path: str | Path) -> dict:
-    """Where questions came from, for results.json: the path and, for a POPE folder, its meta.json essentials."""
+def questions_provenance(path: str | Path, formats: dict | None = None) -> dict:
+    """Where questions came from, for results.json: the path, `formats` (the info of `load_pope_questions`) and,
+    for a POPE folder built by seedvlm, its meta.json essentials."""
+    info: dict[str, Any] = {"questions": str(path), **(formats or {})}
     meta_path = Path(path) / "meta.json"
-    info: dict[str, Any] = {"questions": str(path)}
     if meta_path.is_file():
         meta = read_json(meta_path, "POPE meta file")
         if isinstance(meta, dict):
@@ -459,21 +427,12 @@ def questions_provenance(path: str | Path) -> dict:
     return info
 
 
-def load_answers(path: str | Path) -> dict[str, str]:
-    """Answers JSONL -> {question_id: text}. Each row: question_id and `text` (LLaVA's answer files) or `answer`
-    (the official POPE answer files). Duplicate ids and missing fields are errors naming the file."""
-    path = Path(path)
-    out: dict[str, str] = {}
-    for k, row in enumerate(read_jsonl(path, "answers file"), 1):
-        key = "text" if "text" in row else "answer"
-        if "question_id" not in row or key not in row:
-            raise SeedVLMError(f"answers file {path} record {k}: needs 'question_id' and 'text'")
-        if row[key] is not None and not isinstance(row[key], str):
-            raise SeedVLMError(f"answers file {path} record {k}: '{key}' must be a string")
-        qid = str(row["question_id"])
-        if qid in out:
-            raise SeedVLMError(f"answers file {path} record {k}: duplicate question_id {qid}")
-        out[qid] = row[key] or ""
-    if not out:
-        raise SeedVLMError(f"answers file {path} is empty")
-    return out
+def load_answers(path: str | Path, questions: Sequence[dict] | None = None) -> dict[str, str]:
+    """Answers file -> {question key or question_id: text}. Files without question_id (POPE's {"question",
+    "answer"} lines) need `questions`, matched by position."""
+    rows, fmt = load_pope_answers(path)
+    if fmt == "by_position" and questions is None:
+        raise SeedVLMError(f"answers file {path} has no question_id: it can only be matched to questions by position")
+    if questions is None:
+        return {r["key"]: r["text"] for r in rows}
+    return match_answers(list(questions), rows, fmt, f"answers file {path}")

@@ -1,13 +1,13 @@
 """Tables and the compare report: runs as columns, metrics as rows, deltas against the base run, PNG plots.
 
 A run is named on the command line as NAME=PATH; PATH is one of
-- a run folder holding `pope/results.json` and/or `chair/results.json`;
-- a folder holding one `results.json` (its "task" says POPE or CHAIR);
+- a run folder holding `pope/results.json`, `chair/results.json` and/or `mme/results.json`;
+- a folder holding one `results.json` (its "task" says POPE, CHAIR or MME);
 - a `results.json` file.
 CHAIR operating points (for the CHAIRi-versus-recall plot) are the run's CHAIR result plus, if present, the points
 of a `chair_sweep.json` (a list of {"label", "chair_i", "recall"}) in PATH or PATH/chair, and the results.json of
 every subfolder of PATH/chair (labelled by the subfolder's name). CHAIRi at matched recall: every run's CHAIRi at the
-highest recall all runs with CHAIR points reach, interpolated on its frontier (`seedvlm.experiment.statistics`, the
+highest recall all runs with CHAIR points reach, interpolated on its frontier (`seedvlm.eval.statistics`, the
 experiment summary's method).
 """
 
@@ -17,14 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from seedvlm.errors import SeedVLMError
-from seedvlm.experiment.statistics import chair_at_recall, common_recall, frontier
+from seedvlm.eval.statistics import chair_at_recall, common_recall, frontier
 from seedvlm.io import atomic_path, read_json, write_json, write_text
 
 POPE_METRICS = (("accuracy", "acc"), ("precision", "prec"), ("recall", "rec"), ("f1", "F1"),
                 ("yes_ratio", "yes-ratio"), ("consistency", "consistency"))
 CHAIR_METRICS = (("chair_s", "CHAIRs (lower is better)"), ("chair_i", "CHAIRi (lower is better)"),
                  ("recall", "CHAIR recall"), ("mean_words", "mean words"))
-_COUNTS = {"mean_words"}  # not fractions: shown as they are, not in percent
+MME_METRICS = (("accuracy", "acc"), ("accuracy_plus", "acc+"), ("score", "score"))
+_COUNTS = {"mean_words", "score"}  # not fractions: shown as they are, not in percent
+_TASKS = ("pope", "chair", "mme")
 
 
 # ----------------------------------------------------------------------------------------------- single-run tables
@@ -45,23 +47,39 @@ def pope_table(metrics: dict) -> str:
         m = metrics[s]
         lines.append(f"| {s} | " + " | ".join(_fmt(k, m.get(k)) for k, _ in keys) +
                      f" | {m['n']} | {m['unparsed']} |")
+    if metrics.get("parser"):
+        lines.append(f"\nparser: {metrics['parser']}; answers the official and the strict parser decide "
+                     f"differently: {metrics.get('parser_disagreements')}")
     return "\n".join(lines)
 
 
 def chair_table(metrics: dict) -> str:
     """Markdown table of one CHAIR result (percent, except mean words)."""
-    return ("| CHAIRs | CHAIRi | CHAIRi (unique) | recall | mean words | n |\n|---|---|---|---|---|---|\n"
-            f"| {_fmt('chair_s', metrics['chair_s'])} | {_fmt('chair_i', metrics['chair_i'])} | "
-            f"{_fmt('chair_i', metrics.get('chair_i_unique'))} | {_fmt('recall', metrics['recall'])} | "
-            f"{metrics['mean_words']:.1f} | {metrics['n']} |")
+    table = ("| CHAIRs | CHAIRi | CHAIRi (unique) | recall | recall (+captions) | mean words | n |\n"
+             "|---|---|---|---|---|---|---|\n"
+             f"| {_fmt('chair_s', metrics['chair_s'])} | {_fmt('chair_i', metrics['chair_i'])} | "
+             f"{_fmt('chair_i', metrics.get('chair_i_unique'))} | {_fmt('recall', metrics['recall'])} | "
+             f"{_fmt('recall', metrics.get('recall_augmented'))} | {metrics['mean_words']:.1f} | {metrics['n']} |")
+    return table + (f"\n\nprotocol: {metrics['protocol']}" if metrics.get("protocol") else "")
+
+
+def mme_table(metrics: dict) -> str:
+    """Markdown table of one MME result: subsets as rows (accuracy in percent, score 0..200), then the total."""
+    lines = ["| subset | acc | acc+ | score | n | other |", "|---|---|---|---|---|---|"]
+    for s in metrics["subsets"]:
+        m = metrics[s]
+        lines.append(f"| {s} | {_fmt('accuracy', m['accuracy'])} | {_fmt('accuracy', m['accuracy_plus'])} | "
+                     f"{m['score']:.1f} | {m['n']} | {m['other']} |")
+    lines.append(f"| total | | | {metrics['score']:.1f} | | |")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------- loading runs
 def _load_result(path: Path) -> dict:
     data = read_json(path, "results file")
-    if not isinstance(data, dict) or data.get("task") not in ("pope", "chair"):
-        raise SeedVLMError(f"results file {path}: not a seedvlm results.json (no 'task': 'pope' or 'chair')")
-    need = ("splits", "mean") if data["task"] == "pope" else ("chair_i", "recall")
+    if not isinstance(data, dict) or data.get("task") not in _TASKS:
+        raise SeedVLMError(f"results file {path}: not a seedvlm results.json (no 'task': 'pope', 'chair' or 'mme')")
+    need = {"pope": ("splits", "mean"), "chair": ("chair_i", "recall"), "mme": ("subsets", "score")}[data["task"]]
     if any(k not in data for k in need):
         raise SeedVLMError(f"results file {path}: {data['task']} result without {', '.join(need)}")
     return data
@@ -77,14 +95,15 @@ def _load_sweep(path: Path) -> list[dict]:
 
 
 def load_run(name: str, path: str | Path) -> dict:
-    """{"name", "sources", "pope", "chair", "chair_points"} of one run (see the module docstring for layouts)."""
+    """{"name", "sources", "pope", "chair", "mme", "chair_points"} of one run (see the module docstring for
+    layouts)."""
     path = Path(path)
-    found: dict[str, Any] = {"name": name, "sources": [], "pope": None, "chair": None, "chair_points": []}
+    found: dict[str, Any] = {"name": name, "sources": [], "pope": None, "chair": None, "mme": None,
+                             "chair_points": []}
     if path.is_file():
         files = [path]
     elif path.is_dir():
-        files = [p for p in (path / "results.json", path / "pope" / "results.json", path / "chair" / "results.json")
-                 if p.is_file()]
+        files = [p for p in [path / "results.json"] + [path / t / "results.json" for t in _TASKS] if p.is_file()]
     else:
         raise SeedVLMError(f"run {name}: {path} not found")
     for f in files:
@@ -108,8 +127,8 @@ def load_run(name: str, path: str | Path) -> dict:
                 found["chair_points"].append({"label": sub.name, "chair_i": data["chair_i"], "recall": data["recall"]})
                 found["sources"].append(str(sub / "results.json"))
     if not found["sources"]:
-        raise SeedVLMError(f"run {name}: no results in {path} (expected results.json, pope/results.json or "
-                           "chair/results.json)")
+        raise SeedVLMError(f"run {name}: no results in {path} (expected results.json, pope/results.json, "
+                           "chair/results.json or mme/results.json)")
     return found
 
 
@@ -138,6 +157,18 @@ def _rows(runs: list[dict]) -> list[dict]:
         values = {r["name"]: (r["chair"] or {}).get(key) for r in runs}
         if any(v is not None for v in values.values()):
             rows.append({"key": f"chair.{key}", "label": label, "metric": key, "values": values})
+    subsets: list[str] = []
+    for r in runs:
+        if r["mme"]:
+            subsets += [s for s in r["mme"]["subsets"] if s not in subsets]
+    for subset in subsets:
+        for key, label in MME_METRICS:
+            values = {r["name"]: (r["mme"] or {}).get(subset, {}).get(key) for r in runs}
+            rows.append({"key": f"mme.{subset}.{key}", "label": f"MME {subset} {label}", "metric": key,
+                         "values": values})
+    if subsets:
+        rows.append({"key": "mme.score", "label": "MME score (sum of subsets)", "metric": "score",
+                     "values": {r["name"]: (r["mme"] or {}).get("score") for r in runs}})
     return rows
 
 

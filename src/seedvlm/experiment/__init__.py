@@ -5,14 +5,15 @@ sweeps, CHAIRi at matched recall, ablations, and one summary with 95% intervals 
     seedvlm experiment --config configs/experiment_smoke.yaml                 # minutes on 2 CPU cores
     seedvlm experiment --config configs/experiment_world.yaml --seeds 0 --out runs/exp_one_seed --dry-run
 
-Every step calls an existing command through `seedvlm.cli.main` (world, prepare, pope build, train, eval pope|chair,
-score chair, compare): nothing here trains or scores by itself. Layout:
+Every step calls an existing command through `seedvlm.cli.main` (world, prepare, pope build, train,
+eval pope|chair|mme, score chair, compare): nothing here trains or scores by itself. Layout:
 
     OUT/experiment.json                 the config of the latest invocation
     OUT/world/, OUT/data/, OUT/questions/   shared: generated world, training records + manifest, POPE question
-                                        folders (objects; color/count/relation probes) and the CHAIR image ids
+                                        folders (objects; color/count/relation probes), MME's four subsets and the
+                                        CHAIR image ids
     OUT/seed<S>/<arm>/train/            training run (adapter/, checkpoints, metrics.jsonl) for trained arms
-    OUT/seed<S>/<arm>/pope|probes|chair/    results.json + samples.jsonl of each evaluation
+    OUT/seed<S>/<arm>/pope|probes|mme|chair/ results.json + samples.jsonl of each evaluation
     OUT/seed<S>/<arm>/beta_<b>/         CHAIR at another contrast strength b (contrastive arms)
     OUT/seed<S>/<arm>/lengths/w<k>/     CHAIR of the arm's captions cut to their first k words (re-scored)
     OUT/seed<S>/<arm>/chair_sweep.json  the arm's extra operating points, read by `seedvlm compare`
@@ -32,7 +33,7 @@ frontier, matched recall; shared with `seedvlm compare`), `summary` (summary.jso
 from seedvlm.experiment.config import ARM_HELP, ARMS, ExperimentConfig, load_experiment_config
 from seedvlm.experiment.plan import STARTED, Plan, Step, variant_name
 from seedvlm.experiment.runner import MARKER, plan_status, run_experiment
-from seedvlm.experiment.statistics import chair_at_recall, frontier, mean_ci, t975
+from seedvlm.eval.statistics import chair_at_recall, frontier, mean_ci, t975
 from seedvlm.experiment.summary import MATCHED_METHOD, summarize
 
 __all__ = ["ARMS", "ARM_HELP", "MARKER", "MATCHED_METHOD", "STARTED", "ExperimentConfig", "Plan", "Step",

@@ -1,6 +1,6 @@
 """The experiment's steps (`Plan`): the shared world, data and questions; per seed and arm its training run,
-evaluations (POPE, probes, CHAIR), contrast and word-budget operating points; the w-sweep and ablation variants; the
-per-seed `seedvlm compare` reports. Each step is an existing `seedvlm` command (run in this process) or a small
+evaluations (POPE, probes, MME, CHAIR), contrast and word-budget operating points; the w-sweep and ablation variants;
+the per-seed `seedvlm compare` reports. Each step is an existing `seedvlm` command (run in this process) or a small
 file operation, with the settings its outputs depend on (what resume compares)."""
 
 from __future__ import annotations
@@ -155,6 +155,8 @@ class Plan:
         common = ["--instances", self.world / "instances_val.json", "--seed", c.question_seed,
                   "--train-manifest", self.manifest]
         _cli(["pope", "build", "--out", q / "pope", "--n-images", c.pope_images, *common], log)
+        _cli(["pope", "build", "--format", "mme", "--out", q / "mme", "--n-images", c.pope_images,
+              "--images", self.world / "images" / "val", *common], log)
         if c.probe_images and c.probe_kinds:
             parts = {}
             for kind in c.probe_kinds:
@@ -216,9 +218,11 @@ class Plan:
             argv = ["eval", "chair", "--instances", w / "instances_val.json", "--references", w / "captions_val.json",
                     "--image-ids", self.questions / "chair_images.json", "--max-new-tokens", c.max_new_tokens]
         else:
-            argv = ["eval", "pope", "--questions", self.questions / ("pope" if task == "pope" else "probes"),
+            argv = ["eval", "mme" if task == "mme" else "pope",
+                    "--questions", self.questions / ({"pope": "pope", "mme": "mme"}.get(task, "probes")),
                     "--max-new-tokens", c.pope_max_new_tokens, f"--prompt-suffix={c.pope_prompt_suffix}"]
-        argv += ["--model", c.base_model, "--images", w / "images" / "val", "--out", folder,
+        images = self.questions / "mme" if task == "mme" else w / "images" / "val"
+        argv += ["--model", c.base_model, "--images", images, "--out", folder,
                  "--batch-size", c.batch_size, "--seed", seed, "--train-manifest", self.manifest]
         if adapter is not None:
             argv += ["--adapter", adapter]
@@ -245,7 +249,7 @@ class Plan:
             deps.append(f"seed{seed}/seed/train")
             adapter = self.out / f"seed{seed}" / "seed" / "train" / "adapter"
         beta = c.contrastive_beta if arm in ("base_cd", "seed_cd") else None
-        tasks = ["pope"] + (["probes"] if c.probe_images and c.probe_kinds else []) + ["chair"]
+        tasks = ["pope"] + (["probes"] if c.probe_images and c.probe_kinds else []) + ["mme", "chair"]
         first = c.seeds[0]
         for task in tasks:
             key = f"seed{seed}/{arm}/{task}"

@@ -10,7 +10,7 @@ from pathlib import Path
 from seedvlm.eval.results import git_state, versions
 from seedvlm.experiment.config import ARM_HELP, ARMS
 from seedvlm.experiment.plan import Plan, _fmt_value
-from seedvlm.experiment.statistics import chair_at_recall, common_recall, frontier, mean_ci, relative_change
+from seedvlm.eval.statistics import chair_at_recall, common_recall, frontier, mean_ci, relative_change
 from seedvlm.io import read_json, write_json, write_text
 
 MATCHED_METHOD = (
@@ -32,7 +32,7 @@ def _now() -> str:
 
 
 def _metrics(root: Path) -> dict[str, float]:
-    """Flat metrics of one arm folder: pope.<split>.<m>, probes.<split>.<m>, chair.<m>."""
+    """Flat metrics of one arm folder: pope.<split>.<m>, probes.<split>.<m>, mme.<subset>.score, chair.<m>."""
     out: dict[str, float] = {}
     for task in ("pope", "probes"):
         p = root / task / "results.json"
@@ -42,6 +42,11 @@ def _metrics(root: Path) -> dict[str, float]:
                 for k, _ in POPE_KEYS:
                     if r.get(split, {}).get(k) is not None:
                         out[f"{task}.{split}.{k}"] = r[split][k]
+    p = root / "mme" / "results.json"
+    if p.is_file():
+        r = read_json(p, "MME results")
+        out.update({f"mme.{subset}.score": r[subset]["score"] for subset in r.get("subsets", [])})
+        out["mme.total.score"] = r["score"]
     p = root / "chair" / "results.json"
     if p.is_file():
         r = read_json(p, "CHAIR results")
@@ -56,6 +61,8 @@ def _label(key: str) -> str:
     if key.startswith("chair."):
         return dict(CHAIR_KEYS)[key.split(".")[1]]
     task, split, m = key.split(".")
+    if task == "mme":
+        return f"MME {split} score"
     return f"{'POPE' if task == 'pope' else 'probe'} {split} {dict(POPE_KEYS)[m]}"
 
 
@@ -63,7 +70,7 @@ def _cell(key: str, st: dict, n_seeds: int, delta: bool = False) -> str:
     """mean ± half-width (percent, or counts for mean words); the n when it is not the number of seeds."""
     if not st or st.get("mean") is None:
         return "-"
-    scale = 1.0 if key.endswith("mean_words") else 100.0
+    scale = 1.0 if key.endswith("mean_words") or key.startswith("mme.") else 100.0
     sign = "+" if delta else ""
     text = f"{scale * st['mean']:{sign}.1f}"
     if st["half_width"] is not None:
@@ -103,7 +110,7 @@ def summarize(plan: Plan) -> dict:
     keys: list[str] = []
     for (s, a), m in per.items():
         keys += [k for k in m if k not in keys]
-    order = {"pope": 0, "probes": 1, "chair": 2, "matched": 3}
+    order = {"pope": 0, "probes": 1, "mme": 2, "chair": 3, "matched": 4}
     metric_rank = {"accuracy": 0, "f1": 1, "yes_ratio": 2, "chair_s": 0, "chair_i": 1, "recall": 2, "mean_words": 3}
     keys.sort(key=lambda k: (order[k.split(".")[0]], _split_rank(k), metric_rank.get(k.split(".")[-1], 9)))
     stats = {a: {k: {**mean_ci([per[(s, a)].get(k) for s in c.seeds if (s, a) in per]),
@@ -146,7 +153,8 @@ def _split_rank(key: str) -> int:
     parts = key.split(".")
     if len(parts) < 3:
         return 0
-    ranks = {"random": 0, "popular": 1, "adversarial": 2, "color": 3, "count": 4, "relation": 5, "mean": 9}
+    ranks = {"random": 0, "popular": 1, "adversarial": 2, "existence": 3, "color": 3, "count": 4, "relation": 5,
+             "position": 5, "mean": 9, "total": 9}
     return ranks.get(parts[1], 8)
 
 

@@ -12,17 +12,18 @@ import os
 from pathlib import Path
 
 import torch
+from peft import PeftModel
 from transformers import AutoProcessor, LlavaConfig, LlavaForConditionalGeneration
+from transformers.utils import logging as hf_logging
 
 from seedvlm.errors import SeedVLMError
 from seedvlm.io import atomic_path, read_json
+from seedvlm.models.llava import llava_of
 
 BASE_FINGERPRINT_FILE = "seedvlm_base.json"
 
 
 def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
     hf_logging.set_verbosity_error()
 
 
@@ -98,7 +99,7 @@ def base_fingerprint(model) -> str:
     Stored beside every adapter so that loading it onto another base fails with a clear message instead of
     silently producing a different model.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = llava_of(model)
     cfg = base.config
     h = hashlib.sha256()
     t = cfg.text_config
@@ -112,8 +113,6 @@ def base_fingerprint(model) -> str:
 
 def attach_adapter(model, adapter: str | os.PathLike, is_trainable: bool = False):
     """Wrap `model` with a peft LoRA adapter from a local folder, refusing an adapter made for another base."""
-    from peft import PeftModel
-
     a = Path(adapter)
     if not (a / "adapter_config.json").is_file():
         raise SeedVLMError(f"not a peft adapter folder (no adapter_config.json): {a}")

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from seedvlm.config import field_
 from seedvlm.errors import SeedVLMError
 
+DEGRADE_KINDS = ("noise", "mask", "blank")  # stage 1's degraded views (seedvlm.pretrain.levers)
+
 
 @dataclass
 class PretrainConfig:
@@ -61,8 +63,6 @@ class PretrainConfig:
     save_dtype: str = field_("float16", "dtype of the saved weights (float16 keeps the shipped tiny base small)")
 
     def __post_init__(self) -> None:
-        from seedvlm.pretrain.levers import DEGRADE_KINDS
-
         checks = [(0.0 <= self.vision_degrade <= 1.0, "vision_degrade must be in [0, 1]"),
                   (bool(self.vision_degrade_kinds) and set(self.vision_degrade_kinds) <= set(DEGRADE_KINDS),
                    f"vision_degrade_kinds must name some of {list(DEGRADE_KINDS)}"),

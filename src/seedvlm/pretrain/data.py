@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from seedvlm.errors import SeedVLMError
 from seedvlm.io import read_json
-from seedvlm.models.processor import CLIP_MEAN, CLIP_STD
+from seedvlm.models.processor import CLIP_MEAN, CLIP_STD, chat_prompt
 
 CAPTION_PROMPT = "Describe the image briefly."
 
@@ -45,8 +46,6 @@ def tokenize_records(records, images: list[str], processor, n_image_tokens: int,
                      contexts: dict[str, str] | None = None) -> list[TextSample]:
     """Tokenize (image, prompt, answer) with the chat template; `<image>` expanded to the patch count, or, with
     `contexts`, replaced by the image's text description (text-only language pretraining)."""
-    from seedvlm.models.processor import chat_prompt
-
     tok = processor.tokenizer
     index = {name: i for i, name in enumerate(images)}
     image_tok = tok.image_token if hasattr(tok, "image_token") else "<image>"
@@ -140,8 +139,6 @@ def normalize_images(images_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 def load_split_images(world: Path, split: str, names: list[str], size: int) -> np.ndarray:
     """All images of a split as one uint8 array (N, size, size, 3); resized if the world was drawn at another size."""
-    from PIL import Image
-
     out = np.zeros((len(names), size, size, 3), dtype=np.uint8)
     for i, n in enumerate(names):
         p = world / "images" / split / n

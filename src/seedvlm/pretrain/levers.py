@@ -18,8 +18,7 @@ import torch
 
 from seedvlm import seed as S
 from seedvlm.errors import SeedVLMError
-
-DEGRADE_KINDS = ("noise", "mask", "blank")
+from seedvlm.pretrain.config import DEGRADE_KINDS
 
 
 def visible_under_noise(areas: np.ndarray, alpha: float, snr: float) -> np.ndarray:

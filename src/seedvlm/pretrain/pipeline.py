@@ -18,8 +18,11 @@ from seedvlm.models import (build_processor, build_word_tokenizer, load_model, l
                             preset_config, random_model, save_model, words_of)
 from seedvlm.pretrain.config import PretrainConfig
 from seedvlm.pretrain.data import CAPTION_PROMPT, load_split_images, scene_texts, tokenize_records, world_records
+from seedvlm.pretrain.levers import degrade_batch, uninformative_pixels
+from seedvlm.pretrain.readiness import readiness_report
 from seedvlm.pretrain.stages import (cache_features, first_token_accuracy, standardize_projector_input,
                                      train_language, train_vision, vision_features)
+from seedvlm.world import CATEGORIES, category_by_id, render_scene, sample_scene, world_vocabulary
 
 log = logging.getLogger("seedvlm.pretrain")
 
@@ -36,8 +39,6 @@ def _device(name: str) -> torch.device:
 
 def build_world_tokenizer(world: Path, splits=("train", "val")):
     """The word-level tokenizer of a world: every word its generator can emit plus every word in its files."""
-    from seedvlm.world import world_vocabulary
-
     texts = list(EXTRA_PROMPTS)
     for split in splits:
         _, caps, inst = world_records(world, split)
@@ -49,8 +50,6 @@ def vision_corpus(n: int, size: int, seed: int, with_objects: bool = False) -> t
     """Stage 1's corpus: `n` scenes whose objects are drawn uniformly over categories (no scene pairing), rendered
     in memory; returns images (n, size, size, 3) uint8, multi-hot labels (n, C), and the category id order; with
     `with_objects` also, per scene, (label column, box [x, y, w, h], visible pixels) of each object."""
-    from seedvlm.world import CATEGORIES, render_scene, sample_scene
-
     cat_ids = [c["id"] for c in CATEGORIES]
     col = {cid: i for i, cid in enumerate(cat_ids)}
     rng = np.random.default_rng(seed)
@@ -68,8 +67,6 @@ def vision_corpus(n: int, size: int, seed: int, with_objects: bool = False) -> t
 
 def _degrader(cfg: PretrainConfig, objects: list, patch_size: int):
     """Stage 1's degraded views (seedvlm.pretrain.levers.degrade_batch) as train_vision calls them."""
-    from seedvlm.pretrain.levers import degrade_batch
-
     def degrade(pix, labels, idx, rng):
         return degrade_batch(pix, labels, [objects[i] for i in idx], rng, cfg.vision_degrade,
                              tuple(cfg.vision_degrade_kinds), cfg.vision_visible_snr, patch_size)
@@ -78,8 +75,6 @@ def _degrader(cfg: PretrainConfig, objects: list, patch_size: int):
 
 def pretrain(cfg: PretrainConfig) -> dict:
     """Run all stages and the readiness check; returns the summary written to OUT/pretrain.json."""
-    from seedvlm.pretrain.readiness import readiness_report
-
     if not cfg.world:
         raise SeedVLMError("--world is required: a folder written by `seedvlm world`")
     world = require_dir(cfg.world, "world folder")
@@ -148,8 +143,6 @@ def pretrain(cfg: PretrainConfig) -> dict:
         summary["stages"]["vision_corpus_seconds"] = time.time() - t
         word_ids = None
         if cfg.vision_head == "words":
-            from seedvlm.world import category_by_id
-
             word_ids = [tokenizer(category_by_id(c)["name"], add_special_tokens=False).input_ids for c in cat_ids]
         elif cfg.vision_head != "linear":
             raise SeedVLMError(f"vision_head must be 'words' or 'linear', got {cfg.vision_head!r}")
@@ -169,8 +162,6 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if (cfg.vision_head == "linear" or cfg.vision_steps == 0) and (not cfg.init or cfg.init_vision):
         standardize_projector_input(model, feats)  # the projector is still random: give it standardized inputs
     if cfg.uninformative > 0:  # blank / pure-noise rows after the split's own
-        from seedvlm.pretrain.levers import uninformative_pixels
-
         pix = uninformative_pixels(cfg.uninformative_images, size, cfg.seed + 3).to(device, model.dtype)
         with torch.no_grad():
             common["uninformative"] = (cfg.uninformative, len(feats), cfg.uninformative_images)

@@ -9,7 +9,14 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from PIL import Image
+
+from seedvlm.diagnostics.teacher_signal import prior_markdown, prior_under_noise
+from seedvlm.eval.chair import CHAIR
+from seedvlm.eval.pope import parse_answer
+from seedvlm.generation import generate_texts
 from seedvlm.io import read_json
+from seedvlm.world import partners_of, scene_by_name
 
 DESCRIBE = "Please describe this image in detail."
 
@@ -38,16 +45,9 @@ def readiness_report(model, processor, world: Path, n_images: int = 200, max_new
                      batch_size: int = 32, progress: bool = True) -> dict:
     """Describe `n_images` val images greedily and ask yes/no probes, teacher-force held-out descriptions of up to
     `n_images` val images clean and perturbed; return the figures and the pass/fail checks."""
-    from PIL import Image
-
-    from seedvlm.eval.chair import CHAIR
-    from seedvlm.eval.pope import parse_answer
-    from seedvlm.generation import generate_texts
-    from seedvlm.world import partners_of, scene_by_name
-
     world = Path(world)
     inst = read_json(world / "instances_val.json", "instances file")
-    chair = CHAIR(inst, world / "captions_val.json")
+    chair = CHAIR(inst, world / "captions_val.json", protocol="corrected")
     names = {c["id"]: c["name"] for c in inst["categories"]}
     all_names = sorted(names.values())
     anns: dict[int, list[dict]] = {}
@@ -126,8 +126,6 @@ def readiness_report(model, processor, world: Path, n_images: int = 200, max_new
         "counts": c,
         "examples": examples,
     }
-    from seedvlm.diagnostics.teacher_signal import prior_under_noise
-
     r["prior_under_noise"] = prior_under_noise(model, processor, world, n=n_images, seed=seed, batch_size=batch_size)
     r["checks"] = {k: {"what": d, "passed": bool(f(r))} for k, (d, f) in CHECKS.items()}
     r["passed"] = all(v["passed"] for v in r["checks"].values())
@@ -149,8 +147,6 @@ def format_readiness(r: dict) -> str:
     ]
     lines = [f"readiness on {r['n_images']} val images", "| figure | value |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in rows]
-    from seedvlm.diagnostics.teacher_signal import prior_markdown
-
     lines += ["", prior_markdown(r["prior_under_noise"])]
     lines += ["", "| check | passed |", "|---|---|"]
     lines += [f"| {v['what']} | {'yes' if v['passed'] else 'NO'} |" for v in r["checks"].values()]

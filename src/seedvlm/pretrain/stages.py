@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from seedvlm.pretrain.data import batches, collate, normalize_images
+from seedvlm.pretrain.levers import swap_to_uninformative
 
 
 def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
@@ -248,8 +249,6 @@ def train_language(model, samples, features: torch.Tensor | None, image_token_id
     for step, group in enumerate(batches(samples, batch_size, steps, seed)):
         batch = {k: v.to(device) for k, v in collate(group, pad_id).items()}
         if uninformative is not None:
-            from seedvlm.pretrain.levers import swap_to_uninformative
-
             own = batch["image_index"]
             batch["image_index"] = swap_to_uninformative(own, *uninformative, generator=swap_rng)
             swapped += int((batch["image_index"] != own).sum())

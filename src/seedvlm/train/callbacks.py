@@ -13,7 +13,7 @@ import torch
 from transformers import ProgressCallback, TrainerCallback
 
 from seedvlm.errors import SeedVLMError
-from seedvlm.io import write_json
+from seedvlm.io import read_json, write_json, write_text
 
 SEED_STATE_FILE = "seedvlm_state.json"
 METRICS_FILE = "metrics.jsonl"
@@ -221,8 +221,6 @@ def truncate_metrics(path: Path, last_step: int) -> None:
             continue  # a line cut by a crash
         if isinstance(row, dict) and int(row.get("step", 0)) <= last_step:
             keep.append(line + "\n")
-    from seedvlm.io import write_text
-
     write_text(path, "".join(keep))
 
 
@@ -239,8 +237,6 @@ def save_seed_state(folder: str | Path, beta_schedule, monitor: SeedMonitor | No
 
 def load_seed_state(folder: str | Path, beta_schedule, monitor: SeedMonitor | None) -> bool:
     """Restore what save_seed_state wrote; False if the checkpoint has no such file (e.g. an SFT run's)."""
-    from seedvlm.io import read_json
-
     p = Path(folder) / SEED_STATE_FILE
     if not p.is_file():
         return False

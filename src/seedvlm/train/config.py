@@ -10,10 +10,8 @@ from dataclasses import dataclass
 
 from seedvlm.config import field_
 from seedvlm.errors import SeedVLMError
-from seedvlm.seed import PERTURBATIONS
 
 METHODS = ("seed", "sft")
-NOISE_KINDS = PERTURBATIONS  # the kinds seedvlm.seed.perturb knows, listed there only
 BETA_SCHEDULES = ("quantile", "fixed", "continuous", "curriculum")
 SPACES = ("logit", "logprob")
 DIRECTIONS = ("reverse", "forward")
@@ -137,8 +135,10 @@ class TrainConfig:
     num_workers: int = field_(0, "DataLoader worker processes (image decoding)")
 
     def __post_init__(self) -> None:
+        from seedvlm.seed import PERTURBATIONS  # the kinds perturb knows, listed there only (torch: not at CLI start)
+
         self.torch_compile_dynamic = str(self.torch_compile_dynamic).lower()  # YAML's true/false arrive as bools
-        for name, allowed in (("method", METHODS), ("noise", NOISE_KINDS), ("beta_schedule", BETA_SCHEDULES),
+        for name, allowed in (("method", METHODS), ("noise", PERTURBATIONS), ("beta_schedule", BETA_SCHEDULES),
                               ("purify_space", SPACES), ("direction", DIRECTIONS),
                               ("mask_strategy", MASK_STRATEGIES), ("dtype", DTYPES), ("lr_scheduler", SCHEDULERS),
                               ("report_to", REPORT_TO), ("attn_implementation", ATTN_IMPLEMENTATIONS),

@@ -11,7 +11,14 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+import torch
+from peft import LoraConfig, get_peft_model
+
 from seedvlm.errors import SeedVLMError
+from seedvlm.io import read_json
+from seedvlm.models import attach_adapter, load_model, load_processor, save_model
+from seedvlm.models.dtypes import TORCH_DTYPES
+from seedvlm.models.llava import llava_of
 
 
 def target_regex(targets: Sequence[str]) -> str:
@@ -23,8 +30,6 @@ def target_regex(targets: Sequence[str]) -> str:
 
 def lora_config(r: int = 64, alpha: int = 128, dropout: float = 0.05,
                 targets: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj")):
-    from peft import LoraConfig
-
     return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_regex(targets),
                       bias="none", task_type="CAUSAL_LM")
 
@@ -41,8 +46,6 @@ def apply_lora(model, r: int = 64, alpha: int = 128, dropout: float = 0.05,
     Checks: at least one module wrapped, every wrapped module inside the language model, and no trainable
     parameter outside the LoRA weights (so the vision tower and the projector cannot move).
     """
-    from peft import get_peft_model
-
     for p in model.parameters():
         p.requires_grad_(False)
     peft_model = get_peft_model(model, lora_config(r, alpha, dropout, targets))
@@ -60,7 +63,7 @@ def apply_lora(model, r: int = 64, alpha: int = 128, dropout: float = 0.05,
 
 def frozen_state(model) -> dict:
     """Copies of the vision tower's and the projector's weights (to prove they did not move)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = llava_of(model)
     inner = base.model
     return {f"{part}.{n}": p.detach().clone() for part in ("vision_tower", "multi_modal_projector")
             for n, p in getattr(inner, part).named_parameters()}
@@ -72,19 +75,13 @@ def merge(model_path: str | Path, adapter: str | Path, out: str | Path, dtype: s
     Merged in float32 on the CPU, then cast to `dtype` ("auto" = the base checkpoint's own dtype).
     The adapter must have been trained on this base (its seedvlm_base.json fingerprint is checked).
     """
-    import torch
-
-    from seedvlm.io import read_json
-    from seedvlm.models import attach_adapter, load_model, load_processor, save_model
-
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if dtype == "auto":
         cfg = read_json(Path(model_path) / "config.json", "model config")
         saved = cfg.get("dtype") or cfg.get("torch_dtype") or "float32"
         target = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(saved,
                                                                                                      torch.float32)
-    elif dtype in dtypes:
-        target = dtypes[dtype]
+    elif dtype in TORCH_DTYPES:
+        target = TORCH_DTYPES[dtype]
     else:
         raise SeedVLMError(f"dtype must be auto, fp32, bf16 or fp16, got {dtype!r}")
     model = load_model(model_path, device="cpu", dtype=torch.float32)

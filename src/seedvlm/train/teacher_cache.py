@@ -19,7 +19,8 @@ model + `base_fingerprint`, noise settings (step fixed to 0), top-k, K, vocabula
 sample and per row). The folder is written in a temp folder beside CACHE and renamed when complete
 (`seedvlm.io.atomic_path`): an interrupted run leaves no CACHE.
 
-How training uses it (`cached_loss`): the student's answer rows (N, V) are reduced to the same columns: the kept
+How training uses it (`TeacherCache.answer_rows` -> `CachedRows`, a `teacher.TeacherRows`): the student's answer
+rows (N, V) are reduced to the same columns: the kept
 tokens, plus, with `teacher_cache_tail: lump` [default], ONE extra column standing for all the other tokens, whose
 logit is the logsumexp of their logits (student: computed from its full row; teacher: `clean_rest`/`noisy_rest`).
 Then exactly the uncached recipe runs on these (N, K+1) "coarse" rows: purify with the sample's b, the plausibility
@@ -41,27 +42,35 @@ docs/performance.md reports the measured gap and the storage per sample.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
 import logging
-import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Literal, Sequence, get_args
 
 import torch
-import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
 
+from seedvlm import distributed
 from seedvlm import seed as S
+from seedvlm.data.dataset import Collator, load_records, load_train_data
 from seedvlm.errors import SeedVLMError
-from seedvlm.io import atomic_path, read_json, write_json
+from seedvlm.io import atomic_path, read_json, safe_join, write_json
+from seedvlm.models import base_fingerprint, load_model
+from seedvlm.models.dtypes import resolve_dtype
+from seedvlm.train.teacher import TeacherRows, noise_settings, noisy_view
 
 log = logging.getLogger("seedvlm.teach")
 
 FORMAT = "seedvlm-teacher-cache"
 VERSION = 1
 INDEX_FILE = "index.json"
-TAIL_MODES = ("lump", "drop")
+CacheTail = Literal["lump", "drop"]
+TAIL_MODES = get_args(CacheTail)
 VALUE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 ROW_KEYS = ("ids", "clean", "noisy", "clean_lse", "noisy_lse", "clean_rest", "noisy_rest", "clean_tail_max")
 NOISE_STEP = 0
@@ -85,9 +94,6 @@ def images_sha256(data: str | Path, images: str | Path) -> str:
     """A cheap fingerprint of the images a data file uses: sha256 over (name, size in bytes) of every distinct image
     its records name (all records, whatever max_samples), sorted by name; a missing file counts as size -1. Contents
     are not read: a re-encoded image of exactly the same size is not noticed."""
-    from seedvlm.data.dataset import load_records
-    from seedvlm.io import safe_join
-
     h = hashlib.sha256()
     for name in sorted({r["image"] for r in load_records(data)}):
         p = safe_join(images, name)
@@ -148,9 +154,7 @@ class TeacherCache:
     Shards are memory-mapped (safetensors `safe_open`) and sliced per sample, so a cache larger than RAM works.
     """
 
-    def __init__(self, folder: str | Path, tail: str = "lump"):
-        from safetensors import safe_open
-
+    def __init__(self, folder: str | Path, tail: CacheTail = "lump"):
         self.folder = Path(folder)
         if tail not in TAIL_MODES:
             raise SeedVLMError(f"teacher_cache_tail = {tail!r}; choose one of {list(TAIL_MODES)}")
@@ -208,7 +212,12 @@ class TeacherCache:
             raise SeedVLMError(f"teacher cache {where} holds {self.n_samples} samples but the data has {n_samples} "
                                f"(first missing: #{missing[0]})")
 
-    def rows(self, sample_indices: Sequence[int] | torch.Tensor, mask: torch.Tensor,
+    def answer_rows(self, batch: dict[str, torch.Tensor], mask: torch.Tensor, step: int) -> CachedRows:
+        """The `teacher.Teacher` interface: the batch's cached rows (the noise is the cache's, drawn at step 0)."""
+        rows = self.read(batch["sample_index"], mask, device=mask.device)
+        return cached_rows(rows, self.vocab, self.tail)
+
+    def read(self, sample_indices: Sequence[int] | torch.Tensor, mask: torch.Tensor,
              device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """The cached rows of a batch, in the row order of `logits[mask]` (sample by sample), on `device`:
         ids int64 (N, K), clean/noisy float32 (N, K), the per-row float32 statistics (N,), conf (B,) float32.
@@ -240,8 +249,6 @@ class TeacherCache:
 
 def open_cache(folder: str | Path, cfg, fingerprint: str, n_samples: int) -> TeacherCache:
     """TeacherCache(folder) checked against this run's data file (and its images), base model and noise settings."""
-    from seedvlm.train.step import noise_settings
-
     cache = TeacherCache(folder, tail=cfg.teacher_cache_tail)
     cache.check(data=cfg.data, fingerprint=fingerprint, noise=noise_settings(cfg), n_samples=n_samples,
                 images_hash=images_sha256(cfg.data, cfg.images))
@@ -249,7 +256,7 @@ def open_cache(folder: str | Path, cfg, fingerprint: str, n_samples: int) -> Tea
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The loss from cached rows
+# The teacher's rows from a cache
 # --------------------------------------------------------------------------------------------------------------
 
 
@@ -263,37 +270,38 @@ def coarse_student(student: torch.Tensor, ids: torch.Tensor, lump: bool) -> torc
     return torch.cat([kept, rest], dim=1)
 
 
-def cached_loss(student: torch.Tensor, rows: dict[str, torch.Tensor], beta_rows: torch.Tensor,
-                targets: torch.Tensor, cfg, purify_fn: Callable | None = None
-                ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The SEED loss with cached teacher rows (module docstring):
-        L = w * distill_loss(coarse student, purified coarse teacher) + (1 - w) * CE(student full rows, targets)
-    Returns (L, parts, clean coarse, noisy coarse, purified coarse)."""
-    purify_fn = purify_fn or S.purify
-    if student.shape[0] != rows["ids"].shape[0]:
-        raise SeedVLMError(f"{student.shape[0]} student rows but {rows['ids'].shape[0]} cached rows")
-    lump = cfg.teacher_cache_tail == "lump" and rows["ids"].shape[1] < student.shape[1]
-    clean, noisy = rows["clean"], rows["noisy"]
-    if lump:
+@dataclasses.dataclass
+class CachedRows(TeacherRows):
+    """Teacher rows in the cache's columns (module docstring): clean/noisy (N, K [+1]) = the kept tokens, plus with
+    lump one column for all the others. ids (N, K): the kept token ids; tail_max (N,): the largest clean logit among
+    the tokens not kept (None without the lumped column)."""
+
+    ids: torch.Tensor | None = None
+    tail_max: torch.Tensor | None = None
+
+    @property
+    def lump(self) -> bool:
+        return self.tail_max is not None
+
+    def student_columns(self, student: torch.Tensor) -> torch.Tensor:
+        if student.shape[0] != self.ids.shape[0]:
+            raise SeedVLMError(f"{student.shape[0]} student rows but {self.ids.shape[0]} cached rows")
+        return coarse_student(student, self.ids, self.lump)
+
+    def implausible(self, g: float) -> torch.Tensor:
+        """`seed.implausible` on the kept clean logits (the clean argmax is always kept); the rest column is dropped
+        when its largest member is."""
+        return S.implausible(self.clean[:, :self.ids.shape[1]], g, extra=self.tail_max)
+
+
+def cached_rows(rows: dict[str, torch.Tensor], vocab: int, tail: CacheTail) -> CachedRows:
+    """`TeacherCache.read`'s rows -> CachedRows; the rest column is added with tail="lump" when K < V."""
+    clean, noisy, tail_max = rows["clean"], rows["noisy"], None
+    if tail == "lump" and rows["ids"].shape[1] < vocab:
         clean = torch.cat([clean, rows["clean_rest"][:, None]], dim=1)
         noisy = torch.cat([noisy, rows["noisy_rest"][:, None]], dim=1)
-    purified = purify_fn(clean, noisy, beta_rows, space=cfg.purify_space, plausibility=None)
-    if cfg.plausibility:
-        # purify's rule, c_v < log g + max_u c_u (the clean argmax is always kept), on the kept columns; the rest
-        # column is masked when its largest member is below the cutoff.
-        cutoff = math.log(float(cfg.plausibility)) + rows["clean"].max(dim=-1, keepdim=True).values
-        drop = rows["clean"] < cutoff
-        if lump:
-            drop = torch.cat([drop, rows["clean_tail_max"][:, None] < cutoff], dim=1)
-        purified = purified.masked_fill(drop, float("-inf"))
-    s = coarse_student(student, rows["ids"], lump)
-    w = float(cfg.distill_weight)
-    kl = S.distill_loss(s, purified, T=cfg.temperature, direction=cfg.direction, mask_strategy=cfg.mask_strategy,
-                        chunk_size=cfg.kl_chunk_size)
-    ce = F.cross_entropy(student.float(), targets.long()) if student.shape[0] else kl * 0.0
-    loss = w * kl + (1.0 - w) * ce
-    parts = {"loss": float(loss.detach()), "distill": float(kl.detach()), "ce": float(ce.detach())}
-    return loss, parts, clean, noisy, purified
+        tail_max = rows["clean_tail_max"]
+    return CachedRows(clean, noisy, rows["conf"], ids=rows["ids"], tail_max=tail_max)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -314,15 +322,6 @@ def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, 
     """Run the frozen base model over the prepared data once and write the teacher cache folder `out` (atomically).
     cfg: the TrainConfig of the training run (model, data, images, max_samples, max_length, noise, alpha,
     noise_step, mask_ratio, seed, dtype, attn_implementation). Returns the index dict."""
-    from safetensors.torch import save_file
-    import contextlib
-
-    from seedvlm import distributed
-    from seedvlm.data.dataset import Collator, load_train_data
-    from seedvlm.models import base_fingerprint, load_model
-    from seedvlm.train.step import confidence_from_rows, noise_settings, perturb_per_sample
-    from seedvlm.train.trainer import resolve_dtype
-
     if value_dtype not in VALUE_DTYPES:
         raise SeedVLMError(f"value dtype {value_dtype!r}; choose one of {list(VALUE_DTYPES)}")
     if shard_samples <= 0:
@@ -365,7 +364,7 @@ def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, 
                 batch = {k: v.to(dev) for k, v in collate([dataset[i] for i in chunk]).items()}
                 mask, _ = S.answer_positions(batch["labels"])
                 pix = batch["pixel_values"].float()
-                noisy_pix = perturb_per_sample(pix, batch["sample_index"], NOISE_STEP, cfg, patch)
+                noisy_pix = noisy_view(pix, batch["sample_index"], NOISE_STEP, cfg, patch)
                 with torch.inference_mode():
                     logits = model(input_ids=torch.cat([batch["input_ids"]] * 2),
                                    attention_mask=torch.cat([batch["attention_mask"]] * 2),
@@ -373,7 +372,7 @@ def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, 
                                    logits_to_keep=torch.cat([mask, mask]), use_cache=False).logits
                     half = logits.shape[0] // 2
                     clean, noisy = logits[:half], logits[half:]
-                    conf = confidence_from_rows(clean, mask).cpu()
+                    conf = S.confidence(clean, mask).cpu()
                     rows = _cast_rows(select_rows(clean, noisy, top_k), vdt, id_dtype)
                 counts = mask.sum(dim=1).tolist()
                 at = 0

@@ -38,11 +38,12 @@ from seedvlm import seed as S
 from seedvlm.distributed import launched_world_size
 from seedvlm.errors import SeedVLMError
 from seedvlm.io import atomic_path, read_json, write_json
+from seedvlm.models.dtypes import resolve_dtype
 from seedvlm.train.callbacks import (SeedMonitor, SeedProgressCallback, StepAccumulator, load_seed_state,
                                      save_seed_state)
 from seedvlm.train.config import TrainConfig
-from seedvlm.train.step import confidence_from_rows, perturb_per_sample  # noqa: F401  (re-exported)
 from seedvlm.train import step as _step
+from seedvlm.train.teacher import LiveTeacher, Teacher
 
 log = logging.getLogger("seedvlm.train")
 # transformers' own Trainer calls its deprecated `is_gradient_checkpointing`; not ours to fix, and noise in every run.
@@ -59,18 +60,6 @@ purify = S.purify
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Tensor helpers
-# --------------------------------------------------------------------------------------------------------------
-
-
-def resolve_dtype(name: str) -> torch.dtype:
-    """auto = bf16 on a GPU, fp32 on the CPU (DESIGN.md 2)."""
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
-
-
-# --------------------------------------------------------------------------------------------------------------
 # Data parallelism: the b history in the global sample order, the teacher forward under FSDP
 # --------------------------------------------------------------------------------------------------------------
 
@@ -80,9 +69,9 @@ class RankOrderedBeta:
 
     accelerate deals the sampler's batches round-robin (rank r of N gets global batches r, r+N, r+2N, ...), so in
     the global order rank r's micro-batch comes right after those of ranks 0..r-1 of the same micro-step. Calling
-    this object (`(conf, step) -> b`, as `seedvlm.train.step.seed_step` calls a BetaSchedule) gathers the
+    this object (`(conf, step) -> b`, as `seedvlm.train.step.seed_batch` calls a BetaSchedule) gathers the
     micro-step's confidences of all ranks (accelerate `gather`, one collective of B floats per rank), picks b with
-    the history plus the lower ranks' confidences (`BetaSchedule(..., pending=...)`), and `record` then appends all
+    the history plus the lower ranks' confidences (`BetaSchedule(..., pending=...)`), and `update` then appends all
     ranks' confidences in rank order. Every rank so holds the same history (hence the same thresholds), equal to
     that of one process running per_device_batch_size x grad_accumulation x N with grad_accumulation x N
     micro-batches. Samples without answer rows (valid False) count in neither.
@@ -91,7 +80,6 @@ class RankOrderedBeta:
     def __init__(self, schedule: S.BetaSchedule, accelerator, mask: torch.Tensor) -> None:
         self.schedule, self.accelerator = schedule, accelerator
         self.valid = mask.any(dim=1)
-        self.kind = schedule.kind
         self.everyone: torch.Tensor | None = None
 
     def __call__(self, conf: torch.Tensor, step: int = 0) -> torch.Tensor:
@@ -105,7 +93,7 @@ class RankOrderedBeta:
         pending = self.everyone.reshape(n, -1)[:rank].reshape(-1)
         return self.schedule(conf, step, pending=pending)
 
-    def record(self, conf: torch.Tensor, valid: torch.Tensor) -> None:
+    def update(self, conf: torch.Tensor, valid: torch.Tensor) -> None:
         """Append the micro-step's confidences of all ranks (NaN = padding or no answer rows: skipped)."""
         if self.everyone is None:  # called without __call__: this rank's own values only
             self.schedule.update(conf, valid)
@@ -171,8 +159,6 @@ class SeedTrainer(Trainer):
         self.loss_is_scaled_for_ga = False  # compute_loss returns a per-micro-batch mean
         self.model_accepts_loss_kwargs = False
         self.step_acc = StepAccumulator()
-        self.record_step_outputs = False      # tests: keep the last step's tensors in self.last_step
-        self.last_step: dict[str, Any] | None = None
         c = seed_config
         self.beta_schedule = S.BetaSchedule(
             kind=c.beta_schedule, values=c.beta_values, quantiles=c.beta_quantiles, fixed=c.beta_fixed,
@@ -206,52 +192,46 @@ class SeedTrainer(Trainer):
         return self.last_grad_norm
 
     # -- the step --------------------------------------------------------------------------------------------------
-    def _unpack(self, model, inputs):
-        labels = inputs["labels"]
-        mask, targets = S.answer_positions(labels)
-        dtype = self.accelerator.unwrap_model(model).get_input_embeddings().weight.dtype  # the base's, not LoRA's
-        return labels, mask, targets, dtype
-
-    def seed_step(self, model, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """One SEED micro-batch (`seedvlm.train.step.seed_step`, the code benchmarks/train_step.py times): returns
-        {"loss", "parts", "student", "purified", "teacher_clean", "teacher_noisy", "beta" (B,), "conf" (B,),
-        "targets" (N,)}; the tensors are (N, V) rows at the answer positions ((N, K [+1]) with a teacher cache)."""
+    def seed_step(self, model, inputs: dict[str, torch.Tensor]) -> _step.StepOutput:
+        """One SEED micro-batch (`seedvlm.train.step.seed_batch`, the code benchmarks/train_step.py times), with b
+        picked in the global sample order across ranks (`RankOrderedBeta`)."""
         if self.beta_schedule.kind == "curriculum":
             self.beta_schedule.total_steps = max(int(self.state.max_steps), 1)
-        ordered = RankOrderedBeta(self.beta_schedule, self.accelerator, S.answer_positions(inputs["labels"])[0])
-        return _step.seed_step(model, inputs, self.cfg, step=int(self.state.global_step),
-                               beta_schedule=ordered, teacher=self._teacher(model),
-                               patch_size=self.patch_size, cache=self.teacher_cache,
-                               record_conf=ordered.record, loss_fn=combined_loss, purify_fn=purify,
-                               # FSDP: the bare module's parameters are shards outside the wrapper's forward
-                               reuse_features=self.cfg.reuse_image_features and not self.is_fsdp_enabled)
+        answers = S.answer_positions(inputs["labels"])
+        ordered = RankOrderedBeta(self.beta_schedule, self.accelerator, answers[0])
+        return _step.seed_batch(model, inputs, self.cfg, teacher=self._teacher(model),
+                                step=int(self.state.global_step), beta_schedule=ordered,
+                                base=self.accelerator.unwrap_model(model), answers=answers,
+                                loss_fn=combined_loss, purify_fn=purify)
 
-    def _teacher(self, model):
-        """The model the teacher pass runs through: the bare peft model (its adapter is what gets disabled).
+    def _teacher(self, model) -> Teacher:
+        """The teacher cache when there is one, else the bare peft model with its adapter disabled (`LiveTeacher`).
         Under FSDP1 the bare module's parameters are shards and only the FSDP wrapper's forward gathers them, so
-        there the forward goes through the wrapper (`ForwardThrough`); under DDP the bare module is enough (no
-        gradient, so no DDP hook is needed) and skips DDP's per-forward work. FSDP2 shards in place (the bare
-        module is the wrapped one)."""
+        there the forward goes through the wrapper (`ForwardThrough`) and the student runs its own vision tower
+        (the bare module's features would come from shards); under DDP the bare module is enough (no gradient, so
+        no DDP hook is needed) and skips DDP's per-forward work. FSDP2 shards in place (the bare module is the
+        wrapped one)."""
+        if self.teacher_cache is not None:
+            return self.teacher_cache
         bare = self.accelerator.unwrap_model(model)
         if self.is_fsdp_enabled and bare is not model:
-            return ForwardThrough(bare, model)
-        return bare
+            bare = ForwardThrough(bare, model)
+        return LiveTeacher(bare, self.cfg, patch_size=self.patch_size,
+                           reuse_features=self.cfg.reuse_image_features and not self.is_fsdp_enabled)
 
-    def sft_step(self, model, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
+    def sft_step(self, model, inputs: dict[str, torch.Tensor]) -> _step.StepOutput:
         """The control arm: CE on the answer tokens, same LoRA, same logits_to_keep slicing."""
-        return _step.sft_step(model, inputs, teacher=self.accelerator.unwrap_model(model))
+        return _step.sft_step(model, inputs, base=self.accelerator.unwrap_model(model))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         out = self.seed_step(model, inputs) if self.cfg.method == "seed" else self.sft_step(model, inputs)
-        loss = out["loss"]
+        loss = out.loss
         finite = bool(torch.isfinite(loss.detach()))
-        self.step_acc.add(out["parts"], int(inputs["input_ids"].shape[0]), out["beta"], out["conf"], finite)
-        if self.record_step_outputs:
-            self.last_step = {k: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
+        self.step_acc.add(out.parts, int(inputs["input_ids"].shape[0]), out.beta, out.conf, finite)
         if not finite:
             # Keep the graph (DDP needs every rank to run backward) but contribute nothing; the SeedMonitor drops
             # this step's gradients before the optimizer step.
-            loss = torch.nan_to_num(out["student"], nan=0.0, posinf=0.0, neginf=0.0).sum() * 0.0
+            loss = torch.nan_to_num(out.student, nan=0.0, posinf=0.0, neginf=0.0).sum() * 0.0
         return (loss, out) if return_outputs else loss
 
     # -- logging ---------------------------------------------------------------------------------------------------

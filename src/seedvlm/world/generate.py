@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
 from seedvlm.config import field_
 from seedvlm.errors import SeedVLMError
@@ -205,8 +207,6 @@ def _dumps(obj, indent=None) -> str:
 
 
 def _png_bytes(img: np.ndarray) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(img, "RGB").save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buf.getvalue()
@@ -278,8 +278,6 @@ def generate_world(cfg: WorldConfig, out_dir, *, progress: bool = False) -> dict
     inject = {"train": choose_injections(cfg, plans["train"]), "val": {}}
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=cfg.train + cfg.val, desc="world", unit="img", mininterval=0.5)
     injections: list[dict] = []
     extra = {}

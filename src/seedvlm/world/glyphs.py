@@ -216,10 +216,6 @@ GLYPHS: dict[str, tuple[float, list]] = {
 assert sorted(GLYPHS) == sorted(WORLD_CATEGORY_NAMES), sorted(set(GLYPHS) ^ set(WORLD_CATEGORY_NAMES))
 
 
-def glyph_aspect(name: str) -> float:
-    return GLYPHS[name][0]
-
-
 def _span(a: float, b: float, n: int) -> tuple[int, int]:
     """Pixel index range [i0, i1) whose centers fall in [a*n, b*n); never empty for a non-empty interval."""
     i0 = max(0, math.ceil(a * n - 0.5))
@@ -325,23 +321,3 @@ def glyph_size(name: str, s: float, cap: float) -> tuple[int, int]:
     if m > cap:
         w, h = w * cap / m, h * cap / m
     return max(3, round(w)), max(3, round(h))
-
-
-def glyph_sheet(size: int = 20, color: str = "blue", cols: int = 8, bg=(160, 160, 160)) -> np.ndarray:
-    """All glyphs on one RGB sheet (for docs and eyeballing): one cell of (size*2) px per category."""
-    names = WORLD_CATEGORY_NAMES
-    cell = int(size * 2)
-    rows = math.ceil(len(names) / cols)
-    img = np.zeros((rows * cell, cols * cell, 3), np.uint8)
-    img[:] = bg
-    body_c, det_c, out_c = color_tones(color)
-    for i, n in enumerate(names):
-        w, h = glyph_size(n, size, cell - 4)
-        body, det, ring, _, _ = glyph_masks(n, w, h)
-        y = (i // cols) * cell + (cell - h - 2) // 2
-        x = (i % cols) * cell + (cell - w - 2) // 2
-        reg = img[y:y + h + 2, x:x + w + 2]
-        reg[body] = body_c
-        reg[det] = det_c
-        reg[ring] = out_c
-    return img

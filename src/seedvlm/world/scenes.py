@@ -12,6 +12,7 @@ import functools
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from PIL import Image
 
 from seedvlm.errors import SeedVLMError
 from seedvlm.world.categories import (
@@ -303,8 +304,6 @@ def render_scene(scene: Scene, size: int | None = None) -> np.ndarray:
     for x, y, w, h in scene.occluders:
         img[y:y + h, x:x + w] = bg[y:y + h, x:x + w]
     if size is not None and int(size) != S:
-        from PIL import Image
-
         size = _check_size(int(size))
         img = np.asarray(Image.fromarray(img).resize((size, size), Image.NEAREST))
     return img
