@@ -287,7 +287,8 @@ def markdown(report: dict) -> str:
                      f"{r['logp_noisy']:.3f} | {r['clean_minus_noisy']:+.3f} | {r['purified_minus_clean']:+.3f} | "
                      f"{100 * r['fraction_lowered']:.0f}% | {r['kl_clean_noisy']:.4f} |")
     if len(report.get("perturbations", {})) > 1:
-        lines += ["", "Mean change of log-probability at object mentions, perturbed - clean, per perturbation kind:", "",
+        lines += ["", "Mean change of log-probability at object mentions, perturbed - clean, per perturbation kind:",
+                  "",
                   "| perturbation | " + " | ".join(c.replace("_", " ") for c in CLASSES) + " |",
                   "|---" * (len(CLASSES) + 1) + "|"]
         for name, r in report["perturbations"].items():
