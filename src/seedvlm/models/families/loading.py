@@ -11,7 +11,7 @@ import torch
 
 from seedvlm.errors import SeedVLMError
 from seedvlm.models.families.base import Family
-from seedvlm.models.families.registry import detect_family
+from seedvlm.models.families.registry import detect_family, processor_classes
 
 
 def _quiet() -> None:
@@ -24,11 +24,18 @@ def load_family_processor(folder: str | os.PathLike, options: dict | None = None
     """The folder's processor, with the family's options (e.g. Qwen's min_pixels/max_pixels) applied."""
     from transformers import AutoProcessor
 
+    from seedvlm.models.families.processors import assemble_images_only, has_torchvision, needs_video_processor
+
     family = family or detect_family(folder, options)
+    options = family.check_options(options)
+    found = [c for c in processor_classes(Path(folder)).values() if c in family.processor_classes]
+    cls = found[0] if found else None
     _quiet()
     try:
+        if cls and not has_torchvision() and needs_video_processor(cls):
+            return assemble_images_only(cls, Path(folder), options)
         return AutoProcessor.from_pretrained(Path(folder), local_files_only=True, trust_remote_code=False,
-                                             **family.check_options(options))
+                                             **options)
     except (OSError, ValueError, TypeError, KeyError) as e:
         raise SeedVLMError(f"could not load a processor from {folder}: {str(e).splitlines()[0]}") from None
 
