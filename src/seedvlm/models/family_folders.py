@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -86,7 +87,9 @@ def build_llava_next_folder(out: str | os.PathLike, tokenizer_model: str | os.Pa
     from seedvlm.models.family_presets import build_model, family_preset_config
     from seedvlm.models.processor import CLIP_MEAN, CLIP_STD
 
-    tok = LlamaTokenizer(vocab_file=str(tokenizer_model), legacy=False, add_bos_token=True, add_eos_token=False)
+    with tempfile.TemporaryDirectory() as spm:  # transformers reads a sentencepiece model from a folder
+        shutil.copyfile(tokenizer_model, Path(spm) / "tokenizer.model")
+        tok = LlamaTokenizer.from_pretrained(spm, legacy=False, add_bos_token=True, add_eos_token=False)
     tok.add_special_tokens({"pad_token": "<pad>"})
     tok.add_tokens(["<image>"], special_tokens=True)
     cfg = family_preset_config("tiny-llava-next", vocab_size=len(tok), image_token_id=tok.convert_tokens_to_ids(

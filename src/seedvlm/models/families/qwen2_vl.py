@@ -41,7 +41,7 @@ def grid_thw(height: int, width: int, patch: int, merge: int, min_pixels: int, m
              temporal: int = 1) -> tuple[int, int, int]:
     """The (t, h, w) patch grid of one image: smart_resize to multiples of patch * merge inside
     [min_pixels, max_pixels] (transformers' own function), then one patch per patch x patch square."""
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
     h, w = smart_resize(height, width, factor=patch * merge, min_pixels=min_pixels, max_pixels=max_pixels)
     return temporal, h // patch, w // patch
