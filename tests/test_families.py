@@ -358,3 +358,36 @@ def test_saved_folders_look_like_the_hub(folders):
     assert [t["content"] for t in qwen_vocab][:3] == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     if "llava-next" in folders:
         assert (folders["llava-next"] / "tokenizer.model").read_bytes() == LLAMA2_TOKENIZER.read_bytes()
+
+
+@pytest.mark.parametrize("name", ["llava-next", "smolvlm"])
+def test_patch_masking_on_tiled_layouts(loaded, name):
+    """Tiles are (C, H, W) images: seedvlm.seed's patch masking applies per tile with the tower's patch size."""
+    from seedvlm.seed import perturb
+
+    fam, model, proc = _get(loaded, name)
+    batch = _batch(proc, fam)
+    patch = model.config.vision_config.patch_size
+    noisy = perturb_pixel_inputs(fam, batch, "mask", lambda x, i: perturb(
+        x, "mask", mask_ratio=0.5, patch_size=patch, generator=torch.Generator().manual_seed(i)))
+    x, y = batch["pixel_values"], noisy["pixel_values"]
+    changed = (x != y).flatten(-3).any(-1)
+    real = ~(x == 0).flatten(-3).all(-1)
+    assert changed[real].all() and not changed[~real].any()
+    # every masked position is a whole patch filled with 0
+    blocks = y.unflatten(-1, (-1, patch)).unflatten(-3, (-1, patch))  # (..., C, gh, p, gw, p)
+    zero = (blocks == 0).all(dim=(-5, -3, -1))
+    assert zero[real].float().mean() >= 0.5 - 1e-6
+
+
+def test_llava_1_5_family_on_the_project_folder(tiny_model_dir):
+    """The original LLaVA-1.5 folders are recognised and counted by the same family code, unchanged."""
+    fam, model, proc = load_family(tiny_model_dir)
+    assert fam.name == "llava" and type(model).__name__ == "LlavaForConditionalGeneration"
+    messages = CONVERSATION[:2]
+    ex = build_example(fam, proc, messages, [(64, 64)])
+    want = proc(text=[render(proc, messages, training_template(fam, proc))], images=[image((64, 64))],
+                return_tensors="pt")["input_ids"][0].tolist()
+    assert ex.input_ids == want
+    assert want.count(proc.tokenizer.convert_tokens_to_ids("<image>")) == fam.image_token_count(proc, (80, 50))
+    assert ex.labels[-1] == proc.tokenizer.eos_token_id and ex.labels.count(IGNORE_INDEX) < len(ex.labels)
