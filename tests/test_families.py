@@ -45,7 +45,8 @@ def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("families")
     out = {"qwen2.5-vl": build_qwen_folder(root / "qwen2.5-vl"),
            "qwen2-vl": build_qwen_folder(root / "qwen2-vl", preset="tiny-qwen2-vl"),
-           "smolvlm": build_smolvlm_folder(root / "smolvlm")}
+           "smolvlm": build_smolvlm_folder(root / "smolvlm"),
+           "idefics3": build_smolvlm_folder(root / "idefics3", idefics3=True)}
     if LLAMA2_TOKENIZER.is_file():
         out["llava-next"] = build_llava_next_folder(root / "llava-next", LLAMA2_TOKENIZER)
     return out
@@ -57,7 +58,7 @@ def loaded(folders):
     return {name: load_family(path) for name, path in folders.items()}
 
 
-FOLDER_NAMES = ["qwen2.5-vl", "qwen2-vl", "llava-next", "smolvlm"]
+FOLDER_NAMES = ["qwen2.5-vl", "qwen2-vl", "llava-next", "smolvlm", "idefics3"]
 
 
 def _get(loaded, name):
@@ -76,6 +77,7 @@ def test_family_from_model_type_and_architectures():
     assert family_for_config({"model_type": "llava_next", "text_config": {"model_type": "mistral"}}).name \
         == "llava_next"
     assert family_for_config({"model_type": "smolvlm"}).name == "smolvlm"
+    assert family_for_config({"model_type": "idefics3"}).name == "smolvlm"
     assert family_for_config({"model_type": "llava"}).name == "llava"
     assert family_for_config({"architectures": ["LlavaNextForConditionalGeneration"]}).name == "llava_next"
 
@@ -360,7 +362,7 @@ def test_saved_folders_look_like_the_hub(folders):
         assert (folders["llava-next"] / "tokenizer.model").read_bytes() == LLAMA2_TOKENIZER.read_bytes()
 
 
-@pytest.mark.parametrize("name", ["llava-next", "smolvlm"])
+@pytest.mark.parametrize("name", ["llava-next", "smolvlm", "idefics3"])
 def test_patch_masking_on_tiled_layouts(loaded, name):
     """Tiles are (C, H, W) images: seedvlm.seed's patch masking applies per tile with the tower's patch size."""
     from seedvlm.seed import perturb
@@ -391,3 +393,11 @@ def test_llava_1_5_family_on_the_project_folder(tiny_model_dir):
     assert ex.input_ids == want
     assert want.count(proc.tokenizer.convert_tokens_to_ids("<image>")) == fam.image_token_count(proc, (80, 50))
     assert ex.labels[-1] == proc.tokenizer.eos_token_id and ex.labels.count(IGNORE_INDEX) < len(ex.labels)
+
+
+def test_idefics3_classes_load_as_the_smolvlm_family(loaded):
+    """SmolVLM-256M/500M-Instruct are published with Idefics3's classes; both class sets are one family."""
+    fam, model, proc = loaded["idefics3"]
+    assert fam.name == "smolvlm"
+    assert (type(model).__name__, type(proc).__name__) == ("Idefics3ForConditionalGeneration", "Idefics3Processor")
+    assert type(loaded["smolvlm"][1]).__name__ == "SmolVLMForConditionalGeneration"

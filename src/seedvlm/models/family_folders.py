@@ -110,10 +110,12 @@ def build_llava_next_folder(out: str | os.PathLike, tokenizer_model: str | os.Pa
     return _save(Path(out), build_model(cfg, seed=seed), write)
 
 
-def build_smolvlm_folder(out: str | os.PathLike, seed: int = 0, longest_edge: int = 64) -> Path:
+def build_smolvlm_folder(out: str | os.PathLike, seed: int = 0, longest_edge: int = 64,
+                         idefics3: bool = False) -> Path:
     """A tiny SmolVLM folder: byte-level BPE with SmolVLM's image, tile-marker and turn tokens; images resized to
-    at most `longest_edge` and split into tiles of the vision tower's size plus a global view."""
-    from transformers import SmolVLMImageProcessor, SmolVLMProcessor
+    at most `longest_edge` and split into tiles of the vision tower's size plus a global view. idefics3=True uses
+    Idefics3's model and processor classes, as the SmolVLM-256M/500M-Instruct folders do."""
+    from transformers import Idefics3ImageProcessor, Idefics3Processor, SmolVLMImageProcessor, SmolVLMProcessor
 
     from seedvlm.models.families import smolvlm as s
     from seedvlm.models.families.processors import images_only_video_processor, save_images_only
@@ -123,14 +125,18 @@ def build_smolvlm_folder(out: str | os.PathLike, seed: int = 0, longest_edge: in
     specials = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", s.FAKE_IMAGE, s.IMAGE, s.GLOBAL_IMAGE,
                 s.END_OF_UTTERANCE, *markers)
     tok = byte_level_bpe(specials, eos_token=s.END_OF_UTTERANCE, pad_token="<|endoftext|>")
-    cfg = family_preset_config("tiny-smolvlm", vocab_size=len(tok), image_token_id=tok.convert_tokens_to_ids(
-        s.IMAGE), eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = family_preset_config("tiny-idefics3" if idefics3 else "tiny-smolvlm", vocab_size=len(tok),
+                               image_token_id=tok.convert_tokens_to_ids(s.IMAGE), eos_token_id=tok.eos_token_id,
+                               pad_token_id=tok.pad_token_id)
     tile = cfg.vision_config.image_size
-    image_processor = SmolVLMImageProcessor(size={"longest_edge": longest_edge},
-                                            max_image_size={"longest_edge": tile}, do_image_splitting=True)
+    sizes = dict(size={"longest_edge": longest_edge}, max_image_size={"longest_edge": tile}, do_image_splitting=True)
     seq_len = (tile // cfg.vision_config.patch_size) ** 2 // cfg.scale_factor ** 2
-    proc = SmolVLMProcessor(image_processor=image_processor, tokenizer=tok,
+    model = build_model(cfg, seed=seed)
+    if idefics3:  # Idefics3's processor holds no video processor: saved and loaded whole
+        proc = Idefics3Processor(image_processor=Idefics3ImageProcessor(**sizes), tokenizer=tok,
+                                 image_seq_len=seq_len, chat_template=s.CHAT_TEMPLATE)
+        return _save(Path(out), model, proc.save_pretrained)
+    proc = SmolVLMProcessor(image_processor=SmolVLMImageProcessor(**sizes), tokenizer=tok,
                             video_processor=images_only_video_processor(), image_seq_len=seq_len,
                             chat_template=s.CHAT_TEMPLATE)
-    return _save(Path(out), build_model(cfg, seed=seed),
-                 lambda d: save_images_only(proc, d, "SmolVLMProcessor", {"image_seq_len": seq_len}))
+    return _save(Path(out), model, lambda d: save_images_only(proc, d, "SmolVLMProcessor", {"image_seq_len": seq_len}))

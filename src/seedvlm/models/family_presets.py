@@ -6,8 +6,8 @@ here; `build_model(config, device="meta")` counts parameters at no memory cost."
 from __future__ import annotations
 
 import torch
-from transformers import (CLIPVisionConfig, LlamaConfig, LlavaNextConfig, Qwen2_5_VLConfig, Qwen2VLConfig,
-                          SmolVLMConfig)
+from transformers import (CLIPVisionConfig, Idefics3Config, LlamaConfig, LlavaNextConfig, Qwen2_5_VLConfig,
+                          Qwen2VLConfig, SmolVLMConfig)
 
 from seedvlm.errors import SeedVLMError
 
@@ -62,8 +62,8 @@ def _tiny_llava_next(ids: dict):
         image_seq_length=16, tie_word_embeddings=False)
 
 
-def _tiny_smolvlm(ids: dict):
-    return SmolVLMConfig(
+def _tiny_smolvlm(ids: dict, config_class=SmolVLMConfig):
+    return config_class(
         vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                            num_attention_heads=2),
         text_config=_llama(ids, **_TINY_TEXT).to_dict(), image_token_id=ids["image_token_id"], scale_factor=2,
@@ -112,6 +112,8 @@ _PRESETS = {
                         "2-layer LLaVA-NeXT (32 px tiles, 8 px patches, anyres up to 96 px), 64-wide Llama"),
     "tiny-smolvlm": ("smolvlm", _tiny_smolvlm, None,
                      "2-layer SmolVLM (32 px tiles, 8 px patches, 2x pixel shuffle: 4 tokens a tile), 64-wide"),
+    "tiny-idefics3": ("smolvlm", lambda ids: _tiny_smolvlm(ids, Idefics3Config), None,
+                      "tiny-smolvlm with Idefics3's classes (as SmolVLM-256M/500M-Instruct are published)"),
     "qwen2.5-vl-7b": ("qwen2_vl", _qwen2_5_vl_7b, 8.29e9, "Qwen/Qwen2.5-VL-7B-Instruct architecture"),
     "llava-v1.6-vicuna-7b": ("llava_next", _llava_v16_vicuna_7b, 7.06e9,
                              "llava-hf/llava-v1.6-vicuna-7b-hf architecture"),

@@ -1,4 +1,5 @@
-"""SmolVLM (`SmolVLMForConditionalGeneration`, Idefics3's architecture with SmolLM2 language models): an image is
+"""SmolVLM and Idefics3 (`SmolVLMForConditionalGeneration`, `Idefics3ForConditionalGeneration`: one architecture;
+SmolVLM-256M/500M-Instruct were published with Idefics3's classes, SmolVLM2 with its own): an image is
 resized, split into a rows x cols grid of square tiles plus one downscaled global view, each tile a (C, H, W)
 image (pixel_values (B, tiles, C, H, W), `pixel_attention_mask` marking real pixels; all-zero tiles are batch
 padding and are dropped by the model). Each tile becomes `image_seq_len` `<image>` tokens (pixel shuffle), framed
@@ -31,8 +32,10 @@ def _expansion(processor, size: tuple[int, int]) -> str:
     from transformers.models.smolvlm.processing_smolvlm import get_image_prompt_string
 
     rows, cols = tile_grid(processor, size)
+    # Idefics3Processor calls it global_image_tag; both processors build the same string
+    global_token = getattr(processor, "global_image_token", None) or processor.global_image_tag
     return get_image_prompt_string(rows, cols, processor.image_seq_len, processor.fake_image_token,
-                                   processor.image_token, processor.global_image_token)
+                                   processor.image_token, global_token)
 
 
 def _token_count(processor, size: tuple[int, int]) -> int:
@@ -48,11 +51,12 @@ def _extra_stops(processor) -> tuple[str, ...]:
 
 FAMILY = Family(
     name="smolvlm",
-    description="SmolVLM (Idefics3 architecture, SigLIP + SmolLM2; image splitting, pixel shuffle)",
-    model_types=("smolvlm",),
-    architectures=("SmolVLMForConditionalGeneration",),
-    processor_classes=("SmolVLMProcessor",),
-    image_processor_types=("SmolVLMImageProcessor", "SmolVLMImageProcessorFast", "SmolVLMImageProcessorPil"),
+    description="SmolVLM / Idefics3 (SigLIP + a Llama-style LM; image splitting, pixel shuffle)",
+    model_types=("smolvlm", "idefics3"),
+    architectures=("SmolVLMForConditionalGeneration", "Idefics3ForConditionalGeneration"),
+    processor_classes=("SmolVLMProcessor", "Idefics3Processor"),
+    image_processor_types=("SmolVLMImageProcessor", "SmolVLMImageProcessorFast", "SmolVLMImageProcessorPil",
+                           "Idefics3ImageProcessor", "Idefics3ImageProcessorFast", "Idefics3ImageProcessorPil"),
     pixel_keys=("pixel_values",),
     metadata_keys=("pixel_attention_mask",),
     perturbations=("gaussian", "ddpm", "mask"),
