@@ -40,10 +40,17 @@ def training_template(family: Family, processor, config: dict | None = None) -> 
     """The folder's own chat template when it closes an assistant turn with the family's end-of-turn token (so the
     labels can include it), else the family's template for this config (e.g. llava-hf's LLaVA-NeXT templates end
     an answer with nothing; the original conversation formats end it with </s>)."""
+    from jinja2 import TemplateError
+
     own = getattr(processor, "chat_template", None) or getattr(processor.tokenizer, "chat_template", None)
     eot = family.end_of_turn(processor)
-    if isinstance(own, str) and render(processor, _PROBE, own).rstrip().endswith(("a" + eot, "a" + eot + "\n")):
-        return own
+    if isinstance(own, str):
+        try:
+            probe = render(processor, _PROBE, own)
+        except (TemplateError, ValueError, TypeError, KeyError):  # a template that cannot render a plain turn
+            probe = ""
+        if probe.rstrip().endswith("a" + eot):
+            return own
     return family.default_template(config or {})
 
 
