@@ -401,3 +401,22 @@ def test_idefics3_classes_load_as_the_smolvlm_family(loaded):
     assert fam.name == "smolvlm"
     assert (type(model).__name__, type(proc).__name__) == ("Idefics3ForConditionalGeneration", "Idefics3Processor")
     assert type(loaded["smolvlm"][1]).__name__ == "SmolVLMForConditionalGeneration"
+
+
+def test_template_that_does_not_close_answers_is_replaced(loaded):
+    """llava-hf's llava-v1.6 templates end an answer with nothing; training then uses the variant's original
+    format, which closes it with </s>, so the labels can teach the model to stop."""
+    from seedvlm.models.families.llava_next import VICUNA_TEMPLATE
+
+    fam, _, proc = _get(loaded, "llava-next")
+    open_ended = ("{% for message in messages %}{{ message['role'].upper() + ': ' }}{% for c in message['content'] %}"
+                  "{% if c['type'] == 'text' %}{{ c['text'] + ' ' }}{% endif %}{% endfor %}{% endfor %}"
+                  "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+
+    class Folder:
+        tokenizer = proc.tokenizer
+        chat_template = open_ended
+
+    assert training_template(fam, Folder, {"text_config": {"model_type": "llama"}}) == VICUNA_TEMPLATE
+    Folder.chat_template = VICUNA_TEMPLATE.replace("USER: ", "HUMAN: ")
+    assert training_template(fam, Folder) == Folder.chat_template  # closes answers: kept
