@@ -106,6 +106,25 @@ def test_processor_of_another_family_is_refused_before_weights(folders, tmp_path
     assert "config.json: processor_class 'SmolVLMProcessor'" in msg and "(qwen2_vl" in msg and "\n" not in msg
 
 
+@pytest.mark.parametrize("name, file, key, value", [
+    ("smolvlm", "processor_config.json", "image_seq_len", 9),
+    ("qwen2.5-vl", "preprocessor_config.json", "merge_size", 3),
+    ("llava-next", "processor_config.json", "patch_size", 14),
+])
+def test_processor_settings_that_contradict_the_config(folders, tmp_path, name, file, key, value):
+    """A processor that would count image tokens differently from the model's features: one line, no weights."""
+    if name not in folders:
+        pytest.skip(f"no Llama-2 tokenizer.model at {LLAMA2_TOKENIZER}")
+    bad = tmp_path / name
+    shutil.copytree(folders[name], bad, ignore=shutil.ignore_patterns("*.safetensors"))
+    data = json.loads((bad / file).read_text())
+    data[key] = value
+    (bad / file).write_text(json.dumps(data))
+    with pytest.raises(SeedVLMError) as e:
+        load_family(bad)
+    assert str(e.value).startswith(f"{bad / file}: {key} is {value}") and "\n" not in str(e.value)
+
+
 def test_family_option_for_the_wrong_family(folders):
     assert detect_family(folders["qwen2.5-vl"], {"max_pixels": 200 * 200}).name == "qwen2_vl"
     with pytest.raises(SeedVLMError, match="'max_pixels' does not apply to smolvlm models"):

@@ -53,6 +53,9 @@ class Family:
     # config dict -> None, or raise SeedVLMError naming what in the config this family cannot take
     check_config: Callable[[dict, str], None] | None = None
     perturbation_note: str = ""
+    # transformers config -> processor settings it implies ({"patch_size": 14, ...}); a saved processor that
+    # disagrees is refused before weights load
+    processor_settings: Callable[[Any], dict] | None = None
     # True where pixel_values are patch rows of all images (not batched by sample), split by the image grids
     flattened_patches: bool = False
     # True where all-zero pixel tiles mean batch padding (the model drops them), so a perturbation must keep them 0

@@ -22,6 +22,12 @@ def _template(config: dict) -> str:
     return CHAT_TEMPLATE
 
 
+def processor_settings(config) -> dict:
+    """What a LLaVA-style processor must agree on with the model: the vision patch size and the CLS handling."""
+    return {"patch_size": config.vision_config.patch_size,
+            "vision_feature_select_strategy": config.vision_feature_select_strategy}
+
+
 FAMILY = Family(
     name="llava",
     description="LLaVA-1.5 (CLIP ViT + Llama/Vicuna, one fixed-size image)",
@@ -39,4 +45,5 @@ FAMILY = Family(
     image_token_count=_token_count,
     image_placeholder=image_token,
     default_template=_template,
+    processor_settings=processor_settings,
 )

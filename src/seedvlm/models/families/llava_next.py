@@ -10,6 +10,7 @@ from __future__ import annotations
 from seedvlm.errors import SeedVLMError
 from seedvlm.models.families._common import eos_token, image_token, no_extra_stops, repeat_image_token, size_value
 from seedvlm.models.families.base import Family
+from seedvlm.models.families.llava import processor_settings as _llava_settings
 
 # Jinja pieces shared by both variants: all images of a message first, then its text (as llava-hf's templates do).
 _IMAGES = "{% if message['content'] is not string %}{% for part in message['content'] %}" \
@@ -89,6 +90,10 @@ def _token_count(processor, size: tuple[int, int]) -> int:
     return n - 1 if processor.vision_feature_select_strategy == "default" else n
 
 
+def _settings(config) -> dict:
+    return {**_llava_settings(config), "image_grid_pinpoints": [list(p) for p in config.image_grid_pinpoints]}
+
+
 FAMILY = Family(
     name="llava_next",
     description="LLaVA-NeXT / llava-v1.6 (anyres tiling; Vicuna and Mistral variants)",
@@ -107,5 +112,6 @@ FAMILY = Family(
     image_placeholder=image_token,
     default_template=_template,
     check_config=_check_config,
+    processor_settings=_settings,
     perturbation_note="every tile is a (C, H, W) image; padding tiles beyond image_sizes are dropped by the model",
 )

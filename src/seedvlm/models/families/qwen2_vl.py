@@ -75,6 +75,9 @@ FAMILY = Family(
     options={"min_pixels": "smallest image area (pixels) after resizing; fewer pixels are upscaled",
              "max_pixels": "largest image area (pixels) after resizing; more pixels are downscaled"},
     flattened_patches=True,
+    processor_settings=lambda config: {"patch_size": config.vision_config.patch_size,
+                                       "merge_size": config.vision_config.spatial_merge_size,
+                                       "temporal_patch_size": config.vision_config.temporal_patch_size},
     perturbation_note="pixel_values are flattened patch rows, not (C, H, W) images, so patch masking would need "
                       "its own layout",
 )

@@ -88,11 +88,44 @@ def check_processor_matches(family: Family, folder: Path) -> None:
                                f"{', '.join(family.architectures)}); expected one of {', '.join(sorted(allowed))}")
 
 
+def saved_processor_settings(folder: Path) -> dict[str, tuple[str, object]]:
+    """Every top-level setting the folder's processor files record (nested image_processor entries too), as
+    key -> (file, value); the first file in `_PROCESSOR_FILES` order wins."""
+    found: dict[str, tuple[str, object]] = {}
+    for name in _PROCESSOR_FILES[:2]:
+        f = folder / name
+        if f.is_file():
+            data = _read_json(f)
+            nested = data.get("image_processor") if isinstance(data.get("image_processor"), dict) else {}
+            for key, value in {**nested, **data}.items():
+                found.setdefault(key, (name, value))
+    return found
+
+
+def check_processor_settings(family: Family, folder: Path) -> None:
+    """Refuse a processor whose saved settings disagree with the model config (e.g. a patch size or SmolVLM's
+    image_seq_len): the image token count would not match the image features. Uses the config class, no weights."""
+    if family.processor_settings is None:
+        return
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SeedVLMError(f"{folder / 'config.json'}: not a valid model config ({str(e).splitlines()[0]})") from None
+    saved = saved_processor_settings(folder)
+    for key, want in family.processor_settings(config).items():
+        if key in saved and saved[key][1] != want:
+            file, have = saved[key]
+            raise SeedVLMError(f"{folder / file}: {key} is {have!r} but the model's config.json implies {want!r}")
+
+
 def detect_family(folder: str | os.PathLike, options: dict | None = None) -> Family:
     """The family of a checkpoint folder, its processor checked against it and `options` checked to belong to
-    it; reads JSON only, so every failure comes before any weights load."""
+    it; reads JSON and config classes only, so every failure comes before any weights load."""
     p, cfg = read_model_config(folder)
     fam = family_for_config(cfg, str(p / "config.json"))
     check_processor_matches(fam, p)
+    check_processor_settings(fam, p)
     fam.check_options(options)
     return fam

@@ -49,6 +49,12 @@ def _extra_stops(processor) -> tuple[str, ...]:
     return () if eos in (None, END_OF_UTTERANCE) else (eos,)
 
 
+def _settings(config) -> dict:
+    """image_seq_len = tile patches / scale_factor^2 (pixel shuffle)."""
+    v = config.vision_config
+    return {"image_seq_len": (v.image_size // v.patch_size) ** 2 // config.scale_factor ** 2}
+
+
 FAMILY = Family(
     name="smolvlm",
     description="SmolVLM / Idefics3 (SigLIP + a Llama-style LM; image splitting, pixel shuffle)",
@@ -69,5 +75,6 @@ FAMILY = Family(
     default_template=lambda config: CHAT_TEMPLATE,
     options={"do_image_splitting": "split large images into tiles plus a global view (true) or not (false)"},
     zero_padding_tiles=True,
+    processor_settings=_settings,
     perturbation_note="all-zero padding tiles must stay zero: the model drops a tile only when it is all zeros",
 )
