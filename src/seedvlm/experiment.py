@@ -286,9 +286,12 @@ class Plan:
             prep += ["--max-samples", c.prepare_max_samples, "--seed", 0]
 
         def manifest(step: Step) -> None:
+            from seedvlm.data.image_ids import image_identity
+
             records = read_json(self.data, "prepared records")
-            write_json(self.manifest, {"images": sorted({r["image"] for r in records}), "data": str(self.data),
-                                       "n_records": len(records)})
+            names = sorted({r["image"] for r in records})
+            write_json(self.manifest, {"images": names, "data": str(self.data), "n_records": len(records),
+                                       **image_identity(names, self.world / "images" / "train")})
         self._cmd("data", "prepare", prep, deps, after=manifest)
         settings = {k: getattr(c, k) for k in ("pope_images", "probe_images", "probe_kinds", "question_seed",
                                                "chair_images")}
