@@ -56,8 +56,9 @@ def load_records(path: str | Path) -> list[dict]:
 
 def count_image_tokens(processor) -> int:
     """How many image tokens the processor puts in place of one `<image>` (576 for LLaVA-1.5-7B)."""
-    enc = processor(images=[Image.new("RGB", (32, 32))], text=["<image>"], return_tensors="pt")
-    return int((enc["input_ids"] == processor.image_token_id).sum())
+    from seedvlm.models.folders import image_token_count
+
+    return image_token_count(processor)[0]
 
 
 def model_context_length(model_config) -> int:

@@ -76,13 +76,24 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
 
 
 def load_processor(path: str | os.PathLike):
-    """Load the processor (tokenizer + image processor + chat template) saved beside a model."""
+    """Load the processor (tokenizer + image processor + chat template) saved beside a model. In a model folder,
+    settings an older processor_config.json lacks are derived from config.json, and the processor is checked to
+    feed the vision tower exactly (`seedvlm.models.folders`)."""
+    from seedvlm.models.folders import check_processor, complete_processor
+
     p = Path(path)
     _quiet_transformers()
     try:
-        return AutoProcessor.from_pretrained(p, local_files_only=True, trust_remote_code=False)
+        processor = AutoProcessor.from_pretrained(p, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, TypeError) as e:
         raise SeedVLMError(f"could not load a processor from {p}: {e}") from None
+    if (p / "config.json").is_file():
+        config = LlavaConfig.from_pretrained(p, local_files_only=True)
+        derived = complete_processor(processor, config, p)
+        if derived:
+            log.info("%s: %s not in processor_config.json; derived from config.json", p, ", ".join(derived))
+        check_processor(processor, config, p)
+    return processor
 
 
 def save_model(model, processor, out: str | os.PathLike, extra_files: dict[str, dict] | None = None) -> Path:
