@@ -72,6 +72,15 @@ def test_multi_turn_example_is_the_tokenization_of_the_whole_conversation(proces
     assert (labels[labels != -100] == item["input_ids"][labels != -100]).all()
 
 
+def test_records_prepared_for_a_style_refuse_another(processor, tmp_path):
+    from seedvlm.data.dataset import InstructDataset
+
+    images = _image_dir(tmp_path / "img")
+    InstructDataset([dict(MULTI, prompt_style="llava-1.5")], processor, images, 4096, prompt_style="llava-1.5")
+    with pytest.raises(SeedVLMError, match="prepared for prompt style 'llava-1.5'.*pass --prompt-style llava-1.5"):
+        InstructDataset([dict(MULTI, prompt_style="llava-1.5")], processor, images, 4096, source="train.json")
+
+
 def test_seed_covers_every_supervised_turn(processor, tmp_path):
     """SEED's answer rows (label != -100, shifted) hold both answers' tokens."""
     from seedvlm.data.dataset import Collator, InstructDataset

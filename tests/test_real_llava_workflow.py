@@ -5,6 +5,7 @@ LLaVA-Instruct (train2017 names) and COCO val2014 files: prepare, train (SEED an
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,7 @@ def _refused(argv: list, capsys, match: str) -> None:
     assert match in err and "Traceback" not in err, err
 
 
-def test_real_checkpoint_workflow(tmp_path, capsys):
+def test_real_checkpoint_workflow(tmp_path, capsys, caplog):
     require_tokenizer()
     model = build_real_llava(tmp_path / "models" / "llava-1.5-7b-hf")
     f = _coco_files(tmp_path)
@@ -130,6 +131,11 @@ def test_real_checkpoint_workflow(tmp_path, capsys):
                 results = json.loads((out / task / "results.json").read_text())
                 assert results["prompt"]["prompt_style"] == style and results["leakage"]["overlap"] == 0
     prompt = json.loads((runs / "eval" / "seed_greedy" / "pope" / "results.json").read_text())["prompt"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # the SEED adapter was trained with llava-1.5
+        _ok(["eval", "pope", "--model", model, "--adapter", runs / "seed" / "adapter", "--questions", runs / "pope",
+             "--images", f["val"], "--limit", 1, "--device", "cpu", "--out", runs / "eval" / "seed_hf"])
+    assert "was trained with prompt style llava-1.5, and is used here with hf" in caplog.text
     assert prompt["pope_suffix"] == "\nAnswer the question using a single word or phrase."
     assert prompt["image_preprocessing"].startswith("pad to square")
 

@@ -141,11 +141,13 @@ def run_demo(model_path: str | os.PathLike, image_paths: Sequence[str | os.PathL
 
     from seedvlm.generation import generate_texts
     from seedvlm.models import load_for_inference
+    from seedvlm.models.prompting import warn_if_not_trained_style
 
     if not image_paths:
         raise SeedVLMError("no --image given")
     images = load_images(image_paths)
     checker = ObjectChecker.from_instances(instances) if instances else None
+    warn_if_not_trained_style(adapter, prompt_style)
     model, processor = load_for_inference(model_path, adapter=adapter, device=device,
                                           allow_unverified_adapter=allow_unverified_adapter)
     prompts = [question] * len(images)

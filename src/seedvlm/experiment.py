@@ -110,7 +110,10 @@ class ExperimentConfig:
     probe_kinds: list[str] = field_(["color", "count", "relation"], "`pope build --kind` probes")
     question_seed: int = field_(0, "seed of the POPE/probe question draw and the CHAIR image draw (shared by all "
                                    "arms and seeds)")
-    pope_prompt_suffix: str = field_("", "appended to every POPE/probe question, e.g. ' Answer yes or no.'")
+    pope_prompt_suffix: str = field_("", "appended to every POPE/probe question, e.g. ' Answer yes or no.' ('' = "
+                                         "the prompt style's own: none for hf)")
+    prompt_style: str = field_("hf", "training and evaluation template: hf (the base folder's chat template) or "
+                                     "llava-1.5 (Vicuna v1 system prompt, POPE short-answer suffix, pad-to-square)")
     pope_max_new_tokens: int = field_(8, "new tokens per POPE/probe answer")
     chair_images: int = field_(500, "held-out images described for CHAIR")
     max_new_tokens: int = field_(512, "new tokens per CHAIR description (512 and 64 are the published settings)")
@@ -140,6 +143,7 @@ class ExperimentConfig:
             (self.matched_recall is None or 0.0 <= self.matched_recall <= 1.0, "matched_recall must be in [0, 1]"),
             (self.ablation_seeds >= 0, "ablation_seeds must be >= 0"),
             (0.0 < self.mask_plausibility <= 1.0, "mask_plausibility must be in (0, 1]"),
+            (self.prompt_style in ("hf", "llava-1.5"), "prompt_style must be hf or llava-1.5"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -335,6 +339,8 @@ class Plan:
             ov["learning_rate"] = c.learning_rate
         ov.update(c.sft_overrides if arm == "sft" else c.seed_overrides)
         ov.update(extra)
+        if c.prompt_style != "hf":
+            ov["prompt_style"] = c.prompt_style
         ov.update(model=c.base_model, data=str(self.data), images=str(self.world / "images" / "train"), seed=seed,
                   output_dir=str(self.out / f"seed{seed}" / arm / "train"))
         ov = {k: _arg(v) for k, v in ov.items()}
@@ -369,11 +375,15 @@ class Plan:
                     "--image-ids", self.questions / "chair_images.json", "--max-new-tokens", c.max_new_tokens]
         else:
             argv = ["eval", "pope", "--questions", self.questions / ("pope" if task == "pope" else "probes"),
-                    "--max-new-tokens", c.pope_max_new_tokens, f"--prompt-suffix={c.pope_prompt_suffix}"]
+                    "--max-new-tokens", c.pope_max_new_tokens]
+            if c.pope_prompt_suffix or c.prompt_style == "hf":
+                argv.append(f"--prompt-suffix={c.pope_prompt_suffix}")
         argv += ["--model", c.base_model, "--images", w / "images" / "val", "--out", folder,
                  "--batch-size", c.batch_size, "--seed", seed, "--train-manifest", self.manifest]
         if adapter is not None:
             argv += ["--adapter", adapter]
+        if c.prompt_style != "hf":
+            argv += ["--prompt-style", c.prompt_style]
         if c.device:
             argv += ["--device", c.device]
         if beta is not None:

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "context (as LLaVA trains); each: one record per turn pair without history; first: only "
                         "the first pair [history]")
     p.add_argument("--seed", type=int, default=0, help="seed of the --max-samples draw [0]")
+    p.add_argument("--prompt-style", choices=("hf", "llava-1.5"), default=None,
+                   help="record the template these records are for in each record; `seedvlm train` then refuses "
+                        "another --prompt-style (default: not recorded; train picks)")
     p.set_defaults(func=run)
 
 
@@ -38,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from seedvlm.data.prepare import prepare
 
     report = prepare(args.input, args.images, args.out, max_samples=args.max_samples,
-                     min_answer_words=args.min_answer_words, seed=args.seed, turns=args.turns)
+                     min_answer_words=args.min_answer_words, seed=args.seed, turns=args.turns,
+                     prompt_style=args.prompt_style)
     print(report.summary())
     print(f"wrote {report.sampled if report.sampled is not None else report.kept} records to {args.out}")
     return 0

@@ -102,6 +102,11 @@ class InstructDataset(torch.utils.data.Dataset):
         self.max_length = int(max_length)
         self.source = source
         self.style = get_style(prompt_style)
+        other = sorted({r["prompt_style"] for r in self.records if r.get("prompt_style", self.style.name)
+                        != self.style.name})
+        if other:
+            raise SeedVLMError(f"{source}: records prepared for prompt style {other[0]!r} (seedvlm prepare "
+                               f"--prompt-style), this run uses {self.style.name!r}; pass --prompt-style {other[0]}")
         tok = self.tokenizer
         if tok.eos_token_id is None:
             raise SeedVLMError("the tokenizer has no EOS token; answers must end with one")

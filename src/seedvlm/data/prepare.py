@@ -194,8 +194,10 @@ def sample_records(records: list[dict], max_samples: int | None, seed: int = 0) 
 
 
 def prepare(input_path: str | Path, images_dir: str | Path, out: str | Path, max_samples: int | None = None,
-            min_answer_words: int = 1, seed: int = 0, turns: str = "history") -> PrepareReport:
-    """Read a LLaVA-Instruct file, convert, optionally subsample, and write the records atomically to `out`."""
+            min_answer_words: int = 1, seed: int = 0, turns: str = "history",
+            prompt_style: str | None = None) -> PrepareReport:
+    """Read a LLaVA-Instruct file, convert, optionally subsample, and write the records atomically to `out`
+    (each with `prompt_style` when one is given, so training cannot use another template)."""
     from seedvlm.io import require_dir
 
     require_dir(images_dir, "image folder")
@@ -207,5 +209,7 @@ def prepare(input_path: str | Path, images_dir: str | Path, out: str | Path, max
     if max_samples is not None:
         records = sample_records(records, max_samples, seed)
         report.sampled = len(records)
+    if prompt_style is not None:
+        records = [dict(r, prompt_style=prompt_style) for r in records]
     write_json(out, records, indent=1)
     return report

@@ -243,6 +243,9 @@ def run_sharded(paths: Sequence[Path], prompts: Sequence[str], model_path: str, 
     start, stop = distributed.shard_bounds(len(prompts), rank, world, unit=batch)
     if world > 1:
         log.info("rank %d of %d: items %d..%d of %d on %s", rank, world, start, stop, len(prompts), device)
+    from seedvlm.models.prompting import warn_if_not_trained_style
+
+    warn_if_not_trained_style(adapter, gen_kwargs.get("prompt_style"))
     unverified = bool(gen_kwargs.pop("allow_unverified_adapter", False))
     model, processor = load_model(model_path, adapter=adapter, device=device, allow_unverified_adapter=unverified)
     _seed_everything(seed, gen_kwargs)

@@ -12,12 +12,17 @@ Training and evaluation must use the style the model was trained with; results r
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 from PIL import Image
 
 from seedvlm.errors import SeedVLMError
+from seedvlm.io import read_json
+
+log = logging.getLogger(__name__)
 
 VICUNA_V1_SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
                     "The assistant gives helpful, detailed, and polite answers to the human's questions.")
@@ -112,3 +117,13 @@ def prepare_image(processor, style: str | PromptStyle | None, image: Image.Image
     if not get_style(style).pad_to_square:
         return image
     return expand_to_square(image, processor.image_processor.image_mean)
+
+
+def warn_if_not_trained_style(adapter: str | Path | None, style: str | PromptStyle | None) -> None:
+    """Warn when an adapter was trained (its train_config.json) with another prompt style than the one in use."""
+    if adapter is None or not (Path(adapter) / "train_config.json").is_file():
+        return
+    trained = read_json(Path(adapter) / "train_config.json", "adapter training config").get("prompt_style", "hf")
+    if trained != get_style(style).name:
+        log.warning("adapter %s was trained with prompt style %s, and is used here with %s; pass --prompt-style %s "
+                    "to use it as it was trained", adapter, trained, get_style(style).name, trained)
