@@ -41,7 +41,8 @@ def projection_weights(model) -> list[tuple[str, torch.Tensor]]:
 def sampled_values(weight: torch.Tensor, k: int = SAMPLES_PER_TENSOR) -> bytes:
     """`k` evenly spaced elements of the flattened weight, rounded to bfloat16, as bytes."""
     flat = weight.detach().reshape(-1)
-    idx = torch.linspace(0, flat.numel() - 1, min(k, flat.numel()), device=flat.device).long()
+    n, k = flat.numel(), min(k, flat.numel())
+    idx = torch.arange(k, dtype=torch.long, device=flat.device) * (n - 1) // max(k - 1, 1)  # exact, any device
     return flat[idx].to(torch.bfloat16).view(torch.int16).cpu().numpy().tobytes()
 
 
