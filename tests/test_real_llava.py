@@ -251,12 +251,12 @@ def test_leakage_guard_matches_train2017_against_val2014_and_hashes_the_rest(tmp
     with pytest.raises(SeedVLMError) as e:
         check_leakage(evaluated, manifest, images_dir=val)
     msg = str(e.value)
-    assert msg.startswith("5 evaluation images were trained on")
+    assert msg.startswith("5 evaluation images appear in the training manifest")
     assert msg.count("(= trained") == 3 and "COCO_val2014_000000000074.jpg (= trained 000000000074.jpg)" in msg
     leak = check_leakage(evaluated, manifest, allow_overlap=True, images_dir=val)
     assert leak["overlap"] == 5
     assert check_leakage(["COCO_val2014_000000000724.jpg"], manifest, images_dir=val)["overlap"] == 0
     old = tmp_path / "old_manifest.json"  # written before ids were recorded: COCO ids still parsed from the names
     old.write_text(json.dumps({"images": names}))
-    with pytest.raises(SeedVLMError, match="^4 evaluation images"):
+    with pytest.raises(SeedVLMError, match="^4 evaluation images appear"):
         check_leakage(evaluated, old, images_dir=val)

@@ -107,7 +107,7 @@ def test_real_checkpoint_workflow(tmp_path, capsys, caplog):
     # POPE/CHAIR on val2014: COCO_val2014_000000000074.jpg is train2017's 000000000074.jpg
     _refused(["pope", "build", "--instances", f["ann"] / "instances_val2014.json", "--out", runs / "pope_all",
               "--n-images", 4, "--train-manifest", manifest], capsys,
-             "1 evaluation images were trained on")
+             "1 evaluation images appear in the training manifest")
     _ok(["pope", "build", "--instances", f["ann"] / "instances_heldout.json", "--out", runs / "pope",
          "--n-images", 3, "--train-manifest", manifest])
     chair_args = ["--instances", f["ann"] / "instances_val2014.json", "--references",
@@ -129,8 +129,8 @@ def test_real_checkpoint_workflow(tmp_path, capsys, caplog):
                  "--decoding", decoding, "--out", out / "chair"])
             for task in ("pope", "chair"):
                 results = json.loads((out / task / "results.json").read_text())
-                assert results["prompt"]["prompt_style"] == style and results["leakage"]["overlap"] == 0
-    prompt = json.loads((runs / "eval" / "seed_greedy" / "pope" / "results.json").read_text())["prompt"]
+                assert results["config"]["prompt_protocol"]["prompt_style"] == style and results["leakage"]["overlap"] == 0
+    prompt = json.loads((runs / "eval" / "seed_greedy" / "pope" / "results.json").read_text())["config"]["prompt_protocol"]
     caplog.clear()
     with caplog.at_level(logging.WARNING):  # the SEED adapter was trained with llava-1.5
         _ok(["eval", "pope", "--model", model, "--adapter", runs / "seed" / "adapter", "--questions", runs / "pope",

@@ -112,10 +112,10 @@ def run_pope(args: argparse.Namespace) -> int:
     if not distributed.is_main():  # several processes: every rank has all answers; rank 0 scores and writes
         return 0
     metrics, samples = score_pope(questions, answers, answers_source="the model's answers")
-    metrics.update(questions_provenance(args.questions), leakage=leak,
-                   prompt=dict(style.describe(), pope_suffix=suffix))
+    metrics.update(questions_provenance(args.questions), leakage=leak)
     write_results(args.out, "pope", metrics, samples, config=dict(args_config(args), decode_options=options,
-                                                                   processes=distributed.rank_world()[1]),
+                                                                   processes=distributed.rank_world()[1],
+                                                                   prompt_protocol=dict(style.describe(), pope_suffix=suffix)),
                   model=args.model, adapter=args.adapter)
     print(pope_table(metrics))
     return 0
@@ -177,9 +177,10 @@ def run_chair(args: argparse.Namespace) -> int:
         return 0
     metrics, samples = chair.evaluate(records)
     metrics["leakage"] = leak
-    metrics["prompt"] = dict(get_style(args.prompt_style).describe(), pope_suffix=None, prompt=args.prompt)
+    protocol = dict(get_style(args.prompt_style).describe(), pope_suffix=None, prompt=args.prompt)
     write_results(args.out, "chair", metrics, samples, config=dict(args_config(args), decode_options=options,
-                                                                    processes=distributed.rank_world()[1]),
+                                                                    processes=distributed.rank_world()[1],
+                                                                    prompt_protocol=protocol),
                   model=args.model, adapter=args.adapter)
     print(chair_table(metrics))
     return 0

@@ -134,10 +134,11 @@ def check_leakage(images: Sequence[str], manifest: str | Path | None, allow_over
     trained = manifest_images(manifest)
     overlap = _overlap(images, trained, images_dir)
     if overlap and not allow_overlap:
-        raise SeedVLMError(f"{len(overlap)} evaluation images were trained on (training manifest {manifest}), e.g. "
-                           f"{', '.join(overlap[:3])}; evaluate on held-out images or pass --allow-overlap")
+        raise SeedVLMError(f"{len(overlap)} evaluation images appear in the training manifest {manifest} (same COCO "
+                           f"id, content or file name), e.g. {', '.join(overlap[:3])}; evaluate on held-out images "
+                           f"or pass --allow-overlap")
     if overlap:
-        log.warning("%d evaluation images were trained on (training manifest %s; allowed by --allow-overlap)",
+        log.warning("%d evaluation images appear in the training manifest %s (allowed by --allow-overlap)",
                     len(overlap), manifest)
     return {"manifest": str(manifest), "overlap": len(overlap), "compared_by": "coco id, sha256, file name"}
 
@@ -246,8 +247,9 @@ def run_sharded(paths: Sequence[Path], prompts: Sequence[str], model_path: str, 
     from seedvlm.models.prompting import warn_if_not_trained_style
 
     warn_if_not_trained_style(adapter, gen_kwargs.get("prompt_style"))
-    unverified = bool(gen_kwargs.pop("allow_unverified_adapter", False))
-    model, processor = load_model(model_path, adapter=adapter, device=device, allow_unverified_adapter=unverified)
+    # passed only when asked for, so a stand-in load_model with the plain (path, adapter, device) signature still fits
+    extra = {"allow_unverified_adapter": True} if gen_kwargs.pop("allow_unverified_adapter", False) else {}
+    model, processor = load_model(model_path, adapter=adapter, device=device, **extra)
     _seed_everything(seed, gen_kwargs)
     decode_seed = gen_kwargs.pop("seed", None)  # contrastive decoding's option; run_prompts' `seed` is the batches'
     texts = run_prompts(model, processor, paths[start:stop], prompts[start:stop], seed=seed, first_index=start,
