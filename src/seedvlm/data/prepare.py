@@ -108,10 +108,11 @@ def _check_turns(conv: Any, source: str, index: int, rec: Any) -> list[tuple[str
     return pairs
 
 
-def _valid_prefix(pairs: list[tuple[str, str]], ident: str, min_answer_words: int, report: PrepareReport,
-                  numbered: bool) -> list[tuple[int, str, str]]:
-    """(turn, question, answer) of the turns before the first unusable one (reported with its reason); the turns
-    after it are reported as `after_skipped_turn` when `numbered` is False (history needs every earlier turn)."""
+def _usable_turns(pairs: list[tuple[str, str]], ident: str, min_answer_words: int, report: PrepareReport,
+                  independent: bool) -> list[tuple[int, str, str]]:
+    """(turn, question, answer) of the usable turns, each unusable one reported with its reason: with `independent`
+    turns all usable ones; otherwise only those before the first unusable one (history needs every earlier turn;
+    the rest are reported as `after_skipped_turn`)."""
     kept = []
     for t, (question, answer) in enumerate(pairs):
         rid = f"{ident}-{t}"
@@ -122,7 +123,7 @@ def _valid_prefix(pairs: list[tuple[str, str]], ident: str, min_answer_words: in
             kept.append((t, q, a))
             continue
         report.skip(reason, rid)
-        if not numbered:
+        if not independent:
             if t + 1 < len(pairs):
                 report.skip("after_skipped_turn", f"{ident}-{t + 1}", len(pairs) - t - 1)
             break
@@ -163,8 +164,8 @@ def conversations_to_records(data: Any, images_dir: str | Path, source: str = "i
         if not path.is_file():
             report.skip("missing_image", f"{ident}: {path} not found", 1)
             continue
-        usable = _valid_prefix(pairs[:1] if turns == "first" else pairs, ident, min_answer_words, report,
-                               numbered=turns == "each")
+        usable = _usable_turns(pairs[:1] if turns == "first" else pairs, ident, min_answer_words, report,
+                               independent=turns == "each")
         if turns == "history" and usable:
             (_, q, a), rest = usable[0], usable[1:]
             new = [{"id": ident, "image": image, "prompt": q, "answer": a}]
