@@ -5,6 +5,8 @@
         --train-manifest runs/seed/manifest.json --decoding contrastive --beta 1.0 --out runs/seed/pope
     seedvlm eval chair --model M --instances instances_val2014.json --references captions_val2014.json \\
         --images coco/val2014 --n 500 --max-new-tokens 512 --out runs/base/chair
+    seedvlm eval pope --model /models/llava-1.5-7b-hf --questions pope/coco --images coco/val2014 \\
+        --prompt-style llava-1.5 --out runs/base/pope_llava   # LLaVA-1.5's own protocol, as its published numbers
 
     accelerate launch --num_processes 4 -m seedvlm eval pope ...   # several GPUs: shards the questions, rank 0 writes
 

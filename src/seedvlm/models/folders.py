@@ -60,7 +60,12 @@ def check_processor(processor, config, folder: str | Path) -> None:
     """The processor's image size and image-token count must equal the vision tower's; else one line that names
     the file and the keys to fix."""
     folder = Path(folder)
-    n_tokens, side = image_token_count(processor)
+    try:
+        n_tokens, side = image_token_count(processor)
+    except (ValueError, TypeError, KeyError) as e:
+        raise SeedVLMError(f"{folder}: its processor cannot turn one image and '<image>' into model inputs "
+                           f"({str(e).splitlines()[0]}); check the tokenizer's <image> token and "
+                           f"{PROCESSOR_CONFIG}") from None
     v = config.vision_config
     if side != v.image_size:
         raise SeedVLMError(f"{folder / 'preprocessor_config.json'}: the image processor makes {side} px images, the "
