@@ -105,8 +105,9 @@ def build_real_llava(out: Path, seed: int = 0) -> Path:
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, do_resize=True, do_center_crop=True,
         do_rescale=True, do_normalize=True, do_convert_rgb=True, image_mean=CLIP_MEAN, image_std=CLIP_STD, resample=3)
-    LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
-                   num_additional_image_tokens=1, chat_template=LLAVA_HF_CHAT_TEMPLATE).save_pretrained(out)
+    LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=14,
+                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                   chat_template=LLAVA_HF_CHAT_TEMPLATE).save_pretrained(out)
     shutil.copy(require_tokenizer(), out / "tokenizer.model")
     _hub_layout(out)
     _hub_names(out)

@@ -129,8 +129,10 @@ def test_real_checkpoint_workflow(tmp_path, capsys, caplog):
                  "--decoding", decoding, "--out", out / "chair"])
             for task in ("pope", "chair"):
                 results = json.loads((out / task / "results.json").read_text())
-                assert results["config"]["prompt_protocol"]["prompt_style"] == style and results["leakage"]["overlap"] == 0
-    prompt = json.loads((runs / "eval" / "seed_greedy" / "pope" / "results.json").read_text())["config"]["prompt_protocol"]
+                assert results["config"]["prompt_protocol"]["prompt_style"] == style
+                assert results["leakage"]["overlap"] == 0
+    prompt = json.loads((runs / "eval" / "seed_greedy" / "pope" / "results.json").read_text())
+    prompt = prompt["config"]["prompt_protocol"]
     caplog.clear()
     with caplog.at_level(logging.WARNING):  # the SEED adapter was trained with llava-1.5
         _ok(["eval", "pope", "--model", model, "--adapter", runs / "seed" / "adapter", "--questions", runs / "pope",

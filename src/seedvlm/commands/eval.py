@@ -115,9 +115,10 @@ def run_pope(args: argparse.Namespace) -> int:
         return 0
     metrics, samples = score_pope(questions, answers, answers_source="the model's answers")
     metrics.update(questions_provenance(args.questions), leakage=leak)
+    protocol = dict(style.describe(), pope_suffix=suffix)
     write_results(args.out, "pope", metrics, samples, config=dict(args_config(args), decode_options=options,
                                                                    processes=distributed.rank_world()[1],
-                                                                   prompt_protocol=dict(style.describe(), pope_suffix=suffix)),
+                                                                   prompt_protocol=protocol),
                   model=args.model, adapter=args.adapter)
     print(pope_table(metrics))
     return 0
