@@ -129,6 +129,10 @@ class InstructDataset(torch.utils.data.Dataset):
                                    f"adds it)")
             keep = supervised_mask(enc["offset_mapping"][i], rendered[i][1])
             labels = [t if k else IGNORE_INDEX for t, k in zip(ids, keep)]
+            if labels.count(tok.eos_token_id) != len(rendered[i][1]):
+                raise SeedVLMError(f"{where}: {len(rendered[i][1])} answers but {labels.count(tok.eos_token_id)} EOS "
+                                   f"tokens among their labels: the tokenizer does not read {tok.eos_token!r} in text "
+                                   f"as its EOS token")
             n_answer = sum(keep)
             total = len(ids) - 1 + self.num_image_tokens
             if total > self.max_length:
