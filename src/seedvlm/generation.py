@@ -11,20 +11,24 @@ from tqdm.auto import tqdm
 
 from seedvlm.decode import contrastive_generate
 from seedvlm.models.processor import chat_prompt
+from seedvlm.models.prompting import prepare_image
 
 
 def _device_of(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def encode_prompts(processor, images: Sequence[Image.Image], questions: Sequence[str], device=None) -> dict:
-    """Tokenize a batch of (image, question) with the chat template, left-padded for generation."""
+def encode_prompts(processor, images: Sequence[Image.Image], questions: Sequence[str], device=None,
+                   prompt_style: str | None = None) -> dict:
+    """Tokenize a batch of (image, question) in a prompt style (`seedvlm.models.prompting`: its template, and its
+    image preparation), left-padded for generation."""
     tok = processor.tokenizer
     old_side = tok.padding_side
     tok.padding_side = "left"
     try:
-        texts = [chat_prompt(processor, q) for q in questions]
-        batch = processor(images=list(images), text=texts, padding=True, return_tensors="pt")
+        texts = [chat_prompt(processor, q, prompt_style) for q in questions]
+        images = [prepare_image(processor, prompt_style, im) for im in images]
+        batch = processor(images=images, text=texts, padding=True, return_tensors="pt")
     finally:
         tok.padding_side = old_side
     if device is not None:
@@ -35,11 +39,12 @@ def encode_prompts(processor, images: Sequence[Image.Image], questions: Sequence
 @torch.no_grad()
 def generate_texts(model, processor, images: Sequence[Image.Image], prompts: Sequence[str], max_new_tokens: int = 64,
                    batch_size: int = 16, decoding: str = "greedy", progress: bool = True, desc: str = "generate",
-                   **decode_kwargs) -> list[str]:
+                   prompt_style: str | None = None, **decode_kwargs) -> list[str]:
     """Answer each (image, prompt) pair; returns the decoded new text per pair, in order.
 
     decoding: "greedy" (HF generate, no sampling), "sample" (HF generate with do_sample), "beam" (num_beams),
     or "contrastive" (seedvlm.decode.contrastive_generate; decode_kwargs: beta, noise, alpha, plausibility, ...).
+    prompt_style: "hf" (default) or "llava-1.5" (`seedvlm.models.prompting`).
     """
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
@@ -51,7 +56,7 @@ def generate_texts(model, processor, images: Sequence[Image.Image], prompts: Seq
     for start in range(0, len(prompts), batch_size):
         imgs = images[start:start + batch_size]
         qs = prompts[start:start + batch_size]
-        batch = encode_prompts(processor, imgs, qs, device)
+        batch = encode_prompts(processor, imgs, qs, device, prompt_style=prompt_style)
         batch["pixel_values"] = batch["pixel_values"].to(dtype)
         if decoding == "contrastive":
             new_tokens = contrastive_generate(model, batch, max_new_tokens=max_new_tokens,

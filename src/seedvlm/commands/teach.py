@@ -4,7 +4,7 @@ top-k answer-row logits, clean and noisy, as a teacher cache for `seedvlm train 
     seedvlm teach --config configs/seed_tiny.yaml --out runs/teacher_cache [--top-k 64]
     seedvlm train --config configs/seed_tiny.yaml --teacher-cache runs/teacher_cache
     seedvlm teach --config configs/seed_llava15_7b.yaml --model /models/llava-1.5-7b-hf \\
-        --data runs/llava_train.json --images coco/train2014 --out runs/llava_teacher --batch-size 8
+        --data runs/llava_train.json --images coco/train2017 --out runs/llava_teacher --batch-size 8
 
 Reads the training config (model, data, images, max_samples, max_length, noise, alpha, noise_step, mask_ratio,
 seed, dtype, attn_implementation; any --key value override) so the cache matches the run that will use it; the

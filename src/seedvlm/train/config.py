@@ -42,6 +42,8 @@ class TrainConfig:
                                           "a longer record is an error, never truncated")
     group_by_length: bool = field_(False, "length-grouped batches (sorted within megabatches of 50 batches): less "
                                           "padding, same random order across megabatches")
+    prompt_style: str = field_("hf", "conversation template and image preparation: hf (the folder's chat template "
+                                     "and processor) or llava-1.5 (Vicuna v1 system prompt, pad-to-square images)")
     # ---- the perturbation (DESIGN.md 2) ----------------------------------------------------------------------
     noise: str = field_("gaussian", "perturbation of the teacher's second view: gaussian (the seed: "
                                     "sqrt(a)x + sqrt(1-a)eps), ddpm (VCD: DDPM forward at noise_step), mask (patches)")

@@ -252,6 +252,10 @@ def open_cache(folder: str | Path, cfg, fingerprint: str, n_samples: int) -> Tea
     cache = TeacherCache(folder, tail=cfg.teacher_cache_tail)
     cache.check(data=cfg.data, fingerprint=fingerprint, noise=noise_settings(cfg), n_samples=n_samples,
                 images_hash=images_sha256(cfg.data, cfg.images))
+    made_with = cache.index["data"].get("prompt_style", "hf")
+    if made_with != cfg.prompt_style:
+        raise SeedVLMError(f"teacher cache {folder} was made with prompt_style {made_with}, this run uses "
+                           f"{cfg.prompt_style}; make a new cache with `seedvlm teach`")
     return cache
 
 
@@ -401,7 +405,7 @@ def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, 
             "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "data": {"path": str(cfg.data), "sha256": file_sha256(cfg.data), "images": str(cfg.images),
                      "images_sha256": images_sha256(cfg.data, cfg.images), "n_records": n,
-                     "max_samples": cfg.max_samples, "max_length": max_length},
+                     "max_samples": cfg.max_samples, "max_length": max_length, "prompt_style": cfg.prompt_style},
             "model": {"path": str(cfg.model), "fingerprint": fp, "dtype": str(dtype).replace("torch.", ""),
                       "attn_implementation": cfg.attn_implementation},
             "noise": {**noise_settings(cfg), "step": NOISE_STEP},

@@ -566,6 +566,7 @@ def build_trainer(cfg: TrainConfig, resume: str | None = None, callbacks: Sequen
     from transformers import set_seed
 
     from seedvlm.data.dataset import Collator, load_train_data
+    from seedvlm.data.image_ids import image_identity
     from seedvlm.models import base_fingerprint, load_model
     from seedvlm.train.lora import apply_lora
 
@@ -599,7 +600,7 @@ def build_trainer(cfg: TrainConfig, resume: str | None = None, callbacks: Sequen
         write_json(Path(cfg.output_dir) / CONFIG_FILE, dataclasses.asdict(cfg))
         write_json(Path(cfg.output_dir) / MANIFEST_FILE, {
             "images": dataset.image_names, "data": str(cfg.data), "images_dir": str(cfg.images),
-            "n_records": len(dataset)})
+            "n_records": len(dataset), **image_identity(dataset.image_names, cfg.images)})
     trainer = SeedTrainer(model=model, args=args, seed_config=cfg, train_dataset=dataset,
                           data_collator=Collator(processor.tokenizer.pad_token_id), base_fingerprint=fp,
                           lengths=dataset.lengths, callbacks=list(callbacks), teacher_cache=cache)
