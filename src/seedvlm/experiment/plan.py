@@ -225,7 +225,7 @@ class Plan:
             argv = ["eval", "mme" if task == "mme" else "pope",
                     "--questions", self.questions / ({"pope": "pope", "mme": "mme"}.get(task, "probes")),
                     "--max-new-tokens", c.pope_max_new_tokens]
-            if c.pope_prompt_suffix or c.prompt_style == "hf" or task == "mme":
+            if c.pope_prompt_suffix or (c.prompt_style == "hf" and task != "mme"):
                 argv.append(f"--prompt-suffix={c.pope_prompt_suffix}")
         images = self.questions / "mme" if task == "mme" else w / "images" / "val"
         argv += ["--model", c.base_model, "--images", images, "--out", folder,
