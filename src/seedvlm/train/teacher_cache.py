@@ -346,7 +346,7 @@ def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, 
     vdt = VALUE_DTYPES[value_dtype]
     patch = int(model.config.vision_config.patch_size)
     collate = Collator(processor.tokenizer.pad_token_id)
-    bs = int(batch_size or cfg.per_device_batch_size)
+    bs = int(batch_size or cfg.per_device_train_batch_size)
     n = len(dataset)
     t0 = time.time()
     shards, total_rows, total_bytes = [], 0, 0
