@@ -224,7 +224,13 @@ def test_teach_help_lists_only_what_teach_reads(capsys):
         assert unused not in text
 
 
-def test_teach_refuses_an_option_it_does_not_use(tmp_path, capsys):
+def test_teach_says_which_options_it_ignores(tmp_path, capsys, caplog):
+    with caplog.at_level("WARNING", logger="seedvlm.train"):
+        rc, err = _cli(["teach", "--config", str(CONFIGS / "seed_tiny.yaml"), "--out", str(tmp_path / "c"),
+                        "--learning-rate", "1e-3", "--model", str(tmp_path / "no_model")], capsys)
+    notes = [r.getMessage() for r in caplog.records if "does not use" in r.getMessage()]
+    assert len(notes) == 1 and "--learning-rate" in notes[0] and "--model" not in notes[0]
+    assert rc != 0 and not (tmp_path / "c").exists()  # the model folder is missing: refused, nothing written
     rc, err = _cli(["teach", "--config", str(CONFIGS / "seed_tiny.yaml"), "--out", str(tmp_path / "c"),
-                    "--learning-rate", "1e-3"], capsys)
-    assert rc == 2 and "unknown option 'learning_rate'" in err and not (tmp_path / "c").exists()
+                    "--alpha", "0"], capsys)
+    assert rc == 2 and "alpha = 0.0: must be in (0, 1]" in err

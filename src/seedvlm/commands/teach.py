@@ -6,8 +6,9 @@ top-k answer-row logits, clean and noisy, as a teacher cache for `seedvlm train 
     seedvlm teach --config configs/seed_llava15_7b.yaml --model /models/llava-1.5-7b-hf \\
         --data runs/llava_train.json --images coco/train2014 --out runs/llava_teacher --batch-size 8
 
-Reads the training config (any option a training YAML holds is accepted there) but uses only the options listed
-below, which are also the only `--key value` overrides it takes, so the cache matches the run that will use it; the
+Reads the training config (any option a training YAML holds is accepted) but uses only the options listed below
+(another training option on its command line is ignored with a notice), so the cache matches the run that will
+use it; the
 noisy view of sample i is drawn with per_sample_generator(seed, i, step=0), the same in every epoch. Writes
 CACHE/shard-NNNNN.safetensors + CACHE/index.json atomically (nothing at CACHE until complete). Training refuses a
 cache made for another data file, base model or noise setting. docs/performance.md: what is kept, the
@@ -18,6 +19,7 @@ approximation, the storage per sample. Several GPUs: `accelerate launch --num_pr
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 
@@ -52,19 +54,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from seedvlm import distributed
-    from seedvlm.config import load_config, parse_overrides, refuse_unknown
+    from seedvlm.config import load_config, parse_overrides
     from seedvlm.errors import SeedVLMError
     from seedvlm.train.config import DEPRECATED_KEYS, TEACH_FIELDS, SeedConfig
     from seedvlm.train.teacher_cache import teach
 
     try:  # bad options are bad input: one line, exit 2, before the model loads
-        keys = [DEPRECATED_KEYS.get(k, k) for k in parse_overrides(args.overrides)]
-        refuse_unknown(keys, set(TEACH_FIELDS), "teach (it reads only the options `seedvlm teach --help` lists)")
         cfg = load_config(SeedConfig, args.config, args.overrides)
         cfg.require_paths()
     except SeedVLMError as e:
         print(f"seedvlm teach: error: {e}", file=sys.stderr)
         return 2
+    unused = [k for k in parse_overrides(args.overrides) if DEPRECATED_KEYS.get(k, k) not in TEACH_FIELDS]
+    if unused:  # training options, valid but without effect on the cache
+        logging.getLogger("seedvlm.train").warning("teach does not use %s (ignored; `seedvlm teach --help` lists "
+                                                   "what it reads)", ", ".join("--" + k.replace("_", "-")
+                                                                               for k in unused))
     index = teach(cfg, args.out, top_k=args.top_k, batch_size=args.batch_size, value_dtype=args.value_dtype,
                   shard_samples=args.shard_samples, device=args.device)
     if not distributed.is_main():
