@@ -236,8 +236,8 @@ class SeedConfig(TrainingArguments):
             ("max_length", self.max_length is None or self.max_length > 0, "> 0 or none"),
             ("max_samples", self.max_samples is None or self.max_samples > 0, "> 0 or none"),
             ("dataloader_num_workers", self.dataloader_num_workers >= 0, ">= 0"),
-            ("teacher_cache", self.teacher_cache is None or self.method == "seed", "none for method sft (a "
-                                                                                   "teacher cache is for SEED)"),
+            ("teacher_cache", self.teacher_cache is None or self.method == "seed",
+             "none for method sft (a teacher cache is for method seed only)"),
         ]
         for name, ok, valid in checks:
             if not ok:
