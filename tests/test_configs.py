@@ -234,3 +234,20 @@ def test_teach_says_which_options_it_ignores(tmp_path, capsys, caplog):
     rc, err = _cli(["teach", "--config", str(CONFIGS / "seed_tiny.yaml"), "--out", str(tmp_path / "c"),
                     "--alpha", "0"], capsys)
     assert rc == 2 and "alpha = 0.0: must be in (0, 1]" in err
+
+
+def test_the_settings_the_trainer_reads_follow_from_the_config():
+    import torch
+
+    from seedvlm.config import load_config
+    from seedvlm.train.config import SeedConfig
+
+    c = load_config(SeedConfig, CONFIGS / "seed_tiny.yaml", ["--seed", "7", "--activation-checkpointing", "true"])
+    cuda = torch.cuda.is_available()
+    assert c.data_seed == 7 and c.optim.value == ("adamw_torch_fused" if cuda else "adamw_torch")
+    assert (c.bf16, c.use_cpu, c.dataloader_pin_memory) == (cuda, not cuda, cuda)  # dtype auto
+    assert c.activation_checkpointing_kwargs == {"use_reentrant": False}
+    assert not (c.remove_unused_columns or c.ddp_find_unused_parameters or c.logging_nan_inf_filter or c.disable_tqdm)
+    assert c.lr_scheduler_type.value == "cosine" and c.warmup_steps == 0.05 and c.get_warmup_steps(300) == 15
+    fp16 = load_config(SeedConfig, CONFIGS / "seed_tiny.yaml", ["--dtype", "fp16", "--use-cpu", "false"])
+    assert fp16.fp16 and not fp16.bf16
