@@ -147,6 +147,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
 
 
 def _default_text(f: dataclasses.Field) -> Any:
+    """A field's default as --help shows it (a default_factory called)."""
     if f.default is not dataclasses.MISSING:
         return f.default
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
@@ -172,7 +173,8 @@ def config_help(cls: type, groups: dict[str, Sequence[str]] | None = None) -> st
             lines.append(f"{title}:")
         for name in names:
             f = fields[name]
-            lines.append(f"  --{name.replace('_', '-'):28s} {_short_help(f, name not in own)} [default: {_default_text(f)}]")
+            text = _short_help(f, name not in own)
+            lines.append(f"  --{name.replace('_', '-'):28s} {text} [default: {_default_text(f)}]")
     return "\n".join(lines)
 
 

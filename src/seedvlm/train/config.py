@@ -256,7 +256,7 @@ class SeedConfig(TrainingArguments):
         moved (warmup_ratio -> a warmup_steps share, group_by_length -> train_sampling_strategy)."""
         out = dict(data)
         for old, new in DEPRECATED_KEYS.items():
-            if old not in out or (old == new):
+            if old not in out:
                 continue
             if old == "gradient_checkpointing" and "activation_checkpointing" in out:
                 continue

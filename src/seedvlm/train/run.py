@@ -82,7 +82,8 @@ def build_trainer(cfg: SeedConfig, resume: str | None = None, callbacks: Sequenc
         # variant work too when a user passes use_reentrant=True (the frozen embeddings give none).
         model.enable_input_require_grads()
     if cfg.compile_layers:
-        train_step.compile_layers(model, **train_step.compile_options(cfg))  # LM (+ vision tower) layers; dynamic from the config
+        # LM (+ vision tower) layers, dynamic shapes as the config says
+        train_step.compile_layers(model, **train_step.compile_options(cfg))
     if cfg.should_save:
         write_json(Path(cfg.output_dir) / CONFIG_FILE, cfg.to_dict())
         write_json(Path(cfg.output_dir) / MANIFEST_FILE, {
