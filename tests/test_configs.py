@@ -171,6 +171,7 @@ def test_old_option_names_are_read_with_one_notice_each(tmp_path, caplog):
     # warmup_steps > 0 wins over warmup_ratio, as before
     d = load_config(SeedConfig, None, {"warmup_ratio": "0.2", "warmup_steps": "5"})
     assert d.warmup_steps == 5
+    assert load_config(SeedConfig, None, {"warmup_ratio": "0.2", "warmup_steps": "0"}).warmup_steps == 0.2
 
 
 def _cli(argv, capsys):

@@ -29,7 +29,7 @@ ADAPTER_DIR = "adapter"
 CHECKPOINT_PREFIX = "checkpoint"
 
 # options that may differ between an interrupted run and its resume without changing what it trains
-_PER_LAUNCH = ("output_dir", "logging_dir", "run_name", "local_rank", "gradient_accumulation_steps")
+_PER_LAUNCH = ("output_dir", "logging_dir", "run_name", "local_rank", "gradient_accumulation_steps", "report_to")
 
 
 def write_adapter_extras(folder: str | Path, base_fp: str, config: dict) -> None:
@@ -86,6 +86,7 @@ def check_checkpoint(folder: str | Path, base_fp: str, cfg) -> None:
         if old.get("method") != cfg.method:
             raise SeedVLMError(f"checkpoint {folder} is from a method={old.get('method')} run; this run is "
                                f"method={cfg.method}")
+        old = cfg.migrate(old, str(saved), notify=False)  # a checkpoint of the previous release: its names
         now = cfg.to_dict()
         changed = sorted(k for k in now if k in old and old[k] != now[k] and k not in _PER_LAUNCH)
         if changed:

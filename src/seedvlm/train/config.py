@@ -251,7 +251,7 @@ class SeedConfig(TrainingArguments):
                                f"the command line)")
 
     @staticmethod
-    def migrate(data: dict, source: str) -> dict:
+    def migrate(data: dict, source: str, notify: bool = True) -> dict:
         """Old keys renamed to the current ones (a one-line notice each); their values converted where the meaning
         moved (warmup_ratio -> a warmup_steps share, group_by_length -> train_sampling_strategy)."""
         out = dict(data)
@@ -261,12 +261,14 @@ class SeedConfig(TrainingArguments):
             if old == "gradient_checkpointing" and "activation_checkpointing" in out:
                 continue
             value = out.pop(old)
-            log.warning("%s: option '%s' is now '%s' (the old name is read until the next release)", source, old, new)
+            if notify:
+                log.warning("%s: option '%s' is now '%s' (the old name is read until the next release)", source,
+                            old, new)
             if old == "warmup_ratio":
-                if float(out.get("warmup_steps", 0) or 0) > 0:
-                    continue  # warmup_steps > 0 won over warmup_ratio before, too
-                value = float(value)
-            elif old == "group_by_length":
+                if float(out.get("warmup_steps", 0) or 0) <= 0:  # warmup_steps > 0 won over warmup_ratio before
+                    out["warmup_steps"] = float(value)
+                continue
+            if old == "group_by_length":
                 value = "group_by_length" if str(value).lower() in ("1", "true", "yes", "on") else "random"
             out.setdefault(new, value)
         return out
