@@ -252,3 +252,28 @@ def test_the_settings_the_trainer_reads_follow_from_the_config():
     assert c.lr_scheduler_type.value == "cosine" and c.warmup_steps == 0.05 and c.get_warmup_steps(300) == 15
     fp16 = load_config(SeedConfig, CONFIGS / "seed_tiny.yaml", ["--dtype", "fp16", "--use-cpu", "false"])
     assert fp16.fp16 and not fp16.bf16
+
+
+def test_a_checkpoint_of_the_previous_release_resumes_without_false_changes(tmp_path, caplog):
+    import json
+
+    from seedvlm.config import load_config
+    from seedvlm.train.checkpoints import CONFIG_FILE, check_checkpoint
+    from seedvlm.train.config import SeedConfig
+
+    cfg = load_config(SeedConfig, CONFIGS / "seed_tiny.yaml")
+    ckpt = tmp_path / "checkpoint-3"
+    ckpt.mkdir()
+    (ckpt / "trainer_state.json").write_text("{}")
+    (ckpt / "adapter_model.safetensors").write_text("")
+    old = {"method": "seed", "alpha": 0.3, "per_device_batch_size": 8, "grad_accumulation": 1, "warmup_ratio": 0.05,
+           "warmup_steps": 0, "group_by_length": True, "lr_scheduler": "cosine", "torch_compile": False,
+           "report_to": "none", "learning_rate": 3e-4}
+    (ckpt / CONFIG_FILE).write_text(json.dumps(old))
+    with caplog.at_level("WARNING", logger="seedvlm.train"):
+        check_checkpoint(ckpt, "fp", cfg)
+    assert "changed options" not in caplog.text
+    (ckpt / CONFIG_FILE).write_text(json.dumps({**old, "alpha": 0.5}))
+    with caplog.at_level("WARNING", logger="seedvlm.train"):
+        check_checkpoint(ckpt, "fp", cfg)
+    assert "changed options" in caplog.text and "alpha: 0.5 -> 0.3" in caplog.text
