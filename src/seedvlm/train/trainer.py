@@ -26,10 +26,10 @@ from transformers import ProgressCallback, Trainer
 
 from seedvlm import seed as S
 from seedvlm.io import atomic_path
-from seedvlm.train.callbacks import (SeedMonitor, SeedProgressCallback, StepAccumulator, load_seed_state,
-                                     save_seed_state)
 from seedvlm.train import checkpoints as ckpt
 from seedvlm.train import fsdp
+from seedvlm.train.callbacks import (SeedMonitor, SeedProgressCallback, StepAccumulator, load_seed_state,
+                                     save_seed_state)
 from seedvlm.train.config import SeedConfig
 from seedvlm.train.fsdp import ForwardThrough
 from seedvlm.train.step import confidence_from_rows, perturb_per_sample  # noqa: F401  (re-exported)
