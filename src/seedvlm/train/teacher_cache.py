@@ -49,7 +49,7 @@ import hashlib
 import logging
 import time
 from pathlib import Path
-from typing import Any, Literal, Sequence, get_args
+from typing import Any, Sequence, get_args
 
 import torch
 from safetensors import safe_open
@@ -58,6 +58,7 @@ from safetensors.torch import save_file
 from seedvlm import distributed
 from seedvlm import seed as S
 from seedvlm.data.dataset import Collator, load_records, load_train_data
+from seedvlm.choices import CacheTail
 from seedvlm.errors import SeedVLMError
 from seedvlm.io import atomic_path, read_json, safe_join, write_json
 from seedvlm.models import base_fingerprint, load_model
@@ -69,7 +70,6 @@ log = logging.getLogger("seedvlm.teach")
 FORMAT = "seedvlm-teacher-cache"
 VERSION = 1
 INDEX_FILE = "index.json"
-CacheTail = Literal["lump", "drop"]
 TAIL_MODES = get_args(CacheTail)
 VALUE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 ROW_KEYS = ("ids", "clean", "noisy", "clean_lse", "noisy_lse", "clean_rest", "noisy_rest", "clean_tail_max")
@@ -349,7 +349,7 @@ def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, 
     vdt = VALUE_DTYPES[value_dtype]
     patch = int(model.config.vision_config.patch_size)
     collate = Collator(processor.tokenizer.pad_token_id)
-    bs = int(batch_size or cfg.per_device_batch_size)
+    bs = int(batch_size or cfg.per_device_train_batch_size)
     n = len(dataset)
     t0 = time.time()
     shards, total_rows, total_bytes = [], 0, 0
