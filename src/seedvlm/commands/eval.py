@@ -33,6 +33,8 @@ def _common(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
     p.add_argument("--train-manifest", default=None,
                    help="training manifest JSON ({\"images\": [...]}); its images are refused")
     p.add_argument("--allow-overlap", action="store_true", help="evaluate even on images of the training manifest")
+    p.add_argument("--static-cache", action="store_true",
+                   help="greedy/sample/beam: decode with a static KV cache, compiled on CUDA (docs/evaluation.md)")
     p.set_defaults(accepts_overrides=True)
 
 
@@ -47,6 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-suffix", default="", help="appended to every question, e.g. ' Answer yes or no.' "
                                                         "(default: none, the plain POPE question)")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions of each split")
+    p.add_argument("--prefix-reuse", action=argparse.BooleanOptionalAction, default=True,
+                   help="prefill each image's prompt prefix once for all its questions (default on; same answers)")
     _common(p, max_new_tokens=8)
     p.set_defaults(func=run_pope)
 
@@ -78,7 +82,8 @@ def _gen_kwargs(args: argparse.Namespace, options: dict) -> dict:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise SeedVLMError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    return dict(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, decoding=args.decoding, **options)
+    return dict(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, decoding=args.decoding,
+                static_cache=args.static_cache, **options)
 
 
 def run_pope(args: argparse.Namespace) -> int:
@@ -93,7 +98,8 @@ def run_pope(args: argparse.Namespace) -> int:
     questions = load_questions(args.questions, limit=args.limit)
     leak = runner.check_leakage([q["image"] for q in questions], args.train_manifest, args.allow_overlap)
     answers = runner.answer_questions(questions, args.images, args.model, adapter=args.adapter, device=args.device,
-                                      prompt_suffix=args.prompt_suffix, seed=args.seed, **gen)
+                                      prompt_suffix=args.prompt_suffix, seed=args.seed,
+                                      prefix_reuse=args.prefix_reuse, **gen)
     if not distributed.is_main():  # several processes: every rank has all answers; rank 0 scores and writes
         return 0
     metrics, samples = score_pope(questions, answers, answers_source="the model's answers")

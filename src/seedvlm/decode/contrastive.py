@@ -242,6 +242,8 @@ def contrastive_generate(
     min_new_tokens: int = 0,
     fused: bool = True,
     noisy_pixel_values_: torch.Tensor | None = None,
+    prefix_groups_: Sequence[int] | None = None,
+    first_scores_: list | None = None,
 ) -> torch.LongTensor:
     """Decode with contrastive logits (`contrastive_logits`) at every step; returns (B, T_new) new tokens.
 
@@ -261,6 +263,8 @@ def contrastive_generate(
     fused: True (default) runs clean and noisy as ONE forward of 2B rows with one 2B-row KV cache; False runs two
         forwards of B rows with two caches per step (VCD's way; kept for the benchmark and as a cross-check).
     noisy_pixel_values_: use these instead of drawing noise (tests, or a custom perturbation).
+    prefix_groups_: image group per row (seedvlm.decode.prefix.image_groups): both views' image prefixes run once
+        per group (fused only); first_scores_: a list that receives the first step's (B, V) contrastive scores.
     Rows stop at eos (the eos is kept, pad_token_id follows); decoding ends when every row has stopped or after
     max_new_tokens steps, so T_new <= max_new_tokens.
     """
@@ -289,7 +293,13 @@ def contrastive_generate(
              and isinstance(v, torch.Tensor) and v.shape[:1] == (n,)}
     combine = _Combiner(float(beta), plausibility, _eos_list(eos_token_id), int(min_new_tokens))
     runner = _Fused(model) if fused else _Sequential(model)
+    if prefix_groups_ is not None and fused:
+        from seedvlm.decode.prefix import prefix_runner
+
+        runner = prefix_runner(model, batch, prefix_groups_, int(pad_token_id)) or runner
     logits = runner.prefill(input_ids, attention_mask, pixels, noisy, extra)
+    if first_scores_ is not None:
+        first_scores_.append(combine(logits, n, 0))
     common = dict(runner=runner, logits=logits, n=n, combine=combine, max_new_tokens=int(max_new_tokens),
                   eos=_eos_list(eos_token_id), pad=int(pad_token_id))
     if strategy == "beam":

@@ -28,6 +28,7 @@ from typing import Any, Iterable, Sequence
 
 from seedvlm.errors import SeedVLMError
 from seedvlm.eval.chair import load_instances
+from seedvlm.eval.yes_prob import answer_scores, answer_with_scores, mean_yes_prob_metrics, yes_prob_metrics
 from seedvlm.io import read_json, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -348,6 +349,7 @@ def mean_over_splits(per_split: dict[str, dict]) -> dict:
     out = {k: sum(v[k] for v in vals) / len(vals) for k in METRIC_KEYS}
     out["n"] = sum(v["n"] for v in vals)
     out["unparsed"] = sum(v["unparsed"] for v in vals)
+    out.update(mean_yes_prob_metrics(vals))
     cons = [v["consistency"] for v in vals if v.get("consistency") is not None]
     if cons:
         out["consistency"] = sum(cons) / len(cons)
@@ -383,6 +385,7 @@ def score_pope(questions: Sequence[dict], answers: dict[str, str],
         parsed = parse_answer(text)
         s = {"question_id": q["question_id"], "split": q["split"], "image": q["image"], "question": q["text"],
              "text": text, "parsed": parsed, "label": q["label"], "correct": parsed == q["label"]}
+        s.update(answer_scores(text))
         if q.get("group_id") is not None:
             s["group_id"] = q["group_id"]
             s["paraphrase"] = q.get("paraphrase", 0)
@@ -393,6 +396,7 @@ def score_pope(questions: Sequence[dict], answers: dict[str, str],
         rows = [s for s in samples if s["split"] == split]
         canon = [s for s in rows if not s.get("paraphrase")]
         m = pope_metrics([s["parsed"] for s in canon], [s["label"] for s in canon])
+        m.update(yes_prob_metrics(canon))
         c = consistency(rows)
         if c is not None:
             m["consistency"] = c
@@ -473,7 +477,7 @@ def load_answers(path: str | Path) -> dict[str, str]:
         qid = str(row["question_id"])
         if qid in out:
             raise SeedVLMError(f"answers file {path} record {k}: duplicate question_id {qid}")
-        out[qid] = row[key] or ""
+        out[qid] = answer_with_scores(row[key] or "", row.get("p_yes"), row.get("yes_no_mass"))
     if not out:
         raise SeedVLMError(f"answers file {path} is empty")
     return out
