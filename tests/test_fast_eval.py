@@ -239,3 +239,15 @@ def test_eval_pope_reports_auroc(tiny_model_dir, tmp_path):
     assert main(["compare", "--run", f"base={tmp_path / 'fast'}", "--out", str(tmp_path / "report")]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
     assert "POPE q AUROC" in report and "POPE mean AP" in report
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_static_cache_contrastive_equals_eager(tiny, compile):
+    model, proc = tiny
+    tok = proc.tokenizer
+    images = _images()[:4]
+    batch = encode_prompts(proc, images, QUESTIONS[:4])
+    common = dict(max_new_tokens=6, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, beta=1.0)
+    eager = contrastive_generate(model, batch, **common)
+    static = contrastive_generate(model, batch, static_cache_=True, compile_=compile, **common)
+    assert static.tolist() == eager.tolist()

@@ -47,7 +47,7 @@ def generate_texts(model, processor, images: Sequence[Image.Image], prompts: Seq
     prefix_reuse: questions about the same image share one prefill of the image prefix (greedy and contrastive;
     seedvlm.decode.prefix). yes_prob: answers carry P(yes) of their first token (seedvlm.eval.yes_prob.ScoredAnswer).
     static_cache: decode with a static KV cache, prompts grouped by length, compiled when `compile` (default: on
-    CUDA only; seedvlm.decode.static); greedy, sample and beam.
+    CUDA only; seedvlm.decode.static); greedy, sample, beam, and contrastive greedy/sample.
     """
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
@@ -71,7 +71,8 @@ def generate_texts(model, processor, images: Sequence[Image.Image], prompts: Seq
 
             new_tokens = contrastive_generate(model, batch, max_new_tokens=max_new_tokens,
                                               eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                                              prefix_groups_=groups, first_scores_=first, **decode_kwargs)
+                                              prefix_groups_=groups, first_scores_=first,
+                                              static_cache_=static_cache, compile_=compile, **decode_kwargs)
         else:
             gen_kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
                               eos_token_id=tok.eos_token_id)

@@ -244,6 +244,8 @@ def contrastive_generate(
     noisy_pixel_values_: torch.Tensor | None = None,
     prefix_groups_: Sequence[int] | None = None,
     first_scores_: list | None = None,
+    static_cache_: bool = False,
+    compile_: bool | None = None,
 ) -> torch.LongTensor:
     """Decode with contrastive logits (`contrastive_logits`) at every step; returns (B, T_new) new tokens.
 
@@ -265,6 +267,8 @@ def contrastive_generate(
     noisy_pixel_values_: use these instead of drawing noise (tests, or a custom perturbation).
     prefix_groups_: image group per row (seedvlm.decode.prefix.image_groups): both views' image prefixes run once
         per group (fused only); first_scores_: a list that receives the first step's (B, V) contrastive scores.
+    static_cache_: decode over a StaticCache, the step compiled when compile_ (default: on CUDA only;
+        seedvlm.decode.static); fused greedy and sampling, not with prefix_groups_.
     Rows stop at eos (the eos is kept, pad_token_id follows); decoding ends when every row has stopped or after
     max_new_tokens steps, so T_new <= max_new_tokens.
     """
@@ -293,6 +297,10 @@ def contrastive_generate(
              and isinstance(v, torch.Tensor) and v.shape[:1] == (n,)}
     combine = _Combiner(float(beta), plausibility, _eos_list(eos_token_id), int(min_new_tokens))
     runner = _Fused(model) if fused else _Sequential(model)
+    if static_cache_ and fused and strategy != "beam":
+        from seedvlm.decode.static import static_stepper
+
+        runner.s = static_stepper(model, input_ids.shape[1] + max_new_tokens, compile_)
     if prefix_groups_ is not None and fused:
         from seedvlm.decode.prefix import prefix_runner
 

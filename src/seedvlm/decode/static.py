@@ -13,6 +13,8 @@ from typing import Sequence
 
 import torch
 
+from seedvlm.decode.contrastive import _Stepper
+
 CACHE_BUCKET = 64
 """Static cache lengths are multiples of this many tokens."""
 
@@ -59,3 +61,38 @@ def restore_order(items: Sequence, order: Sequence[int]) -> list:
     for k, i in enumerate(order):
         out[i] = items[k]
     return out
+
+
+def static_stepper(model, max_length: int, compile: bool | None = None) -> "StaticStepper":
+    """The contrastive decoder's stepper over a StaticCache of `cache_length(max_length, 0)` tokens, its decode step
+    compiled when `compile` (default: `compile_by_default(device)`)."""
+    device = next(model.parameters()).device
+    compile = compile_by_default(device) if compile is None else bool(compile)
+    return StaticStepper(model, cache_length(max_length, 0), compile)
+
+
+class StaticStepper(_Stepper):
+    """`_Stepper` over a StaticCache. After the prefill the attention mask is kept at the cache's full width (zeros
+    past the tokens seen), so every decode step has the same shapes and one compiled graph serves them all."""
+
+    def __init__(self, model, max_len: int, compile: bool):
+        from transformers import StaticCache
+
+        super().__init__(model)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.cache = StaticCache(config=base.config, max_cache_len=max_len)
+        self.max_len, self.seen, self.compile = max_len, 0, compile
+
+    def prefill(self, input_ids, attention_mask, extra):
+        logits = super().prefill(input_ids, attention_mask, extra)
+        self.seen = attention_mask.shape[1]
+        self.attention_mask = torch.nn.functional.pad(attention_mask, (0, self.max_len - self.seen))
+        if self.compile:  # the prefill's shapes differ per batch: only the step is compiled
+            self.model = torch.compile(self.model, fullgraph=False, dynamic=False)
+        return logits
+
+    def step(self, tokens):
+        self.attention_mask[:, self.seen] = 1
+        self.seen += 1
+        self.position_ids = self.position_ids[:, -1:] + 1
+        return self._forward(tokens[:, None], self.position_ids, {})
