@@ -11,8 +11,9 @@ reported, and ratios are against the plain / eager path of the same run. The ans
 with the plain path's: the report says whether they are identical (and the largest P(yes) difference). Peak memory
 is the CUDA allocator's peak per method (not measured on CPU, where the process's peak RSS only grows).
 
-    # CPU, the shipped tiny base (a few minutes on 2 cores):
-    python benchmarks/eval_speed.py --model assets/base-tiny --device cpu --out docs/results/bench/eval_speed_cpu.json
+    # CPU, the shipped tiny base (minutes on 2 shared cores; one thread copes best with a busy machine):
+    python benchmarks/eval_speed.py --model assets/base-tiny --device cpu --threads 1 \\
+        --out docs/results/bench/eval_speed_cpu.json
     # one GPU, random weights of the LLaVA-1.5-7B architecture (576 image tokens; answers run to the token limit)
     python benchmarks/eval_speed.py --preset llava-1.5-7b --device cuda --images 30 \\
         --out runs/bench/eval_speed_h200.json
@@ -80,6 +81,7 @@ def round_robin(device, methods: dict, warmup: int, repeats: int) -> dict:
     for i in range(warmup + repeats):
         for name, fn in methods.items():
             out, elapsed, peak = timed(device, fn)
+            print(f"#   {'warm-up' if i < warmup else 'timed'} {name}: {elapsed:.2f} s", file=sys.stderr, flush=True)
             res[name]["out"] = out
             if i >= warmup:
                 res[name]["times"].append(elapsed)
@@ -143,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    "llava-1.5-7b) with the world's word tokenizer")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     ap.add_argument("--dtype", default=None, choices=tuple(DTYPES), help="default: float32 on cpu, bfloat16 on cuda")
-    ap.add_argument("--images", type=int, default=60,
-                    help="world validation images (default 60); POPE asks 18 questions about each with >= 3 objects")
+    ap.add_argument("--images", type=int, default=24,
+                    help="world validation images (default 24); POPE asks 18 questions about each with >= 3 objects")
     ap.add_argument("--batch-size", type=int, default=16, help="POPE batch size (default 16, eval's)")
     ap.add_argument("--pope-new-tokens", type=int, default=8, help="new tokens per POPE answer (default 8, eval's)")
     ap.add_argument("--describe", type=int, default=8, help="images described at once (default 8)")

@@ -3,6 +3,7 @@ unequal length), the static-cache path equals the eager one token for token, P(y
 against hand-computed values), and P(yes) through eval pope -> results.json -> score -> compare."""
 
 import json
+import pickle
 
 import pytest
 import torch
@@ -109,6 +110,23 @@ def test_prefix_reuse_all_step_logits(tiny):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
 
 
+def test_prefix_reuse_with_a_lora_adapter():
+    """A peft-wrapped model (the SEED arms): same answers and P(yes) with and without prefix reuse."""
+    from peft import LoraConfig, get_peft_model
+
+    from seedvlm.models import build_processor, build_word_tokenizer, random_model
+
+    tok = build_word_tokenizer(WORDS)
+    cfg = tiny_config(tok)
+    model = get_peft_model(random_model(cfg, seed=4), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                                  init_lora_weights=False)).eval()
+    proc = build_processor(tok, cfg)
+    common = dict(max_new_tokens=5, batch_size=6, progress=False, yes_prob=True)
+    plain = generate_texts(model, proc, _images(), QUESTIONS, **common)
+    fast = generate_texts(model, proc, _images(), QUESTIONS, prefix_reuse=True, **common)
+    assert fast == plain and max(abs(a.p_yes - b.p_yes) for a, b in zip(fast, plain)) < 1e-4
+
+
 @pytest.mark.parametrize("strategy", ["greedy", "beam"])
 def test_prefix_reuse_equals_plain_contrastive(tiny, strategy):
     model, proc = tiny
@@ -207,6 +225,9 @@ def test_yes_probability(tiny):
     rows = [{"p_yes": 0.9, "label": "yes"}, {"p_yes": 0.2, "label": "no"}, {"p_yes": 0.4, "label": "yes"}]
     assert yes_prob_metrics(rows) == {"auroc": 1.0, "average_precision": 1.0}
     assert yes_prob_metrics(rows + [{"label": "no"}]) == {}
+    # answers gathered from several processes are pickled: the score travels with the text
+    again = pickle.loads(pickle.dumps(ScoredAnswer("yes.", 0.7, 0.9)))
+    assert again == "yes." and again.p_yes == 0.7 and again.yes_no_mass == 0.9
 
 
 # --------------------------------------------------------------------------------------------- through the commands

@@ -46,8 +46,8 @@ def generate_texts(model, processor, images: Sequence[Image.Image], prompts: Seq
     or "contrastive" (seedvlm.decode.contrastive_generate; decode_kwargs: beta, noise, alpha, plausibility, ...).
     prefix_reuse: questions about the same image share one prefill of the image prefix (greedy and contrastive;
     seedvlm.decode.prefix). yes_prob: answers carry P(yes) of their first token (seedvlm.eval.yes_prob.ScoredAnswer).
-    static_cache: decode with a static KV cache, prompts grouped by length, compiled when `compile` (default: on
-    CUDA only; seedvlm.decode.static); greedy, sample, beam, and contrastive greedy/sample.
+    static_cache: decode with a static KV cache, prompts grouped by length, compiled unless `compile`
+    is False (seedvlm.decode.static); greedy, sample, beam, and contrastive greedy/sample.
     """
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images but {len(prompts)} prompts")

@@ -34,7 +34,7 @@ def _common(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
                    help="training manifest JSON ({\"images\": [...]}); its images are refused")
     p.add_argument("--allow-overlap", action="store_true", help="evaluate even on images of the training manifest")
     p.add_argument("--static-cache", action="store_true",
-                   help="greedy/sample/beam: decode with a static KV cache, compiled on CUDA (docs/evaluation.md)")
+                   help="decode with a static KV cache and a compiled decode step (docs/evaluation.md)")
     p.set_defaults(accepts_overrides=True)
 
 

@@ -267,8 +267,8 @@ def contrastive_generate(
     noisy_pixel_values_: use these instead of drawing noise (tests, or a custom perturbation).
     prefix_groups_: image group per row (seedvlm.decode.prefix.image_groups): both views' image prefixes run once
         per group (fused only); first_scores_: a list that receives the first step's (B, V) contrastive scores.
-    static_cache_: decode over a StaticCache, the step compiled when compile_ (default: on CUDA only;
-        seedvlm.decode.static); fused greedy and sampling, not with prefix_groups_.
+    static_cache_: decode over a StaticCache, the step compiled unless compile_ is False
+        (seedvlm.decode.static); fused greedy and sampling, not with prefix_groups_.
     Rows stop at eos (the eos is kept, pad_token_id follows); decoding ends when every row has stopped or after
     max_new_tokens steps, so T_new <= max_new_tokens.
     """

@@ -15,7 +15,7 @@ def generate_new_tokens(model, batch: dict, gen_kwargs: dict, groups: Sequence[i
 
     groups: image group per row (seedvlm.decode.prefix.image_groups) to reuse image prefixes; used for greedy
     decoding (num_beams 1, no sampling) when the batch shares something, else the plain batch runs. static: decode
-    with a StaticCache (seedvlm.decode.static), compiled when `compile` (default: on CUDA only); not combined with
+    with a StaticCache (seedvlm.decode.static), compiled unless `compile` is False; not combined with
     prefix reuse. first_logits: also return the raw logits of the first new token.
     """
     from seedvlm.decode.prefix import prefix_generate

@@ -43,11 +43,15 @@ def image_token_id(model) -> int | None:
     return None
 
 
+def _forward_params(model) -> set[str]:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft wrapper takes **kwargs
+    return set(inspect.signature(base.forward).parameters)
+
+
 def cache_kwarg(model) -> str:
     """The name the model's forward takes its KV cache under ("cache" in recent transformers, else
     "past_key_values")."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return "cache" if "cache" in _forward_params(model) else "past_key_values"
 
 
 def positions(attention_mask: torch.Tensor, start: torch.Tensor | int = 0) -> torch.Tensor:
@@ -119,7 +123,7 @@ def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, extra:
     kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask),
                   use_cache=True, **extra)
     kwargs[cache_kwarg(model)] = DynamicCache(config=model.config)
-    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+    if "logits_to_keep" in _forward_params(model):
         kwargs["logits_to_keep"] = 1
     out = model(**kwargs)
     return out.cache if hasattr(out, "cache") else out.past_key_values
