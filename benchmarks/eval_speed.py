@@ -3,13 +3,14 @@ of description decoding (CHAIR's job) with the eager dynamic cache, the static c
 
 POPE runs the real evaluation path (`seedvlm.eval.runner.run_prompts`: images opened per chunk, batches of
 --batch-size questions in file order, greedy, --pope-new-tokens new tokens, P(yes) read) over the POPE object
-questions (3 splits x 6 per image) of --images validation images of a freshly generated embedded world (those with >= 3 objects). The
-descriptions are --describe images x "Please describe this image in detail." with --new-tokens new tokens (eos
-suppressed so every method decodes the same count). Every method gets --warmup untimed calls, then --repeats timed
-ones, round-robin over the methods (so a change of load on a shared machine hits all alike); the median is
-reported, and ratios are against the plain / eager path of the same run. The answers of every method are compared
-with the plain path's: the report says whether they are identical (and the largest P(yes) difference). Peak memory
-is the CUDA allocator's peak per method (not measured on CPU, where the process's peak RSS only grows).
+questions (3 splits x 6 per image) of the --images validation images of a freshly generated embedded world that
+hold >= 3 objects. The descriptions are --describe images x "Please describe this image in detail." with
+--new-tokens new tokens (eos suppressed so every method decodes the same count). Every method gets --warmup untimed
+calls, then --repeats timed ones, round-robin over the methods (so a change of load on a shared machine hits all
+alike); the median is reported, with the first call's time (it includes compiling; a fresh TORCHINDUCTOR_CACHE_DIR
+makes it a cold compile), and ratios are against the plain / eager path of the same run. Every method's answers are
+compared with the plain path's: the report says whether they are identical (and the largest P(yes) difference).
+Peak memory is the CUDA allocator's peak per method (not measured on CPU, where the process's peak RSS only grows).
 
     # CPU, the shipped tiny base (minutes on 2 shared cores; one thread copes best with a busy machine):
     python benchmarks/eval_speed.py --model assets/base-tiny --device cpu --threads 1 \\
@@ -76,15 +77,15 @@ def timed(device, fn):
 
 
 def round_robin(device, methods: dict, warmup: int, repeats: int) -> dict:
-    """{method: {"out", "times", "peak_gb"}}: warm-up calls, then timed repeats round-robin over the methods."""
-    res = {m: {"out": None, "times": [], "peak_gb": None} for m in methods}
+    """{method: {"out", "times", "warmup", "peak_gb"}}: warm-up calls (their times kept: the first includes any
+    compiling), then timed repeats round-robin over the methods."""
+    res = {m: {"out": None, "times": [], "warmup": [], "peak_gb": None} for m in methods}
     for i in range(warmup + repeats):
         for name, fn in methods.items():
             out, elapsed, peak = timed(device, fn)
             print(f"#   {'warm-up' if i < warmup else 'timed'} {name}: {elapsed:.2f} s", file=sys.stderr, flush=True)
             res[name]["out"] = out
-            if i >= warmup:
-                res[name]["times"].append(elapsed)
+            res[name]["times" if i >= warmup else "warmup"].append(elapsed)
             if peak is not None:
                 res[name]["peak_gb"] = max(res[name]["peak_gb"] or 0.0, round(peak, 3))
     return res
@@ -105,6 +106,7 @@ def pope_rows(model, processor, questions, images_dir, args, device) -> list[dic
     for m in POPE_METHODS:
         out, med = res[m]["out"], statistics.median(res[m]["times"])
         rows.append({"method": m, "questions": len(prompts), "median_s": med, "times_s": res[m]["times"],
+                     "warmup_s": res[m]["warmup"],
                      "questions_per_s": len(prompts) / med, "peak_memory_gb": res[m]["peak_gb"],
                      "speedup_vs_plain": statistics.median(res["plain"]["times"]) / med,
                      "answers_identical": list(map(str, out)) == list(map(str, ref)),
@@ -132,7 +134,7 @@ def decode_rows(model, processor, images, args, device) -> list[dict]:
         out, med = res[m]["out"], statistics.median(res[m]["times"])
         n_tokens = int(out.numel())
         rows.append({"method": m, "batch_size": len(images), "new_tokens": n_tokens, "median_s": med,
-                     "times_s": res[m]["times"], "tokens_per_s": n_tokens / med, "peak_memory_gb": res[m]["peak_gb"],
+                     "times_s": res[m]["times"], "warmup_s": res[m]["warmup"], "tokens_per_s": n_tokens / med, "peak_memory_gb": res[m]["peak_gb"],
                      "speedup_vs_eager": statistics.median(res["eager"]["times"]) / med,
                      "tokens_identical": out.tolist() == ref.tolist()})
     return rows
@@ -226,10 +228,12 @@ def markdown_table(report: dict) -> str:
                      f"{'yes' if r['answers_identical'] else 'NO'} | {r['max_p_yes_diff']:.1e} | "
                      f"{_gb(r['peak_memory_gb'])} |")
     lines += ["", f"Descriptions: batch {report['describe_batch']}, {report['new_tokens']} new tokens, greedy", "",
-              "| method | new tokens / s | x eager | identical tokens | peak GiB |", "|---|---|---|---|---|"]
+              "| method | new tokens / s | x eager | identical tokens | first call (s) | peak GiB |",
+              "|---|---|---|---|---|---|"]
     for r in report["decode"]:
+        first = f"{r['warmup_s'][0]:.1f}" if r["warmup_s"] else "-"
         lines.append(f"| {r['method']} | {r['tokens_per_s']:.1f} | {r['speedup_vs_eager']:.2f} | "
-                     f"{'yes' if r['tokens_identical'] else 'NO'} | {_gb(r['peak_memory_gb'])} |")
+                     f"{'yes' if r['tokens_identical'] else 'NO'} | {first} | {_gb(r['peak_memory_gb'])} |")
     return "\n".join(lines)
 
 
