@@ -134,7 +134,8 @@ def decode_rows(model, processor, images, args, device) -> list[dict]:
         out, med = res[m]["out"], statistics.median(res[m]["times"])
         n_tokens = int(out.numel())
         rows.append({"method": m, "batch_size": len(images), "new_tokens": n_tokens, "median_s": med,
-                     "times_s": res[m]["times"], "warmup_s": res[m]["warmup"], "tokens_per_s": n_tokens / med, "peak_memory_gb": res[m]["peak_gb"],
+                     "times_s": res[m]["times"], "warmup_s": res[m]["warmup"], "tokens_per_s": n_tokens / med,
+                     "peak_memory_gb": res[m]["peak_gb"],
                      "speedup_vs_eager": statistics.median(res["eager"]["times"]) / med,
                      "tokens_identical": out.tolist() == ref.tolist()})
     return rows
