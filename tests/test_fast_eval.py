@@ -272,3 +272,18 @@ def test_static_cache_contrastive_equals_eager(tiny, compile):
     eager = contrastive_generate(model, batch, **common)
     static = contrastive_generate(model, batch, static_cache_=True, compile_=compile, **common)
     assert static.tolist() == eager.tolist()
+
+
+def test_experiment_reads_auroc_and_ap(tmp_path):
+    """The experiment summary takes AUROC and AP of every arm's POPE and probe results, with their labels."""
+    from seedvlm.experiment import _label, _metrics
+
+    for task in ("pope", "probes"):
+        (tmp_path / task).mkdir()
+        split = {"accuracy": 0.8, "f1": 0.7, "yes_ratio": 0.5, "auroc": 0.91, "average_precision": 0.88}
+        (tmp_path / task / "results.json").write_text(json.dumps({"task": "pope", "splits": ["random"],
+                                                                   "random": split, "mean": split}))
+    m = _metrics(tmp_path)
+    assert m["pope.random.auroc"] == 0.91 and m["probes.mean.average_precision"] == 0.88
+    assert _label("pope.random.auroc") == "POPE random AUROC" and _label("probes.mean.average_precision") == \
+        "probe mean AP"
