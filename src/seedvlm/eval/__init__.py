@@ -7,6 +7,7 @@ compare report. Scoring never needs a model; `runner` is the only module that to
 - `seedvlm.eval.runner`: model hooks, image loading, the leakage guard
 - `seedvlm.eval.results`: results.json / samples.jsonl writer (config, git hash, versions)
 - `seedvlm.eval.report`: `compare` (markdown, json, plots)
+- `seedvlm.eval.yes_prob`: P(yes) from the first-token distribution, AUROC and average precision
 
 Protocols and file formats: docs/evaluation.md.
 """
