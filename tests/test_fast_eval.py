@@ -233,7 +233,7 @@ def test_yes_probability(tiny):
 
 
 # --------------------------------------------------------------------------------------------- through the commands
-def test_eval_pope_reports_auroc(tiny_model_dir, tmp_path):
+def test_eval_pope_reports_auroc(tiny_model_dir, tmp_path, capsys):
     from seedvlm.cli import main
 
     (tmp_path / "images").mkdir()
@@ -262,6 +262,14 @@ def test_eval_pope_reports_auroc(tiny_model_dir, tmp_path):
     assert main(["compare", "--run", f"base={tmp_path / 'fast'}", "--out", str(tmp_path / "report")]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
     assert "POPE q AUROC" in report and "POPE mean AP" in report
+
+    # a P(yes) that is no probability is refused with one line naming the file and the record
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question_id": "q0", "text": "yes", "p_yes": "high"}) + "\n")
+    assert main(["score", "pope", "--questions", str(tmp_path / "q.jsonl"), "--answers", str(bad), "--out",
+                 str(tmp_path / "bad")]) != 0
+    err = capsys.readouterr().err
+    assert f"answers file {bad} record 1: p_yes must be a number in [0, 1]" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("compile", [False, True])

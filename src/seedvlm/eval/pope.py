@@ -477,7 +477,8 @@ def load_answers(path: str | Path) -> dict[str, str]:
         qid = str(row["question_id"])
         if qid in out:
             raise SeedVLMError(f"answers file {path} record {k}: duplicate question_id {qid}")
-        out[qid] = answer_with_scores(row[key] or "", row.get("p_yes"), row.get("yes_no_mass"))
+        out[qid] = answer_with_scores(row[key] or "", row.get("p_yes"), row.get("yes_no_mass"),
+                                      where=f"answers file {path} record {k}")
     if not out:
         raise SeedVLMError(f"answers file {path} is empty")
     return out

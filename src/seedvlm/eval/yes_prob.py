@@ -35,13 +35,14 @@ class ScoredAnswer(str):
         return (ScoredAnswer, (str(self), self.p_yes, self.yes_no_mass))
 
 
-def answer_with_scores(text: str, p_yes: float | None = None, yes_no_mass: float | None = None) -> str:
+def answer_with_scores(text: str, p_yes: float | None = None, yes_no_mass: float | None = None,
+                       where: str = "answer") -> str:
     """`text` as a ScoredAnswer when P(yes) is known, else the plain text; a P(yes) that is no number in [0, 1]
-    is an error."""
+    is an error naming `where`."""
     if p_yes is None:
         return text
     if isinstance(p_yes, bool) or not isinstance(p_yes, (int, float)) or not 0.0 <= p_yes <= 1.0:
-        raise SeedVLMError(f"p_yes must be a number in [0, 1], got {p_yes!r}")
+        raise SeedVLMError(f"{where}: p_yes must be a number in [0, 1], got {p_yes!r}")
     return ScoredAnswer(text, p_yes, yes_no_mass if isinstance(yes_no_mass, (int, float)) else None)
 
 
