@@ -173,6 +173,8 @@ class PrefixFused(_Fused):
 
 
 def prefix_runner(model, batch: dict, groups: Sequence[int], pad_token_id: int) -> PrefixFused | None:
-    """A PrefixFused runner for a contrastive batch, or None when reuse does not apply."""
+    """A PrefixFused runner for a contrastive batch, or None when reuse does not apply or no image is shared."""
+    if len(set(groups)) == len(groups):
+        return None
     split = split_prefixes(batch["input_ids"], batch["attention_mask"], groups, image_token_id(model), pad_token_id)
     return None if split is None else PrefixFused(model, split)
