@@ -149,3 +149,16 @@ def test_locate_mentions_offsets_with_chair(tmp_path):
     spans = locate_mentions(checker.matcher, text)
     assert [(text[s:e], c) for s, e, c in spans] == [("Hot Dogs", "hot dog"), ("knife", "knife"),
                                                        ("knives", "knife"), ("sofa", "couch")]
+
+
+def test_demo_static_cache_prints_the_same(assets, capsys, monkeypatch):
+    from seedvlm.cli import main
+    from seedvlm.decode import static
+
+    monkeypatch.setattr(static, "COMPILE_BY_DEFAULT", False)  # compiling is tested in test_fast_eval.py
+    args = ["demo", "--model", str(assets / "model"), "--image", str(assets / "street.png"), "--max-new-tokens", "4",
+            "--color", "never"]
+    assert main(args) == 0
+    plain = capsys.readouterr().out
+    assert main(args + ["--static-cache"]) == 0
+    assert capsys.readouterr().out == plain

@@ -39,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "prompt and pad-to-square images (use the style the model was trained with)")
     p.add_argument("--allow-unverified-adapter", action="store_true",
                    help="load an adapter without seedvlm_base.json (its base cannot be checked)")
+    p.add_argument("--static-cache", action="store_true",
+                   help="decode with a static KV cache and a compiled decode step (docs/evaluation.md)")
     p.add_argument("--html", default=None, metavar="OUT.html", help="also write a self-contained HTML page")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="ANSI colors in the terminal (default auto: only on a terminal, and not with NO_COLOR)")
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
                       instances=args.instances, beta=args.beta, max_new_tokens=args.max_new_tokens,
                       device=args.device, noise=args.noise, alpha=args.alpha,
                       plausibility=args.plausibility or None, seed=args.seed, prompt_style=args.prompt_style,
-                      allow_unverified_adapter=args.allow_unverified_adapter)
+                      allow_unverified_adapter=args.allow_unverified_adapter, static_cache=args.static_cache)
     print(render_terminal(result, color=use_color(args.color)), end="")
     if args.html:
         write_text(args.html, render_html(result))

@@ -49,6 +49,8 @@ def _common(p: argparse.ArgumentParser, max_new_tokens: int, images_required: bo
                    help="hf: the folder's chat template and processor (default); llava-1.5: LLaVA-1.5's own "
                         "protocol (Vicuna v1 system prompt, POPE short-answer suffix, images padded to a square); "
                         "use the style the model was trained with")
+    p.add_argument("--static-cache", action="store_true",
+                   help="decode with a static KV cache and a compiled decode step (docs/evaluation.md)")
     p.set_defaults(accepts_overrides=True)
 
 
@@ -71,6 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="appended to every question, e.g. ' Answer yes or no.' (default: the prompt style's: none "
                         "for hf, '\\nAnswer the question using a single word or phrase.' for llava-1.5)")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions of each split")
+    p.add_argument("--prefix-reuse", action=argparse.BooleanOptionalAction, default=True,
+                   help="prefill each image's prompt prefix once for all its questions (default on; same answers)")
     _common(p, max_new_tokens=8)
     p.set_defaults(func=run_pope)
 
@@ -115,7 +119,7 @@ def _gen_kwargs(args: argparse.Namespace, options: dict) -> dict:
         if value is not None and value < 1:
             raise SeedVLMError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     return dict(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, decoding=args.decoding,
-                prompt_style=args.prompt_style, allow_unverified_adapter=args.allow_unverified_adapter, **options)
+                prompt_style=args.prompt_style, allow_unverified_adapter=args.allow_unverified_adapter, static_cache=args.static_cache, **options)
 
 
 def run_pope(args: argparse.Namespace) -> int:
@@ -136,7 +140,8 @@ def run_pope(args: argparse.Namespace) -> int:
                                 images_dir=args.images)
     keyed = [dict(q, question_id=question_key(q)) for q in questions]  # ids repeat across POPE's split files
     answers = runner.answer_questions(keyed, args.images, args.model, adapter=args.adapter, device=args.device,
-                                      prompt_suffix=suffix, seed=args.seed, **gen)
+                                      prompt_suffix=suffix, seed=args.seed,
+                                      prefix_reuse=args.prefix_reuse, **gen)
     if not distributed.is_main():  # several processes: every rank has all answers; rank 0 scores and writes
         return 0
     metrics, samples = score_pope(questions, answers, answers_source="the model's answers", parser=args.parser)

@@ -262,7 +262,9 @@ def run_sharded(paths: Sequence[Path], prompts: Sequence[str], model_path: str, 
 
 def answer_questions(questions: Sequence[dict], images_dir: str | Path, model_path: str, adapter: str | None = None,
                      device: str | None = None, prompt_suffix: str = "", seed: int = 0, **gen_kwargs) -> dict[str, str]:
-    """{question_id: raw answer} for POPE questions; images are checked before the model loads."""
+    """{question_id: raw answer} for POPE questions; images are checked before the model loads. Answers carry
+    P(yes) (seedvlm.eval.yes_prob) and questions of one image reuse its prefix unless told otherwise."""
+    gen_kwargs = {"prefix_reuse": True, "yes_prob": True, **gen_kwargs}
     paths = resolve_images(images_dir, [(q["image"], q["question_id"]) for q in questions], "question")
     texts = run_sharded(paths, [q["text"] + prompt_suffix for q in questions], model_path, adapter, device, seed,
                         **gen_kwargs)
