@@ -14,7 +14,7 @@ Peak memory is the CUDA allocator's peak per method (not measured on CPU, where 
 
     # CPU, the shipped tiny base (minutes on 2 shared cores; one thread copes best with a busy machine):
     python benchmarks/eval_speed.py --model assets/base-tiny --device cpu --threads 1 \\
-        --out docs/results/bench/eval_speed_cpu.json
+        --out runs/bench/eval_speed_cpu.json
     # one GPU, random weights of the LLaVA-1.5-7B architecture (576 image tokens; answers run to the token limit)
     python benchmarks/eval_speed.py --preset llava-1.5-7b --device cuda --images 30 \\
         --out runs/bench/eval_speed_h200.json
@@ -32,10 +32,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runnable from a checkout without install
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/common.py
-
-from common import DTYPES, device_name, emit, provenance, random_llava, setup_device, sync  # noqa: E402
+from common import DTYPES, device_name, emit, provenance, random_llava, setup_device, sync
 
 POPE_METHODS = ("plain", "prefix")
 DECODE_METHODS = ("eager", "static", "static-compiled")
