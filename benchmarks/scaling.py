@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from seedvlm.data.dataset import Collator, InstructDataset
     from seedvlm.train.lora import apply_lora
-    from seedvlm.train.trainer import SeedTrainer, build_training_args
+    from seedvlm.train.trainer import SeedTrainer
 
     rank, world = distributed.rank_world()
     cuda = torch.cuda.is_available()
@@ -149,18 +149,18 @@ def main(argv: list[str] | None = None) -> int:
                               config.text_config.max_position_embeddings, source="synthetic")
 
     cfg = TrainConfig(model="random", data="synthetic", images=str(work), output_dir=str(work / "run"),
-                      overwrite_output_dir=True, method="seed", per_device_batch_size=a.batch_size,
-                      grad_accumulation=a.grad_accumulation, max_steps=steps, learning_rate=2e-6,
+                      overwrite_output_dir=True, method="seed", per_device_train_batch_size=a.batch_size,
+                      gradient_accumulation_steps=a.grad_accumulation, max_steps=steps, learning_rate=2e-6,
                       lora_r=a.lora_r, lora_alpha=2 * a.lora_r, kl_chunk_size=a.kl_chunk_size,
-                      gradient_checkpointing=a.gradient_checkpointing, dtype="bf16" if cuda else "fp32",
-                      logging_steps=10 ** 6, save_steps=10 ** 6, report_to="none", num_workers=a.num_workers,
-                      seed=a.seed)
-    args = build_training_args(cfg, save_strategy="no", ddp_timeout=a.ddp_timeout, disable_tqdm=rank != 0)
+                      activation_checkpointing=a.gradient_checkpointing, dtype="bf16" if cuda else "fp32",
+                      logging_steps=10 ** 6, save_steps=10 ** 6, report_to="none",
+                      dataloader_num_workers=a.num_workers, seed=a.seed, save_strategy="no",
+                      ddp_timeout=a.ddp_timeout, disable_tqdm=rank != 0)
     model.config.use_cache = False
     n_params = sum(p.numel() for p in model.parameters())
-    model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
     timer = StepTimer()
-    trainer = SeedTrainer(model=model, args=args, seed_config=cfg, train_dataset=dataset,
+    trainer = SeedTrainer(model=model, args=cfg, train_dataset=dataset,
                           data_collator=Collator(tok.pad_token_id), base_fingerprint="random",
                           lengths=dataset.lengths, callbacks=[timer])
     if cuda:

@@ -12,7 +12,7 @@ Trainer, fp32 on the CPU):
                     vision tower runs twice per sample, not three times), logits only at the answer rows, fp32 only
                     for those rows, chunked KL, SDPA
   seed-gc       (c) with gradient checkpointing (non-reentrant)              [--gradient-checkpointing]
-  seed-compile  (c) with torch.compile as `seedvlm train --torch-compile true` does it (compile_layers with
+  seed-compile  (c) with torch.compile as `seedvlm train --compile-layers true` does it (compile_layers with
                     compile_options(cfg): each LM decoder layer, dynamic=True)
                     [--compile]
   seed-cached-compile, sft-seedvlm-compile: the same compile on those cases  [--compile]
@@ -99,7 +99,7 @@ CASES = {
     "seed-compile-static": "(c) + torch.compile, dynamic=False",
     "seed-compile-auto": "(c) + torch.compile, dynamic=None (automatic)",
 }
-# Each case's levers: "compile" = overrides of compile_options(cfg) (what `seedvlm train --torch-compile true` does),
+# Each case's levers: "compile" = overrides of compile_options(cfg) (what `seedvlm train --compile-layers true` does),
 # "reuse" = LiveTeacher's reuse_features (absent: the config's reuse_image_features, as `seedvlm train`).
 LEVERS = {
     "seed-gc": {"gc": True},
@@ -424,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     deadline = t0 + args.time_budget if args.time_budget > 0 else float("inf")
     model, config = build_model(args.preset, device, dtype, args.attn)
     cfg = load_config(TrainConfig, RECIPE)  # the 7B recipe's SEED settings (w, T, b schedule, kl_chunk_size, LoRA)
-    model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    model = apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
     sync(device)
     build_s = time.perf_counter() - t0
     n_params = sum(p.numel() for p in model.parameters())

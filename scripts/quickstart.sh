@@ -19,7 +19,8 @@ step "base model $BASE: readiness on 100 val images (does it see? does it still 
 seedvlm readiness --model "$BASE" --world "$QS/world" --n 100 --out "$QS/readiness.json"
 
 step "prepare training records"
-seedvlm prepare --input "$QS/world/instruct_train.json" --images "$QS/world/images/train" --out "$QS/train.json"
+seedvlm prepare --input "$QS/world/instruct_train.json" --images "$QS/world/images/train" --out "$QS/train.json" \
+    --turns each  # one example per turn, as the documented quickstart tables were made
 
 for method in seed sft; do
   step "train: LoRA $method (configs/${method}_tiny.yaml)"

@@ -3,8 +3,8 @@
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/dist_worker.py train JOBS
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/dist_worker.py fsdp-train JOBS
 
-JOBS: a JSON list of {"cfg": TrainConfig fields, "dump": folder, "resume": checkpoint folder or null}, run in order.
-train: `run_training(TrainConfig(**cfg), resume)` (what `seedvlm train` runs; DDP over gloo), then
+JOBS: a JSON list of {"cfg": SeedConfig fields, "dump": folder, "resume": checkpoint folder or null}, run in order.
+train: `run_training(SeedConfig(**cfg), resume)` (what `seedvlm train` runs; DDP over gloo), then
 DUMP/rank{r}.json with this rank's b history, world size, gradient accumulation and model wrapper.
 fsdp-train: the same under accelerate's FSDP1 plugin configured from configs/accelerate/fsdp.yaml (see
 `fsdp_on_cpu` for the two patches that let accelerate build it on a CPU).
@@ -25,10 +25,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def train(cfg_json: str, dump: Path, resume: str | None = None, fsdp: bool = False) -> None:
-    from seedvlm.train.config import TrainConfig
-    from seedvlm.train.trainer import run_training
+    from seedvlm.train.config import SeedConfig
+    from seedvlm.train.run import run_training
 
-    res = run_training(TrainConfig(**json.loads(cfg_json)), resume=resume)
+    res = run_training(SeedConfig(**json.loads(cfg_json)), resume=resume)
     tr = res["trainer"]
     rank = tr.args.process_index
     if fsdp and type(tr.model_wrapped).__name__ != "FullyShardedDataParallel":
@@ -77,7 +77,7 @@ def fsdp_on_cpu(config_file: Path) -> None:
 
 
 if __name__ == "__main__":
-    # MODE JOBS: JOBS is a JSON list of {"cfg": TrainConfig fields, "dump": folder, "resume": checkpoint or null},
+    # MODE JOBS: JOBS is a JSON list of {"cfg": SeedConfig fields, "dump": folder, "resume": checkpoint or null},
     # run one after the other in the same processes (a resume right after the run it continues: one launch).
     mode, jobs = sys.argv[1], json.loads(sys.argv[2])
     if mode == "fsdp-train":

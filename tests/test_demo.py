@@ -40,7 +40,8 @@ def assets(tmp_path_factory):
     """A saved 2-layer random LLaVA, a LoRA adapter for it, two images and an instances file."""
     from peft import LoraConfig, get_peft_model
 
-    from seedvlm.models import build_processor, build_word_tokenizer, preset_config, random_model, save_model
+    from seedvlm.models import (base_fingerprint, build_processor, build_word_tokenizer, preset_config, random_model,
+                                save_model)
 
     root = tmp_path_factory.mktemp("demo")
     tok = build_word_tokenizer("a the cat dog fork knife table sofa on near with and".split())
@@ -52,9 +53,11 @@ def assets(tmp_path_factory):
     t.hidden_size, t.intermediate_size, t.num_hidden_layers = 64, 128, 2
     model = random_model(cfg, seed=0)
     save_model(model, build_processor(tok, cfg), root / "model")
+    fingerprint = base_fingerprint(model)
     lora = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
                       target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)")
     get_peft_model(model, lora).save_pretrained(root / "adapter")
+    (root / "adapter" / "seedvlm_base.json").write_text(json.dumps({"fingerprint": fingerprint}))
     rng = np.random.default_rng(0)
     for name in ("kitchen.png", "street.png"):
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / name)
@@ -146,3 +149,16 @@ def test_locate_mentions_offsets_with_chair(tmp_path):
     spans = locate_mentions(checker.matcher, text)
     assert [(text[s:e], c) for s, e, c in spans] == [("Hot Dogs", "hot dog"), ("knife", "knife"),
                                                        ("knives", "knife"), ("sofa", "couch")]
+
+
+def test_demo_static_cache_prints_the_same(assets, capsys, monkeypatch):
+    from seedvlm.cli import main
+    from seedvlm.decode import static
+
+    monkeypatch.setattr(static, "COMPILE_BY_DEFAULT", False)  # compiling is tested in test_fast_eval.py
+    args = ["demo", "--model", str(assets / "model"), "--image", str(assets / "street.png"), "--max-new-tokens", "4",
+            "--color", "never"]
+    assert main(args) == 0
+    plain = capsys.readouterr().out
+    assert main(args + ["--static-cache"]) == 0
+    assert capsys.readouterr().out == plain

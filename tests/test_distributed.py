@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_train import build_env, make_cfg, read_metrics
+from test_train import build_env, cfg_kwargs, make_cfg, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "dist_worker.py"
@@ -37,8 +37,8 @@ LOSS_TOL = 1e-5
 # 16 records, 2 per device, global batch 8: one process accumulates 4 micro-batches, two processes 2 each; 2 steps
 # per epoch, so 12 steps cross 5 epoch boundaries. No LoRA dropout: its masks come from each process's own RNG
 # stream, so no multi-process run can reproduce one process's masks (that is true of any DDP run).
-RUN = dict(max_steps=12, per_device_batch_size=2, global_batch_size=8, grad_accumulation=1, save_steps=6,
-           lora_dropout=0.0, beta_min_history=4, logging_steps=3)
+RUN = dict(max_steps=12, per_device_train_batch_size=2, global_batch_size=8, gradient_accumulation_steps=1,
+           save_steps=6, lora_dropout=0.0, beta_min_history=4, logging_steps=3)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one thread on 2 shared cores
@@ -61,9 +61,7 @@ def launch(*args: str, timeout: int = 240) -> None:
 
 
 def job(env, out: Path, dump: Path, resume: Path | None = None, **kw) -> dict:
-    import dataclasses
-
-    cfg = dataclasses.asdict(make_cfg(env, out, **{**RUN, **kw}))
+    cfg = cfg_kwargs(env, out, **{**RUN, **kw})  # resolved in the worker, for its number of processes
     return {"cfg": cfg, "dump": str(dump), "resume": str(resume) if resume else None}
 
 
@@ -94,7 +92,7 @@ def assert_same_adapter(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def one_process(env, tmp_path_factory):
     """The reference: one process, global batch 8 = 2 per device x 4 accumulation."""
-    from seedvlm.train.trainer import run_training
+    from seedvlm.train.run import run_training
 
     out = tmp_path_factory.mktemp("one") / "run"
     res = run_training(make_cfg(env, out, **RUN))
@@ -110,7 +108,7 @@ def one_process(env, tmp_path_factory):
 @pytest.mark.slow
 def test_ddp_two_processes_train_like_one_and_resume_on_one(env, one_process, tmp_path):
     from seedvlm.errors import SeedVLMError
-    from seedvlm.train.trainer import run_training
+    from seedvlm.train.run import run_training
 
     two = tmp_path / "two"
     launch(str(WORKER), "train", json.dumps([job(env, two, tmp_path / "dump")]))
@@ -279,16 +277,16 @@ def test_pending_confidences_give_the_sequential_b():
 
 def test_global_batch_size_sets_accumulation_per_world_size():
     from seedvlm.errors import SeedVLMError
-    from seedvlm.train.config import TrainConfig
-    from seedvlm.train.trainer import resolve_grad_accumulation
+    from seedvlm.train.config import SeedConfig, resolve_grad_accumulation
 
-    cfg = TrainConfig(per_device_batch_size=2, global_batch_size=16, grad_accumulation=99)
+    cfg = SeedConfig(per_device_train_batch_size=2, global_batch_size=16, gradient_accumulation_steps=99)
+    assert cfg.gradient_accumulation_steps == 8  # one process here
     assert [resolve_grad_accumulation(cfg, n) for n in (1, 2, 4, 8)] == [8, 4, 2, 1]
-    assert resolve_grad_accumulation(TrainConfig(grad_accumulation=3), 4) == 3  # unset: grad_accumulation as is
-    with pytest.raises(SeedVLMError, match="not a multiple of per_device_batch_size 2 x 3 processes"):
+    assert resolve_grad_accumulation(SeedConfig(gradient_accumulation_steps=3), 4) == 3  # unset: taken as is
+    with pytest.raises(SeedVLMError, match="not a multiple of per_device_train_batch_size 2 x 3 processes"):
         resolve_grad_accumulation(cfg, 3)
-    with pytest.raises(SeedVLMError, match="batch sizes must be positive"):
-        TrainConfig(global_batch_size=0)
+    with pytest.raises(SeedVLMError, match=r"global_batch_size = 0: must be > 0"):
+        SeedConfig(global_batch_size=0)
 
 
 def test_accelerate_configs_load_and_name_their_command():

@@ -377,7 +377,7 @@ def test_a_blank_image_ablation_runs(world_model, tmp_path):
                        beta_sweep=[], length_cuts=[3])
     result = run_experiment(load_experiment_config(None, cfg), echo=lambda s: None)
     out = tmp_path / "exp" / "seed0" / "seed_noise-blank"
-    from seedvlm.train.trainer import CONFIG_FILE
+    from seedvlm.train.checkpoints import CONFIG_FILE
 
     assert json.loads((out / "train" / CONFIG_FILE).read_text())["noise"] == "blank"
     assert (out / "train" / "adapter").is_dir() and (out / "chair" / "results.json").is_file()

@@ -91,3 +91,36 @@ def test_cli_reports_missing_model_with_nonzero_exit(tmp_path):
     from seedvlm.cli import main
 
     assert main(["pretrain", "--world", str(tmp_path / "missing")]) == 1
+
+
+def test_fingerprint_sees_a_merged_lora_on_the_tiny_model(tiny_model_dir):
+    """Without the reference tokenizer too: base, base + merged LoRA and base + another LoRA differ; dtype does not."""
+    from peft import LoraConfig, get_peft_model
+
+    from seedvlm.models.fingerprint import base_fingerprint, legacy_fingerprint
+
+    fp = base_fingerprint(load_model(tiny_model_dir, device="cpu"))
+    assert fp.startswith("w1-") and base_fingerprint(load_model(tiny_model_dir, device="cpu",
+                                                                dtype=torch.bfloat16)) == fp
+    merged = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        lora = LoraConfig(r=2, lora_alpha=4, init_lora_weights=False, target_modules=r".*language_model.*\.(o_proj)")
+        merged.append(get_peft_model(load_model(tiny_model_dir, device="cpu"), lora).merge_and_unload())
+    assert len({fp, *(base_fingerprint(m) for m in merged)}) == 3
+    assert legacy_fingerprint(merged[0]) == legacy_fingerprint(merged[1])  # embeddings alone cannot tell
+
+
+def test_world_processor_renders_both_prompt_styles(tiny_model_dir):
+    from seedvlm.models import load_processor
+    from seedvlm.models.prompting import SHORT_ANSWER_SUFFIX, VICUNA_V1_SYSTEM, get_style, render_conversation
+
+    proc = load_processor(tiny_model_dir)
+    assert chat_prompt(proc, "is there a cat ?") == "USER: <image>\nis there a cat ? ASSISTANT:"
+    text, spans = render_conversation(proc, "llava-1.5", [("is there a cat ?", "yes ."), ("and a dog ?", "no .")])
+    assert text == (f"{VICUNA_V1_SYSTEM} USER: <image>\nis there a cat ? ASSISTANT: yes .</s>USER: and a dog ? "
+                    f"ASSISTANT: no .</s>")
+    assert [text[a:b] for a, b in spans] == ["yes .</s>", "no .</s>"]
+    assert get_style("llava-1.5").pope_suffix == SHORT_ANSWER_SUFFIX
+    with pytest.raises(SeedVLMError, match="unknown prompt style 'vicuna'"):
+        get_style("vicuna")

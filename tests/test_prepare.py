@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from seedvlm.errors import SeedVLMError
+
 
 def _images(root: Path, names) -> Path:
     d = root / "images"
@@ -35,11 +37,11 @@ LLAVA = [  # LLaVA-Instruct-150K layout, as the world writes it too (a descripti
 ]
 
 
-def test_multi_turn_conversations_become_one_record_per_turn(tmp_path):
+def test_each_turns_become_one_record_per_turn(tmp_path):
     from seedvlm.data.prepare import conversations_to_records
 
     images = _images(tmp_path, ["a.png", "b.png"])
-    records, report = conversations_to_records(LLAVA, images, min_answer_words=2)
+    records, report = conversations_to_records(LLAVA, images, min_answer_words=2, turns="each")
     assert records[:3] == [
         {"id": "000000000001-0", "image": "a.png", "prompt": "Describe this image in detail.",
          "answer": "A red cat sits on a blue table."},
@@ -50,13 +52,31 @@ def test_multi_turn_conversations_become_one_record_per_turn(tmp_path):
     assert all("<image>" not in r["prompt"] for r in records)
     assert report.conversations == 6 and report.turns == 9 and report.kept == 3
     assert report.skipped == {"no_image": 2, "missing_image": 1, "empty_question": 1, "empty_answer": 1,
-                              "short_answer": 1}
-    assert report.examples["missing_image"] == ["gone"]
+                              "short_answer": 1, "after_skipped_turn": 0}
+    assert report.examples["missing_image"] == [f"gone: {images / 'missing.png'} not found"]
     assert report.examples["no_image"] == ["textonly", "noplaceholder"]
     assert report.examples["short_answer"] == ["000000000001_qa-0"]
     assert report.examples["empty_answer"] == ["blank-0"] and report.examples["empty_question"] == ["blank-1"]
     first, _ = conversations_to_records(LLAVA, images, turns="first")
     assert [r["id"] for r in first] == ["000000000001-0", "000000000001_qa-0"]
+
+
+def test_history_keeps_each_conversation_whole_and_cuts_at_a_skipped_turn(tmp_path):
+    from seedvlm.data.prepare import conversations_to_records
+
+    images = _images(tmp_path, ["a.png", "b.png"])
+    records, report = conversations_to_records(LLAVA, images)
+    assert records == [
+        {"id": "000000000001", "image": "a.png", "prompt": "Describe this image in detail.",
+         "answer": "A red cat sits on a blue table."},
+        {"id": "000000000001_qa", "image": "a.png", "prompt": "What color is the cat?", "answer": "Red.",
+         "followups": [{"prompt": "Is there a dog?", "answer": "No, there is not."}]},
+    ]
+    # "blank": its first answer is empty, so the two later turns (without their context) go too
+    assert report.skipped["empty_answer"] == 1 and report.skipped["after_skipped_turn"] == 2
+    assert report.kept == 2 and report.kept_turns == 3
+    with pytest.raises(SeedVLMError, match="turns must be one of history, each, first"):
+        conversations_to_records(LLAVA, images, turns="all")
 
 
 def test_cli_writes_records_reports_skips_and_samples(tmp_path, capsys):
@@ -68,10 +88,10 @@ def test_cli_writes_records_reports_skips_and_samples(tmp_path, capsys):
     out = tmp_path / "train.json"
     assert main(["prepare", "--input", str(src), "--images", str(images), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "skipped 1 conversations: missing_image (e.g. gone)" in text
+    assert f"skipped 1 conversations: missing_image (e.g. gone: {images / 'missing.png'} not found)" in text
     assert "skipped 1 turns: empty_answer (e.g. blank-0)" in text
-    assert "wrote 4 records" in text
-    assert len(json.loads(out.read_text())) == 4
+    assert "wrote 2 records" in text
+    assert len(json.loads(out.read_text())) == 2
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".train.json")]  # no temp left behind
     picks = []
     for _ in range(2):
@@ -79,6 +99,8 @@ def test_cli_writes_records_reports_skips_and_samples(tmp_path, capsys):
                      "--max-samples", "2", "--seed", "7"]) == 0
         picks.append(json.loads(out.read_text()))
     assert len(picks[0]) == 2 and picks[0] == picks[1]
+    assert main(["prepare", "--input", str(src), "--images", str(images), "--out", str(out), "--turns", "each"]) == 0
+    assert len(json.loads(out.read_text())) == 4
 
 
 @pytest.mark.parametrize("content, match", [
@@ -114,7 +136,7 @@ def test_world_instruct_file_prepares_unchanged(tmp_path):
     world = tmp_path / "w"
     assert main(["world", "--out", str(world), "--train", "4", "--val", "1", "--quiet"]) == 0
     out = tmp_path / "train.json"
-    report = prepare(world / "instruct_train.json", world / "images" / "train", out)
+    report = prepare(world / "instruct_train.json", world / "images" / "train", out, turns="each")
     records = json.loads(out.read_text())
     assert report.kept == report.turns == len(records) > 4 and not any(report.skipped.values())
     assert all("<image>" not in r["prompt"] and r["answer"] for r in records)

@@ -98,7 +98,7 @@ def test_teach_round_trip_and_full_vocab_cache_gives_the_uncached_loss(env, tmp_
     from seedvlm.cli import main
     from seedvlm.train.teacher import teacher_logits
     from seedvlm.train.teacher_cache import INDEX_FILE, TeacherCache, select_rows
-    from seedvlm.train.trainer import build_trainer
+    from seedvlm.train.run import build_trainer
 
     cache_dir = tmp_path / "cache"
     rc = main(["teach", "--config", str(CONFIGS / "seed_tiny.yaml"), "--model", str(env["model"]), "--data",
@@ -139,7 +139,7 @@ def test_teach_round_trip_and_full_vocab_cache_gives_the_uncached_loss(env, tmp_
 def test_small_top_k_is_close_and_training_never_runs_the_teacher(env, tmp_path, monkeypatch):
     import seedvlm.train.teacher as teacher_mod
     from seedvlm.train.teacher_cache import TeacherCache, teach
-    from seedvlm.train.trainer import build_trainer, run_training
+    from seedvlm.train.run import build_trainer, run_training
 
     cfg = make_cfg(env, tmp_path / "run")
     teach(cfg, tmp_path / "k4", top_k=4)  # K = 8 of 47 tokens, float16 values
@@ -174,7 +174,7 @@ def test_small_top_k_is_close_and_training_never_runs_the_teacher(env, tmp_path,
 def test_a_cache_for_other_data_model_or_noise_is_refused(env, tmp_path):
     from seedvlm.errors import SeedVLMError
     from seedvlm.train.teacher_cache import teach
-    from seedvlm.train.trainer import build_trainer
+    from seedvlm.train.run import build_trainer
 
     cfg = make_cfg(env, tmp_path / "run", max_samples=6)
     teach(cfg, tmp_path / "c", top_k=2)

@@ -61,15 +61,23 @@ def env(tmp_path_factory):
     return build_env(tmp_path_factory.mktemp("train_env"))
 
 
-def make_cfg(env, out: Path, **kw):
-    from seedvlm.train.config import TrainConfig
+def cfg_kwargs(env, out: Path, **kw) -> dict:
+    """SeedConfig's keyword arguments for the tiny env; `kw` may use an earlier release's option names (read as the
+    command line reads them)."""
+    from seedvlm.train.config import SeedConfig
 
     base = dict(model=str(env["model"]), data=str(env["data"]), images=str(env["images"]), output_dir=str(out),
-                lora_r=8, lora_alpha=16, learning_rate=2e-3, max_steps=6, per_device_batch_size=2,
-                grad_accumulation=1, logging_steps=3, save_steps=100, warmup_steps=1, report_to="none",
+                lora_r=8, lora_alpha=16, learning_rate=2e-3, max_steps=6, per_device_train_batch_size=2,
+                gradient_accumulation_steps=1, logging_steps=3, save_steps=100, warmup_steps=1, report_to="none",
                 beta_min_history=4)
-    base.update(kw)
-    return TrainConfig(**base)
+    base.update(SeedConfig.migrate(kw, "make_cfg"))
+    return base
+
+
+def make_cfg(env, out: Path, **kw):
+    from seedvlm.train.config import SeedConfig
+
+    return SeedConfig(**cfg_kwargs(env, out, **kw))
 
 
 def read_metrics(out: Path) -> list[dict]:
@@ -174,13 +182,13 @@ def test_length_grouped_sampler_is_deterministic_and_pads_less():
 
 def test_seed_step_teacher_student_and_target(env, tmp_path):
     from seedvlm.seed import combined_loss, purify
-    from seedvlm.train.config import TrainConfig
+    from seedvlm.train.config import SeedConfig
     from seedvlm.train.lora import lora_module_names
+    from seedvlm.train.run import build_trainer
     from seedvlm.train.teacher import noisy_view
-    from seedvlm.train.trainer import build_trainer
 
     # Defaults that the debugging table names: reverse KL, T = 2, w = 0.7, logit space, seed's noise.
-    d = TrainConfig()
+    d = SeedConfig()
     assert (d.direction, d.temperature, d.distill_weight, d.purify_space, d.alpha) == ("reverse", 2.0, 0.7,
                                                                                        "logit", 0.3)
     assert (d.lora_r, d.lora_alpha, d.lora_dropout) == (64, 128, 0.05)
@@ -221,7 +229,7 @@ def test_seed_step_teacher_student_and_target(env, tmp_path):
 
 
 def test_seed_step_runs_every_perturbation_and_schedule(env, tmp_path):
-    from seedvlm.train.trainer import build_trainer
+    from seedvlm.train.run import build_trainer
 
     for i, kw in enumerate([dict(noise="ddpm"), dict(noise="mask", mask_ratio=0.5), dict(noise="blur"),
                             dict(noise="blank"),
@@ -253,11 +261,11 @@ def test_the_perturbation_kinds_are_seed_py_s_and_their_own_settings_key_the_cac
 @pytest.mark.parametrize("method", ["seed", "sft"])
 def test_micro_run_lowers_loss_and_keeps_vision_frozen(env, tmp_path, method):
     from seedvlm.train.lora import frozen_state
-    from seedvlm.train.trainer import run_training
+    from seedvlm.train.run import run_training
 
     cfg = make_cfg(env, tmp_path / method, method=method, max_steps=30, learning_rate=1e-2, save_steps=1000,
                    beta_schedule="fixed")
-    from seedvlm.train.trainer import build_trainer
+    from seedvlm.train.run import build_trainer
 
     probe = build_trainer(cfg)
     fixed = batch_of(probe, (0, 1, 2, 3))
@@ -332,7 +340,7 @@ class _Kill:
 def test_kill_and_resume_equals_uninterrupted_run(env, tmp_path):
     from safetensors.torch import load_file
 
-    from seedvlm.train.trainer import run_training
+    from seedvlm.train.run import run_training
 
     kw = dict(max_steps=11, save_steps=3, beta_min_history=4, lora_dropout=0.1)  # 16 records / 2 = 8 steps/epoch
     run_training(make_cfg(env, tmp_path / "whole", **kw))
@@ -356,7 +364,7 @@ def test_kill_and_resume_equals_uninterrupted_run(env, tmp_path):
 def test_resume_auto_restarts_a_run_killed_before_its_first_checkpoint(env, tmp_path):
     # The small-preset experiment hit this: a deadline stopped training at step ~50 of 300 (checkpoints every 100),
     # and the experiment's `--resume auto` then refused the folder because of the metrics.jsonl left behind.
-    from seedvlm.train.trainer import run_training
+    from seedvlm.train.run import run_training
 
     kw = dict(max_steps=4, save_steps=3)
     with pytest.raises(KeyboardInterrupt):
@@ -372,7 +380,8 @@ def test_resume_auto_restarts_a_run_killed_before_its_first_checkpoint(env, tmp_
 
 def test_checkpoint_write_is_atomic_and_reruns_are_refused(env, tmp_path, monkeypatch):
     from seedvlm.errors import SeedVLMError
-    from seedvlm.train.trainer import SeedTrainer, run_training
+    from seedvlm.train.run import run_training
+    from seedvlm.train.trainer import SeedTrainer
 
     out = tmp_path / "run"
     calls = {"n": 0}
@@ -414,6 +423,7 @@ def _train_with_tampered_loss(env, monkeypatch, out, tamper, **cfg_kw):
     """Train with `combined_loss` passed through `tamper(call_number, loss, parts) -> (loss, parts)` (call numbers
     from 1); returns (metrics rows, LoRA snapshots by step). `tamper.calls` counts the calls (reset it to rerun)."""
     import seedvlm.train.trainer as T
+    from seedvlm.train.run import run_training
 
     real = T.combined_loss
     tamper.calls = 0
@@ -424,7 +434,7 @@ def _train_with_tampered_loss(env, monkeypatch, out, tamper, **cfg_kw):
 
     monkeypatch.setattr(T, "combined_loss", tampered)
     snap = _Snapshots()
-    T.run_training(make_cfg(env, out, **cfg_kw), callbacks=[snap])
+    run_training(make_cfg(env, out, **cfg_kw), callbacks=[snap])
     return read_metrics(out), snap.at
 
 
@@ -520,7 +530,7 @@ def test_cli_train_merge_and_foreign_base(env, tmp_path, capsys):
 def test_resuming_a_finished_run_trains_no_extra_step(env, tmp_path):
     from safetensors.torch import load_file
 
-    from seedvlm.train.trainer import run_training
+    from seedvlm.train.run import run_training
 
     kw = dict(max_steps=4, save_steps=2)
     first = run_training(make_cfg(env, tmp_path / "r", **kw))

@@ -52,7 +52,7 @@ def test_training_forwards_build_no_kv_cache(env, tmp_path, monkeypatch):
     from transformers.models.llama import modeling_llama
 
     from test_teacher_cache import make_cfg
-    from seedvlm.train.trainer import build_trainer
+    from seedvlm.train.run import build_trainer
 
     trainer = build_trainer(make_cfg(env, tmp_path / "run"))
     seen = []
@@ -74,7 +74,7 @@ def test_training_forwards_build_no_kv_cache(env, tmp_path, monkeypatch):
 def test_levers_train_and_keep_the_loss(env, tmp_path, lever, monkeypatch):
     import seedvlm.train.step as step_mod
     from test_teacher_cache import make_cfg, randomize_lora
-    from seedvlm.train.trainer import build_trainer, run_training
+    from seedvlm.train.run import build_trainer, run_training
 
     if lever == "torch_compile":  # the plumbing, not inductor's code generation (minutes on 2 cores)
         real = step_mod.compile_layers

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import types
 import typing
 from pathlib import Path
@@ -131,7 +132,10 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, str]:
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] | dict = ()) -> T:
-    """Defaults <- YAML file <- CLI overrides, validated against the dataclass."""
+    """Defaults <- YAML file <- CLI overrides, validated against the dataclass (configs built on transformers'
+    TrainingArguments go through `load_hf_config`)."""
+    if any(base.__name__ == "TrainingArguments" for base in cls.__mro__):
+        return load_hf_config(cls, path, overrides)
     data: dict = {}
     if path:
         data.update(load_yaml(path))
@@ -142,13 +146,35 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
     return config_from_dict(cls, merged, source="command line")
 
 
-def config_help(cls: type) -> str:
-    """One line per field: name, default, help. Used in `--help` epilogs and docs."""
+def _default_text(f: dataclasses.Field) -> Any:
+    """A field's default as --help shows it (a default_factory called)."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+
+
+def _short_help(f: dataclasses.Field, inherited: bool) -> str:
+    """A field's help; an inherited (library) one cut to its first sentence when long, argparse's %% unescaped."""
+    text = " ".join(str(f.metadata.get("help", "")).replace("%%", "%").split())
+    if inherited and len(text) > 160 and ". " in text:
+        text = text.split(". ")[0] + "."
+    return text
+
+
+def config_help(cls: type, groups: dict[str, Sequence[str]] | None = None) -> str:
+    """One line per field: name, help, default; all fields, or `groups` = {title: [field names]}. Used in `--help`
+    epilogs and docs."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    own = set(getattr(cls, "__annotations__", {}))
+    groups = groups or {"": list(fields)}
     lines = []
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        lines.append(f"  --{f.name.replace('_', '-'):28s} {f.metadata.get('help', '')} [default: {default}]")
+    for title, names in groups.items():
+        if title:
+            lines.append(f"{title}:")
+        for name in names:
+            f = fields[name]
+            text = _short_help(f, name not in own)
+            lines.append(f"  --{name.replace('_', '-'):28s} {text} [default: {_default_text(f)}]")
     return "\n".join(lines)
 
 
@@ -159,6 +185,84 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     parser.epilog = ("options (set in the YAML or override with --key value):\n" + config_help(cls))
 
 
+class LazyHelp(argparse.Action):
+    """`-h`: the parser's help with an epilog built only when asked for (`epilog()` may import heavy modules,
+    which `seedvlm --help` and the other commands never pay for)."""
+
+    def __init__(self, option_strings, dest, epilog, help="show this help message and exit", **kw):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+        self.epilog = epilog
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        parser.epilog = self.epilog()
+        parser.print_help()
+        parser.exit()
+
+
 def to_dict(cfg: Any) -> dict:
     """A config as a plain dict (for JSON results and checkpoints)."""
     return dataclasses.asdict(cfg)
+
+
+def refuse_unknown(keys: Sequence[str], known: set[str], source: str) -> None:
+    """An unknown option is an error naming the closest known one (a typo must not be silently ignored)."""
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise SeedVLMError(f"{source}: unknown option '{key}'{hint}")
+
+
+def _hf_parser(cls: type, source: str):
+    """transformers' HfArgumentParser for `cls` whose argparse errors become one SeedVLMError line."""
+    from transformers import HfArgumentParser  # heavy: only the configs built on TrainingArguments need it
+
+    class Parser(HfArgumentParser):
+        def error(self, message: str):  # argparse would print the usage and exit
+            raise SeedVLMError(f"{source}: {message}")
+
+    return Parser(cls, allow_abbrev=False)
+
+
+def _split_list(text: str) -> list[str]:
+    """'1.1,0.8', '[1.1, 0.8]' or '1.1 0.8' -> ['1.1', '0.8']."""
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    return [v.strip() for v in text.replace(",", " ").split() if v.strip()]
+
+
+def load_hf_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] | dict = ()) -> T:
+    """A TrainingArguments dataclass from YAML + `--key value`, parsed by HfArgumentParser (the YAML values become
+    the parser's defaults, the command line is parsed against them, as TRL does). Keys renamed since an earlier
+    release are read through `cls.migrate(data, source)` when the class has one."""
+    migrate = getattr(cls, "migrate", lambda data, source: data)
+    data = migrate(load_yaml(path), str(path)) if path else {}
+    ov = migrate(dict(overrides) if isinstance(overrides, dict) else parse_overrides(overrides), "command line")
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    refuse_unknown(list(data), known, str(path))
+    refuse_unknown(list(ov), known, "command line")
+    source = (f"{path} + command line" if ov else str(path)) if path else "command line"
+    hints = typing.get_type_hints(cls)
+    defaults, argv = dict(data), []
+    for key, value in ov.items():
+        tp = hints[key]
+        optional = typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
+        if not isinstance(value, str):
+            defaults[key] = value
+        elif optional and value.strip().lower() in ("none", "null") and key not in getattr(cls, "NONE_IS_A_WORD", ()):
+            defaults[key] = None
+        elif typing.get_origin(_base_type(tp)) is list:
+            argv += [f"--{key}", *_split_list(value)]
+        else:
+            argv += [f"--{key}", value]
+    parser = _hf_parser(cls, source)
+    parser.set_defaults(**defaults)
+    try:
+        (cfg,) = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    except SeedVLMError as e:
+        raise SeedVLMError(str(e) if str(e).startswith(source) else f"{source}: {e}") from None
+    except (TypeError, ValueError) as e:  # transformers' own checks of its fields, or a value of the wrong type
+        raise SeedVLMError(f"{source}: {e}") from None
+    return cfg

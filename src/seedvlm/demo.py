@@ -32,6 +32,7 @@ from seedvlm.eval.chair import CHAIR
 from seedvlm.generation import generate_texts
 from seedvlm.io import read_json
 from seedvlm.models import load_for_inference
+from seedvlm.models.prompting import warn_if_not_trained_style
 
 log = logging.getLogger(__name__)
 
@@ -133,18 +134,22 @@ def load_images(paths: Sequence[str | os.PathLike]):
 
 def run_demo(model_path: str | os.PathLike, image_paths: Sequence[str | os.PathLike], adapter: str | None = None,
              question: str = DEFAULT_QUESTION, instances: str | None = None, beta: float = 1.0,
-             max_new_tokens: int = 64, device: str | None = None, batch_size: int = 8,
-             **decode_kwargs) -> DemoResult:
+             max_new_tokens: int = 64, device: str | None = None, batch_size: int = 8, static_cache: bool = False,
+             prompt_style: str | None = None, allow_unverified_adapter: bool = False, **decode_kwargs) -> DemoResult:
     """Answer `question` on each image with each decoding; mark hallucinated objects when `instances` is given.
 
-    decode_kwargs go to `seedvlm.decode.contrastive_generate` (noise, alpha, plausibility, seed, ...)."""
+    decode_kwargs go to `seedvlm.decode.contrastive_generate` (noise, alpha, plausibility, seed, ...);
+    static_cache: every column decodes over a compiled static cache (seedvlm.decode.static)."""
     if not image_paths:
         raise SeedVLMError("no --image given")
     images = load_images(image_paths)
     checker = ObjectChecker.from_instances(instances) if instances else None
-    model, processor = load_for_inference(model_path, adapter=adapter, device=device)
+    warn_if_not_trained_style(adapter, prompt_style)
+    model, processor = load_for_inference(model_path, adapter=adapter, device=device,
+                                          allow_unverified_adapter=allow_unverified_adapter)
     prompts = [question] * len(images)
-    common = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False)
+    common = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False, prompt_style=prompt_style,
+                  static_cache=static_cache)
     base_ctx = model.disable_adapter() if adapter else contextlib.nullcontext()
     with base_ctx:
         columns_text = [generate_texts(model, processor, images, prompts, decoding="greedy", desc="base", **common)]

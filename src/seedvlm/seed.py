@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import deque
-from typing import Any, Literal, Sequence, get_args
+from typing import Any, Sequence, get_args
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from seedvlm.choices import (BetaKind, DdpmSchedule, KLDirection, MaskMode, MaskStrategy, Perturbation,
+                             PurifySpace)
 from seedvlm.errors import SeedVLMError
 
 __all__ = [
@@ -50,13 +52,8 @@ __all__ = [
     "CLAMP_FLOOR",
 ]
 
-Perturbation = Literal["gaussian", "ddpm", "mask", "blur", "blank"]
-BetaKind = Literal["quantile", "fixed", "continuous", "curriculum"]
-Space = Literal["logit", "logprob"]
-Direction = Literal["reverse", "forward"]
-MaskStrategy = Literal["restrict", "clamp"]
-MaskMode = Literal["renorm", "clamp"]
-DdpmSchedule = Literal["vcd", "linear"]
+Space = PurifySpace
+Direction = KLDirection
 PERTURBATIONS = get_args(Perturbation)
 BETA_KINDS = get_args(BetaKind)
 SPACES = get_args(Space)

@@ -34,6 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (default 0 = torch's choice; 1 is steadier on a busy shared CPU)")
+    p.add_argument("--prompt-style", choices=("hf", "llava-1.5"), default="hf",
+                   help="hf: the folder's chat template and processor (default); llava-1.5: LLaVA-1.5's Vicuna v1 "
+                        "prompt and pad-to-square images (use the style the model was trained with)")
+    p.add_argument("--allow-unverified-adapter", action="store_true",
+                   help="load an adapter without seedvlm_base.json (its base cannot be checked)")
+    p.add_argument("--static-cache", action="store_true",
+                   help="decode with a static KV cache and a compiled decode step (docs/evaluation.md)")
     p.add_argument("--html", default=None, metavar="OUT.html", help="also write a self-contained HTML page")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="ANSI colors in the terminal (default auto: only on a terminal, and not with NO_COLOR)")
@@ -51,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     result = run_demo(args.model, args.image, adapter=args.adapter, question=args.question,
                       instances=args.instances, beta=args.beta, max_new_tokens=args.max_new_tokens,
                       device=args.device, noise=args.noise, alpha=args.alpha,
-                      plausibility=args.plausibility or None, seed=args.seed)
+                      plausibility=args.plausibility or None, seed=args.seed, prompt_style=args.prompt_style,
+                      allow_unverified_adapter=args.allow_unverified_adapter, static_cache=args.static_cache)
     print(render_terminal(result, color=use_color(args.color)), end="")
     if args.html:
         write_text(args.html, render_html(result))

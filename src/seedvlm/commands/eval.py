@@ -8,6 +8,8 @@
     seedvlm eval pope --model M --questions llava_pope_test.jsonl --labels POPE/output/coco --images coco/val2014 \\
         --out runs/base/pope-llava
     seedvlm eval mme --model M --questions MME_Benchmark_release_version --out runs/base/mme   # images: --questions
+    seedvlm eval pope --model /models/llava-1.5-7b-hf --questions pope/coco --images coco/val2014 \\
+        --prompt-style llava-1.5 --out runs/base/pope_llava   # LLaVA-1.5's own protocol, as its published numbers
 
     accelerate launch --num_processes 4 -m seedvlm eval pope ...   # several GPUs: shards the questions, rank 0 writes
 
@@ -21,6 +23,8 @@ from __future__ import annotations
 import argparse
 
 MME_SUBSETS = ("existence", "count", "position", "color")
+PROMPT_STYLES = ("hf", "llava-1.5")  # seedvlm.models.prompting.STYLE_NAMES, without importing torch for --help
+
 
 
 def _common(p: argparse.ArgumentParser, max_new_tokens: int, images_required: bool = True) -> None:
@@ -36,8 +40,17 @@ def _common(p: argparse.ArgumentParser, max_new_tokens: int, images_required: bo
                    help="decoding method (default greedy); extra --key value options are passed to it")
     p.add_argument("--seed", type=int, default=0, help="seed for image sampling and sampled decoding (default 0)")
     p.add_argument("--train-manifest", default=None,
-                   help="training manifest JSON ({\"images\": [...]}); its images are refused")
+                   help="training manifest JSON ({\"images\": [...]}); images it holds are refused, matched "
+                        "by COCO id (any COCO naming), content hash or file name")
     p.add_argument("--allow-overlap", action="store_true", help="evaluate even on images of the training manifest")
+    p.add_argument("--allow-unverified-adapter", action="store_true",
+                   help="load an adapter without seedvlm_base.json (its base cannot be checked)")
+    p.add_argument("--prompt-style", choices=PROMPT_STYLES, default="hf",
+                   help="hf: the folder's chat template and processor (default); llava-1.5: LLaVA-1.5's own "
+                        "protocol (Vicuna v1 system prompt, POPE short-answer suffix, images padded to a square); "
+                        "use the style the model was trained with")
+    p.add_argument("--static-cache", action="store_true",
+                   help="decode with a static KV cache and a compiled decode step (docs/evaluation.md)")
     p.set_defaults(accepts_overrides=True)
 
 
@@ -56,9 +69,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--parser", choices=("official", "strict"), default="official",
                    help="official: POPE's evaluate.py decision for any answer (default); strict: split on any "
                         "white space, an empty answer is wrong")
-    p.add_argument("--prompt-suffix", default="", help="appended to every question, e.g. ' Answer yes or no.' "
-                                                        "(default: none, the plain POPE question)")
+    p.add_argument("--prompt-suffix", default=None,
+                   help="appended to every question, e.g. ' Answer yes or no.' (default: the prompt style's: none "
+                        "for hf, '\\nAnswer the question using a single word or phrase.' for llava-1.5)")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions of each split")
+    p.add_argument("--prefix-reuse", action=argparse.BooleanOptionalAction, default=True,
+                   help="prefill each image's prompt prefix once for all its questions (default on; same answers)")
     _common(p, max_new_tokens=8)
     p.set_defaults(func=run_pope)
 
@@ -102,7 +118,8 @@ def _gen_kwargs(args: argparse.Namespace, options: dict) -> dict:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise SeedVLMError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    return dict(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, decoding=args.decoding, **options)
+    return dict(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, decoding=args.decoding,
+                prompt_style=args.prompt_style, allow_unverified_adapter=args.allow_unverified_adapter, static_cache=args.static_cache, **options)
 
 
 def run_pope(args: argparse.Namespace) -> int:
@@ -112,20 +129,27 @@ def run_pope(args: argparse.Namespace) -> int:
     from seedvlm.eval.pope_formats import load_pope_questions, question_key
     from seedvlm.eval.report import pope_table
     from seedvlm.eval.results import args_config, write_results
+    from seedvlm.models.prompting import get_style
 
     options = _decode_options(args)
     gen = _gen_kwargs(args, options)
     questions, formats = load_pope_questions(args.questions, limit=args.limit, labels=args.labels)
-    leak = runner.check_leakage([q["image"] for q in questions], args.train_manifest, args.allow_overlap)
+    style = get_style(args.prompt_style)
+    suffix = style.pope_suffix if args.prompt_suffix is None else args.prompt_suffix
+    leak = runner.check_leakage([q["image"] for q in questions], args.train_manifest, args.allow_overlap,
+                                images_dir=args.images)
     keyed = [dict(q, question_id=question_key(q)) for q in questions]  # ids repeat across POPE's split files
     answers = runner.answer_questions(keyed, args.images, args.model, adapter=args.adapter, device=args.device,
-                                      prompt_suffix=args.prompt_suffix, seed=args.seed, **gen)
+                                      prompt_suffix=suffix, seed=args.seed,
+                                      prefix_reuse=args.prefix_reuse, **gen)
     if not distributed.is_main():  # several processes: every rank has all answers; rank 0 scores and writes
         return 0
     metrics, samples = score_pope(questions, answers, answers_source="the model's answers", parser=args.parser)
     metrics.update(questions_provenance(args.questions, formats), leakage=leak)
+    protocol = dict(style.describe(), pope_suffix=suffix)
     write_results(args.out, "pope", metrics, samples, config=dict(args_config(args), decode_options=options,
-                                                                   processes=distributed.rank_world()[1]),
+                                                                   processes=distributed.rank_world()[1],
+                                                                   prompt_protocol=protocol),
                   model=args.model, adapter=args.adapter)
     print(pope_table(metrics))
     return 0
@@ -173,20 +197,24 @@ def run_chair(args: argparse.Namespace) -> int:
     from seedvlm.eval.chair import CHAIR
     from seedvlm.eval.report import chair_table
     from seedvlm.eval.results import args_config, write_results
+    from seedvlm.models.prompting import get_style
 
     options = _decode_options(args)
     gen = _gen_kwargs(args, options)
     chair = CHAIR(args.instances, args.references, protocol=args.protocol)
     images = select_images(chair, args.n, args.seed, args.image_ids)
-    leak = runner.check_leakage([im["file_name"] for im in images], args.train_manifest, args.allow_overlap)
+    leak = runner.check_leakage([im["file_name"] for im in images], args.train_manifest, args.allow_overlap,
+                                images_dir=args.images)
     records = runner.caption_images(images, args.images, args.model, args.prompt, adapter=args.adapter,
                                     device=args.device, seed=args.seed, **gen)
     if not distributed.is_main():  # several processes: every rank has all captions; rank 0 scores and writes
         return 0
     metrics, samples = chair.evaluate(records)
     metrics["leakage"] = leak
+    protocol = dict(get_style(args.prompt_style).describe(), pope_suffix=None, prompt=args.prompt)
     write_results(args.out, "chair", metrics, samples, config=dict(args_config(args), decode_options=options,
-                                                                    processes=distributed.rank_world()[1]),
+                                                                    processes=distributed.rank_world()[1],
+                                                                    prompt_protocol=protocol),
                   model=args.model, adapter=args.adapter)
     print(chair_table(metrics))
     return 0
@@ -198,20 +226,24 @@ def run_mme(args: argparse.Namespace) -> int:
     from seedvlm.eval.mme import load_mme, score_mme
     from seedvlm.eval.report import mme_table
     from seedvlm.eval.results import args_config, write_results
+    from seedvlm.models.prompting import get_style
 
     options = _decode_options(args)
     gen = _gen_kwargs(args, options)
     questions = load_mme(args.questions, [s for s in args.subsets.split(",") if s])
     images = args.images or args.questions
-    leak = runner.check_leakage([q["image"] for q in questions], args.train_manifest, args.allow_overlap)
+    leak = runner.check_leakage([q["image"] for q in questions], args.train_manifest, args.allow_overlap,
+                                images_dir=images)
     answers = runner.answer_questions(questions, images, args.model, adapter=args.adapter, device=args.device,
                                       prompt_suffix=args.prompt_suffix, seed=args.seed, **gen)
     if not distributed.is_main():  # several processes: every rank has all answers; rank 0 scores and writes
         return 0
     metrics, samples = score_mme(questions, answers, answers_source="the model's answers")
     metrics.update(questions=str(args.questions), leakage=leak)
+    protocol = dict(get_style(args.prompt_style).describe(), pope_suffix=None, prompt_suffix=args.prompt_suffix)
     write_results(args.out, "mme", metrics, samples, config=dict(args_config(args), decode_options=options,
-                                                                  processes=distributed.rank_world()[1]),
+                                                                  processes=distributed.rank_world()[1],
+                                                                  prompt_protocol=protocol),
                   model=args.model, adapter=args.adapter)
     print(mme_table(metrics))
     return 0

@@ -19,12 +19,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder for the merged model")
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="dtype of the saved weights; auto = the base checkpoint's [auto]")
+    p.add_argument("--allow-unverified-adapter", action="store_true",
+                   help="merge an adapter that has no seedvlm_base.json (its base cannot be checked)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from seedvlm.train.lora import merge
 
-    out = merge(args.model, args.adapter, args.out, dtype=args.dtype)
+    out = merge(args.model, args.adapter, args.out, dtype=args.dtype, allow_unverified=args.allow_unverified_adapter)
     print(f"wrote merged model to {out}")
     return 0

@@ -1,8 +1,9 @@
 """Records -> tokenized training examples, the padding collator and a length-grouped sampler.
 
-An example is the chat-template prompt (`seedvlm.models.chat_prompt`: "USER: <image>\\n{prompt} ASSISTANT:"), run
-through the processor together with the image (so `<image>` expands to exactly the vision tower's patch count),
-followed by the answer's tokens and EOS; labels are -100 on the prompt and the answer's ids on the answer.
+An example is a record's whole conversation in the prompt style (`seedvlm.models.prompting`; `hf`: "USER:
+<image>\\n{prompt} ASSISTANT: {answer}</s>USER: {followup} ASSISTANT: {answer}</s>"), tokenized as one string and run
+through the processor with the image (so `<image>` expands to exactly the vision tower's patch count); labels are
+-100 everywhere but on every answer's tokens and its EOS.
 Nothing is ever truncated: every record's length is computed up front (text only, no image decoding) and a record
 longer than the context is an error naming it, before any training starts.
 """
@@ -19,13 +20,15 @@ from transformers import LlavaConfig
 from seedvlm.errors import SeedVLMError
 from seedvlm.io import read_json, safe_join
 from seedvlm.models import chat_prompt, check_model_dir, load_processor
+from seedvlm.models.prompting import get_style, render_conversation
 
 IGNORE_INDEX = -100
 RECORD_KEYS = ("id", "image", "prompt", "answer")
 
 
 def load_records(path: str | Path) -> list[dict]:
-    """Read prepared records (a JSON list of {"id", "image", "prompt", "answer"}); errors name the file and record."""
+    """Read prepared records (a JSON list of {"id", "image", "prompt", "answer"[, "followups": [{"prompt", "answer"},
+    ...]]}); errors name the file and record."""
     data = read_json(path, "training data file")
     if isinstance(data, list) and data and isinstance(data[0], dict) and "conversations" in data[0]:
         raise SeedVLMError(f"{path} is in LLaVA-Instruct format (it has 'conversations'); convert it first with "
@@ -42,6 +45,12 @@ def load_records(path: str | Path) -> list[dict]:
         if missing:
             raise SeedVLMError(f"{path}: record #{i} (id {rec.get('id')!r}) lacks non-empty string field(s) "
                                f"{missing}; expected {list(RECORD_KEYS)}")
+        turns = rec.get("followups", [])
+        if not isinstance(turns, list) or not all(
+                isinstance(t, dict) and all(isinstance(t.get(k), str) and t[k].strip() for k in ("prompt", "answer"))
+                for t in turns):
+            raise SeedVLMError(f"{path}: record #{i} (id {rec['id']!r}): 'followups' must be a list of "
+                               f"{{\"prompt\", \"answer\"}} objects with non-empty strings")
         if rec["id"] in seen:
             raise SeedVLMError(f"{path}: record #{i}: duplicate id {rec['id']!r}")
         seen.add(rec["id"])
@@ -50,8 +59,9 @@ def load_records(path: str | Path) -> list[dict]:
 
 def count_image_tokens(processor) -> int:
     """How many image tokens the processor puts in place of one `<image>` (576 for LLaVA-1.5-7B)."""
-    enc = processor(images=[Image.new("RGB", (32, 32))], text=["<image>"], return_tensors="pt")
-    return int((enc["input_ids"] == processor.image_token_id).sum())
+    from seedvlm.models.folders import image_token_count
+
+    return image_token_count(processor)[0]
 
 
 def model_context_length(model_config) -> int:
@@ -63,14 +73,27 @@ def model_context_length(model_config) -> int:
     return int(n)
 
 
+def record_turns(rec: dict) -> list[tuple[str, str]]:
+    """A record's (question, answer) turns: its own prompt/answer, then its `followups` (a multi-turn record)."""
+    return [(rec["prompt"], rec["answer"])] + [(t["prompt"], t["answer"]) for t in rec.get("followups", ())]
+
+
+def supervised_mask(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[bool]:
+    """Per token: does its character range overlap an answer span? (Special tokens without text, (0, 0), never.)"""
+    return [a < b and any(a < e and s < b for s, e in spans) for a, b in offsets]
+
+
 class InstructDataset(torch.utils.data.Dataset):
     """Tokenized examples over prepared records; item i = {"input_ids", "labels", "pixel_values", "sample_index"}.
 
-    `lengths[i]` is example i's token count (known without decoding its image); `image_names` lists the images.
+    Each record's whole conversation is rendered in the prompt style (`seedvlm.models.prompting`) and tokenized as
+    one string, so the input ids are exactly that string's tokenization (the one `<image>` expanded by the
+    processor); labels are the ids of every answer and its EOS, -100 elsewhere. `lengths[i]` is example i's token
+    count (known without decoding its image); `image_names` lists the images.
     """
 
     def __init__(self, records: Sequence[dict], processor, images_dir: str | Path, max_length: int,
-                 source: str = "data"):
+                 source: str = "data", prompt_style: str | None = None):
         if not records:
             raise SeedVLMError(f"{source}: no records to train on")
         self.records = list(records)
@@ -79,39 +102,52 @@ class InstructDataset(torch.utils.data.Dataset):
         self.images_dir = Path(images_dir)
         self.max_length = int(max_length)
         self.source = source
+        self.style = get_style(prompt_style)
+        other = sorted({r["prompt_style"] for r in self.records if r.get("prompt_style", self.style.name)
+                        != self.style.name})
+        if other:
+            raise SeedVLMError(f"{source}: records prepared for prompt style {other[0]!r} (seedvlm prepare "
+                               f"--prompt-style), this run uses {self.style.name!r}; pass --prompt-style {other[0]}")
         tok = self.tokenizer
         if tok.eos_token_id is None:
             raise SeedVLMError("the tokenizer has no EOS token; answers must end with one")
         self.image_token_id = processor.image_token_id
         self.num_image_tokens = count_image_tokens(processor)
-        self.prompts = [chat_prompt(processor, r["prompt"]) for r in self.records]
-        prompt_ids = tok(self.prompts).input_ids
-        answer_ids = tok([r["answer"] for r in self.records], add_special_tokens=False).input_ids
-        self.answer_ids = [ids + [tok.eos_token_id] for ids in answer_ids]
-        self.prompt_lengths: list[int] = []
+        rendered = [render_conversation(processor, self.style, record_turns(r)) for r in self.records]
+        self.texts = [text for text, _ in rendered]
+        enc = tok(self.texts, return_offsets_mapping=True)
+        self.text_ids: list[list[int]] = enc["input_ids"]
+        self.text_labels: list[list[int]] = []
         self.lengths: list[int] = []
         self.paths: list[Path] = []
         for i, rec in enumerate(self.records):
             where = f"{source}: record {rec['id']!r} (#{i})"
-            n_placeholders = sum(1 for t in prompt_ids[i] if t == self.image_token_id)
+            ids = self.text_ids[i]
+            n_placeholders = sum(1 for t in ids if t == self.image_token_id)
             if n_placeholders != 1:
-                raise SeedVLMError(f"{where}: its prompt holds {n_placeholders} <image> placeholders after the chat "
+                raise SeedVLMError(f"{where}: its text holds {n_placeholders} <image> placeholders after the chat "
                                    f"template; expected exactly 1 (remove <image> from the prompt text: the template "
                                    f"adds it)")
-            plen = len(prompt_ids[i]) - 1 + self.num_image_tokens
-            total = plen + len(self.answer_ids[i])
+            keep = supervised_mask(enc["offset_mapping"][i], rendered[i][1])
+            labels = [t if k else IGNORE_INDEX for t, k in zip(ids, keep)]
+            if labels.count(tok.eos_token_id) != len(rendered[i][1]):
+                raise SeedVLMError(f"{where}: {len(rendered[i][1])} answers but {labels.count(tok.eos_token_id)} EOS "
+                                   f"tokens among their labels: the tokenizer does not read {tok.eos_token!r} in text "
+                                   f"as its EOS token")
+            n_answer = sum(keep)
+            total = len(ids) - 1 + self.num_image_tokens
             if total > self.max_length:
                 raise SeedVLMError(
-                    f"{where} is {total} tokens ({self.num_image_tokens} image tokens, {len(self.answer_ids[i])} "
-                    f"answer tokens), longer than the context of {self.max_length}; tokenization never truncates: "
-                    f"shorten or drop this record, or raise max_length if the model allows it")
+                    f"{where} is {total} tokens ({self.num_image_tokens} image tokens, {n_answer} answer tokens), "
+                    f"longer than the context of {self.max_length}; tokenization never truncates: shorten or drop "
+                    f"this record, or raise max_length if the model allows it")
             try:
                 path = safe_join(self.images_dir, rec["image"])
             except SeedVLMError as e:
                 raise SeedVLMError(f"{where}: {e}") from None
             if not path.is_file():
                 raise SeedVLMError(f"{where}: image not found: {path}")
-            self.prompt_lengths.append(plen)
+            self.text_labels.append(labels)
             self.lengths.append(total)
             self.paths.append(path)
 
@@ -124,26 +160,33 @@ class InstructDataset(torch.utils.data.Dataset):
         return sorted({r["image"] for r in self.records})
 
     def load_image(self, i: int) -> Image.Image:
+        from seedvlm.models.prompting import prepare_image
+
         try:
             with Image.open(self.paths[i]) as im:
-                return im.convert("RGB")
+                image = im.convert("RGB")
         except (OSError, ValueError) as e:
             raise SeedVLMError(f"{self.source}: record {self.records[i]['id']!r}: cannot read image "
                                f"{self.paths[i]}: {e}") from None
+        return prepare_image(self.processor, self.style, image)
+
+    def _expand(self, values: list[int], i: int, fill: int) -> torch.Tensor:
+        """The text-level sequence with the one `<image>` position repeated to the image token count."""
+        p = self.text_ids[i].index(self.image_token_id)
+        return torch.tensor(values[:p] + [fill] * self.num_image_tokens + values[p + 1:], dtype=torch.long)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         rec = self.records[i]
-        enc = self.processor(images=[self.load_image(i)], text=[self.prompts[i]], return_tensors="pt")
-        prompt = enc["input_ids"][0]
-        n_img = int((prompt == self.image_token_id).sum())
-        if n_img != self.num_image_tokens or prompt.numel() != self.prompt_lengths[i]:
-            raise SeedVLMError(f"{self.source}: record {rec['id']!r}: the processor gave {n_img} image tokens and "
-                               f"{prompt.numel()} prompt tokens, expected {self.num_image_tokens} and "
-                               f"{self.prompt_lengths[i]}")
-        answer = torch.tensor(self.answer_ids[i], dtype=torch.long)
+        enc = self.processor(images=[self.load_image(i)], text=[self.texts[i]], return_tensors="pt")
+        ids = enc["input_ids"][0]
+        want = self._expand(self.text_ids[i], i, self.image_token_id)
+        if not torch.equal(ids, want):
+            raise SeedVLMError(f"{self.source}: record {rec['id']!r}: the processor gave "
+                               f"{int((ids == self.image_token_id).sum())} image tokens and {ids.numel()} tokens, "
+                               f"expected {self.num_image_tokens} and {want.numel()} (the text's own tokenization)")
         return {
-            "input_ids": torch.cat([prompt, answer]),
-            "labels": torch.cat([torch.full_like(prompt, IGNORE_INDEX), answer]),
+            "input_ids": ids,
+            "labels": self._expand(self.text_labels[i], i, IGNORE_INDEX),
             "pixel_values": enc["pixel_values"][0],
             "sample_index": i,
         }
@@ -234,4 +277,5 @@ def load_train_data(cfg) -> tuple[Any, "InstructDataset", int]:
     records = load_records(cfg.data)
     if cfg.max_samples is not None:
         records = records[: cfg.max_samples]
-    return processor, InstructDataset(records, processor, cfg.images, max_length, source=str(cfg.data)), max_length
+    return processor, InstructDataset(records, processor, cfg.images, max_length, source=str(cfg.data),
+                                      prompt_style=cfg.prompt_style), max_length

@@ -1,18 +1,21 @@
-"""LLaVA-Instruct conversations -> training records `{"id", "image", "prompt", "answer"}`.
+"""LLaVA-Instruct conversations -> training records `{"id", "image", "prompt", "answer"[, "followups"]}`.
 
-How a conversation becomes records (docs/training.md says the same):
-- one record per (human, gpt) turn pair, every record with the conversation's image; record id = `{id}-{turn}`
-  (turn counted from 0), so `000000033471-2` is the third question about image 000000033471;
-- the prompt is the human turn with every `<image>` placeholder (and the newline around it) removed, because the
-  chat template (`seedvlm.models.chat_prompt`) puts exactly one `<image>` in front of the question itself;
-- turns are independent: a later question is trained without the earlier turns as context (the chat template holds
-  one question). `turns="first"` keeps only the first pair of each conversation.
+How a conversation becomes records (docs/training.md says the same), by `turns`:
+- `history` (the default, as LLaVA trains): one record per conversation, id = the conversation's id, its first
+  (human, gpt) pair as `prompt`/`answer` and the later pairs as `followups` [{"prompt", "answer"}, ...]; training
+  renders the whole conversation as one sequence, every answer supervised with every earlier turn in context;
+- `each`: one record per pair, each without the earlier turns; id = `{id}-{turn}` (turn counted from 0), so
+  `000000033471-2` is the third question about image 000000033471;
+- `first`: only the first pair of each conversation (id `{id}-0`).
+The prompt is the human turn with every `<image>` placeholder (and the newline around it) removed, because the
+chat template (`seedvlm.models.prompting`) puts exactly one `<image>` in front of the first question itself.
 
 What is skipped (counted and reported with a few ids, never silent):
 - `no_image`: the conversation has no `image` field, or no `<image>` in its first human turn (text-only data);
-- `missing_image`: the image file does not exist under the image folder;
+- `missing_image`: the image file does not exist under the image folder (the example names the path tried);
 - `empty_question` / `empty_answer`: a turn whose text is empty once `<image>` is removed;
-- `short_answer`: an answer with fewer than `min_answer_words` words.
+- `short_answer`: an answer with fewer than `min_answer_words` words;
+- `after_skipped_turn` (history, first): the turns after a skipped one (their context would be incomplete).
 A file that is not JSON, or not a list of conversations of alternating human/gpt turns, is an error that names the
 file and the record (index and id); so is an image path that leaves the image folder (`../`).
 """
@@ -31,7 +34,9 @@ from seedvlm.io import read_json, require_dir, safe_join, write_json
 HUMAN_ROLES = ("human", "user")
 GPT_ROLES = ("gpt", "assistant")
 IMAGE_PLACEHOLDER = "<image>"
-SKIP_REASONS = ("no_image", "missing_image", "empty_question", "empty_answer", "short_answer")
+SKIP_REASONS = ("no_image", "missing_image", "empty_question", "empty_answer", "short_answer",
+                "after_skipped_turn")
+TURN_MODES = ("history", "each", "first")
 _PLACEHOLDER_RE = re.compile(r"\s*<image>\s*")
 _EXAMPLES = 5
 
@@ -43,6 +48,7 @@ class PrepareReport:
     conversations: int = 0
     turns: int = 0
     kept: int = 0
+    kept_turns: int = 0
     sampled: int | None = None
     skipped: dict[str, int] = field(default_factory=lambda: {r: 0 for r in SKIP_REASONS})
     examples: dict[str, list[str]] = field(default_factory=lambda: {r: [] for r in SKIP_REASONS})
@@ -54,12 +60,14 @@ class PrepareReport:
 
     def to_dict(self) -> dict:
         return {"conversations": self.conversations, "turns": self.turns, "kept": self.kept,
+                "kept_turns": self.kept_turns,
                 "sampled": self.sampled, "skipped": dict(self.skipped), "examples": dict(self.examples)}
 
     def summary(self) -> str:
         """Human-readable lines: totals, then one line per skip reason that occurred."""
         units = {"no_image": "conversations", "missing_image": "conversations"}
-        lines = [f"{self.conversations} conversations, {self.turns} turn pairs -> {self.kept} records"
+        lines = [f"{self.conversations} conversations, {self.turns} turn pairs -> {self.kept} records "
+                 f"({self.kept_turns} supervised turns)"
                  + (f" ({self.sampled} sampled)" if self.sampled is not None else "")]
         for r in SKIP_REASONS:
             if self.skipped[r]:
@@ -100,11 +108,33 @@ def _check_turns(conv: Any, source: str, index: int, rec: Any) -> list[tuple[str
     return pairs
 
 
+def _usable_turns(pairs: list[tuple[str, str]], ident: str, min_answer_words: int, report: PrepareReport,
+                  independent: bool) -> list[tuple[int, str, str]]:
+    """(turn, question, answer) of the usable turns, each unusable one reported with its reason: with `independent`
+    turns all usable ones; otherwise only those before the first unusable one (history needs every earlier turn;
+    the rest are reported as `after_skipped_turn`)."""
+    kept = []
+    for t, (question, answer) in enumerate(pairs):
+        rid = f"{ident}-{t}"
+        q, a = strip_placeholder(question), answer.strip()
+        reason = ("empty_question" if not q else "empty_answer" if not a
+                  else "short_answer" if len(a.split()) < min_answer_words else None)
+        if reason is None:
+            kept.append((t, q, a))
+            continue
+        report.skip(reason, rid)
+        if not independent:
+            if t + 1 < len(pairs):
+                report.skip("after_skipped_turn", f"{ident}-{t + 1}", len(pairs) - t - 1)
+            break
+    return kept
+
+
 def conversations_to_records(data: Any, images_dir: str | Path, source: str = "input",
-                             min_answer_words: int = 1, turns: str = "all") -> tuple[list[dict], PrepareReport]:
+                             min_answer_words: int = 1, turns: str = "history") -> tuple[list[dict], PrepareReport]:
     """Turn a LLaVA-Instruct list (already parsed JSON) into records; see the module docstring for the rules."""
-    if turns not in ("all", "first"):
-        raise SeedVLMError(f"turns must be 'all' or 'first', got {turns!r}")
+    if turns not in TURN_MODES:
+        raise SeedVLMError(f"turns must be one of {', '.join(TURN_MODES)}, got {turns!r}")
     if not isinstance(data, list):
         raise SeedVLMError(f"{source}: expected a JSON list of conversations (LLaVA-Instruct format), "
                            f"got {type(data).__name__}")
@@ -132,23 +162,24 @@ def conversations_to_records(data: Any, images_dir: str | Path, source: str = "i
         except SeedVLMError as e:
             raise SeedVLMError(f"{source}: {_record_name(rec, i)}: {e}") from None
         if not path.is_file():
-            report.skip("missing_image", ident, 1)
+            report.skip("missing_image", f"{ident}: {path} not found", 1)
             continue
-        for t, (question, answer) in enumerate(pairs[:1] if turns == "first" else pairs):
-            rid = f"{ident}-{t}"
-            q, a = strip_placeholder(question), answer.strip()
-            if not q:
-                report.skip("empty_question", rid)
-            elif not a:
-                report.skip("empty_answer", rid)
-            elif len(a.split()) < min_answer_words:
-                report.skip("short_answer", rid)
-            else:
-                if rid in seen_ids:
-                    raise SeedVLMError(f"{source}: {_record_name(rec, i)}: duplicate record id {rid!r} "
-                                       f"(conversation ids must be unique)")
-                seen_ids.add(rid)
-                records.append({"id": rid, "image": image, "prompt": q, "answer": a})
+        usable = _usable_turns(pairs[:1] if turns == "first" else pairs, ident, min_answer_words, report,
+                               independent=turns == "each")
+        if turns == "history" and usable:
+            (_, q, a), rest = usable[0], usable[1:]
+            new = [{"id": ident, "image": image, "prompt": q, "answer": a}]
+            if rest:
+                new[0]["followups"] = [{"prompt": fq, "answer": fa} for _, fq, fa in rest]
+        else:
+            new = [{"id": f"{ident}-{t}", "image": image, "prompt": q, "answer": a} for t, q, a in usable]
+        for r in new:
+            if r["id"] in seen_ids:
+                raise SeedVLMError(f"{source}: {_record_name(rec, i)}: duplicate record id {r['id']!r} "
+                                   f"(conversation ids must be unique)")
+            seen_ids.add(r["id"])
+            report.kept_turns += 1 + len(r.get("followups", ()))
+        records.extend(new)
     report.kept = len(records)
     return records, report
 
@@ -164,8 +195,10 @@ def sample_records(records: list[dict], max_samples: int | None, seed: int = 0) 
 
 
 def prepare(input_path: str | Path, images_dir: str | Path, out: str | Path, max_samples: int | None = None,
-            min_answer_words: int = 1, seed: int = 0, turns: str = "all") -> PrepareReport:
-    """Read a LLaVA-Instruct file, convert, optionally subsample, and write the records atomically to `out`."""
+            min_answer_words: int = 1, seed: int = 0, turns: str = "history",
+            prompt_style: str | None = None) -> PrepareReport:
+    """Read a LLaVA-Instruct file, convert, optionally subsample, and write the records atomically to `out`
+    (each with `prompt_style` when one is given, so training cannot use another template)."""
     require_dir(images_dir, "image folder")
     data = read_json(input_path, "instruction file")
     records, report = conversations_to_records(data, images_dir, source=str(input_path),
@@ -175,5 +208,7 @@ def prepare(input_path: str | Path, images_dir: str | Path, out: str | Path, max
     if max_samples is not None:
         records = sample_records(records, max_samples, seed)
         report.sampled = len(records)
+    if prompt_style is not None:
+        records = [dict(r, prompt_style=prompt_style) for r in records]
     write_json(out, records, indent=1)
     return report

@@ -21,15 +21,15 @@ options, the differences from VCD and the benchmark.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import math
 from typing import Any, Literal, Sequence, get_args
 
 import torch
-from transformers import DynamicCache
 
+from seedvlm.decode.prefix import prefix_runner
+from seedvlm.decode.runners import Fused, Sequential
+from seedvlm.decode.static import static_stepper
 from seedvlm.errors import SeedVLMError
-from seedvlm.models.llava import llava_of
 from seedvlm.seed import PERTURBATIONS, Perturbation, ddpm_alpha_bar, perturb_per_sample, purify
 
 __all__ = ["contrastive_logits", "contrastive_generate", "noisy_pixel_values", "Strategy", "STRATEGIES",
@@ -99,67 +99,6 @@ def noisy_pixel_values(pixel_values: torch.Tensor, noise: Perturbation = "gaussi
 # ---------------------------------------------------------------------------------------------------------------
 # Model plumbing: one forward with a KV cache, whatever the transformers version calls it
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _base_forward_params(model) -> set[str]:
-    return set(inspect.signature(llava_of(model).forward).parameters)
-
-
-class _Stepper:
-    """Runs the model on (rows, new tokens) with a DynamicCache, the way HF `generate` does for a decoder:
-    position ids = cumsum(attention_mask) - 1 (0 on left pads) at prefill, last + 1 after; the 2-D attention mask
-    grows by one column per step; pixel values only at prefill; logits of the last position only."""
-
-    def __init__(self, model):
-        params = _base_forward_params(model)
-        # transformers 5.2x renamed past_key_values -> cache (the old name is deprecated until 5.40).
-        self.cache_key = "cache" if "cache" in params else "past_key_values"
-        self.keep_last = "logits_to_keep" in params
-        self.model = model
-        config = getattr(model, "config", None)
-        try:
-            self.cache = DynamicCache(config=config) if config is not None else DynamicCache()
-        except (TypeError, ValueError, AttributeError):
-            self.cache = DynamicCache()
-        self.attention_mask: torch.Tensor | None = None
-        self.position_ids: torch.Tensor | None = None
-
-    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, extra: dict) -> torch.Tensor:
-        self.attention_mask = attention_mask
-        pos = attention_mask.long().cumsum(-1) - 1
-        self.position_ids = pos.masked_fill(attention_mask == 0, 0)
-        return self._forward(input_ids, self.position_ids, extra)
-
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed one new token per row (R,) -> next logits (R, V) float32."""
-        am = self.attention_mask
-        self.attention_mask = torch.cat([am, am.new_ones((am.shape[0], 1))], dim=-1)
-        self.position_ids = self.position_ids[:, -1:] + 1
-        return self._forward(tokens[:, None], self.position_ids, {})
-
-    def reorder(self, index: torch.Tensor) -> None:
-        """Select/reorder rows (beam search): the cache, the mask and the positions follow."""
-        self.cache.reorder_cache(index)
-        self.attention_mask = self.attention_mask.index_select(0, index)
-        self.position_ids = self.position_ids.index_select(0, index)
-
-    def repeat_rows(self, k: int) -> None:
-        """Row r becomes rows r*k .. r*k+k-1 (beam search after the prefill)."""
-        self.cache.batch_repeat_interleave(k)
-        self.attention_mask = self.attention_mask.repeat_interleave(k, dim=0)
-        self.position_ids = self.position_ids.repeat_interleave(k, dim=0)
-
-    def _forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, extra: dict) -> torch.Tensor:
-        kwargs = dict(input_ids=input_ids, attention_mask=self.attention_mask, position_ids=position_ids,
-                      use_cache=True, **extra)
-        kwargs[self.cache_key] = self.cache
-        if self.keep_last:
-            kwargs["logits_to_keep"] = 1
-        out = self.model(**kwargs)
-        new_cache = getattr(out, "cache", None) if self.cache_key == "cache" else getattr(out, "past_key_values", None)
-        if new_cache is not None:
-            self.cache = new_cache
-        return out.logits[:, -1, :].float()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -237,6 +176,10 @@ def contrastive_generate(
     min_new_tokens: int = 0,
     fused: bool = True,
     noisy_pixel_values_: torch.Tensor | None = None,
+    prefix_groups_: Sequence[int] | None = None,
+    first_scores_: list | None = None,
+    static_cache_: bool = False,
+    compile_: bool | None = None,
 ) -> torch.LongTensor:
     """Decode with contrastive logits (`contrastive_logits`) at every step; returns (B, T_new) new tokens.
 
@@ -257,6 +200,10 @@ def contrastive_generate(
     fused: True (default) runs clean and noisy as ONE forward of 2B rows with one 2B-row KV cache; False runs two
         forwards of B rows with two caches per step (VCD's way; kept for the benchmark and as a cross-check).
     noisy_pixel_values_: use these instead of drawing noise (tests, or a custom perturbation).
+    prefix_groups_: image group per row (seedvlm.decode.prefix.image_groups): both views' image prefixes run once
+        per group (fused only); first_scores_: a list that receives the first step's (B, V) contrastive scores.
+    static_cache_: decode over a StaticCache, the step compiled unless compile_ is False
+        (seedvlm.decode.static); fused greedy and sampling, not with prefix_groups_.
     Rows stop at eos (the eos is kept, pad_token_id follows); decoding ends when every row has stopped or after
     max_new_tokens steps, so T_new <= max_new_tokens.
     """
@@ -284,8 +231,16 @@ def contrastive_generate(
     extra = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "pixel_values")
              and isinstance(v, torch.Tensor) and v.shape[:1] == (n,)}
     combine = _Combiner(float(beta), plausibility, _eos_list(eos_token_id), int(min_new_tokens))
-    runner = _Fused(model) if fused else _Sequential(model)
+    runner = Fused(model) if fused else Sequential(model)
+    if static_cache_ and fused and strategy != "beam":
+
+        runner.s = static_stepper(model, input_ids.shape[1] + max_new_tokens, compile_)
+    if prefix_groups_ is not None and fused:
+
+        runner = prefix_runner(model, batch, prefix_groups_, int(pad_token_id)) or runner
     logits = runner.prefill(input_ids, attention_mask, pixels, noisy, extra)
+    if first_scores_ is not None:
+        first_scores_.append(combine(logits, n, 0))
     common = dict(runner=runner, logits=logits, n=n, combine=combine, max_new_tokens=int(max_new_tokens),
                   eos=_eos_list(eos_token_id), pad=int(pad_token_id))
     if strategy == "beam":
@@ -296,51 +251,6 @@ def contrastive_generate(
         gen.manual_seed(int(seed))
     return _greedy_or_sample(sample=strategy == "sample", temperature=float(temperature), top_k=int(top_k),
                              top_p=float(top_p), generator=gen, **common)
-
-
-class _Fused:
-    """Clean and noisy as one 2B-row batch: rows [0, B) clean, [B, 2B) noisy, one cache of 2B rows."""
-
-    def __init__(self, model):
-        self.s = _Stepper(model)
-
-    def prefill(self, input_ids, attention_mask, pixels, noisy, extra):
-        two = {k: torch.cat([v, v]) for k, v in extra.items()}
-        two["pixel_values"] = torch.cat([pixels, noisy])
-        return self.s.prefill(torch.cat([input_ids, input_ids]), torch.cat([attention_mask, attention_mask]), two)
-
-    def step(self, tokens):
-        return self.s.step(torch.cat([tokens, tokens]))
-
-    def repeat_rows(self, k):
-        self.s.repeat_rows(k)
-
-    def reorder(self, index):
-        # clean rows follow `index`; the noisy half (offset by the row count) follows the same beams
-        self.s.reorder(torch.cat([index, index + index.shape[0]]))
-
-
-class _Sequential:
-    """VCD's way: two forwards of B rows per step, two caches (for the benchmark and cross-checks)."""
-
-    def __init__(self, model):
-        self.clean, self.noisy = _Stepper(model), _Stepper(model)
-
-    def prefill(self, input_ids, attention_mask, pixels, noisy, extra):
-        a = self.clean.prefill(input_ids, attention_mask, {**extra, "pixel_values": pixels})
-        b = self.noisy.prefill(input_ids, attention_mask, {**extra, "pixel_values": noisy})
-        return torch.cat([a, b])
-
-    def step(self, tokens):
-        return torch.cat([self.clean.step(tokens), self.noisy.step(tokens)])
-
-    def repeat_rows(self, k):
-        self.clean.repeat_rows(k)
-        self.noisy.repeat_rows(k)
-
-    def reorder(self, index):
-        self.clean.reorder(index)
-        self.noisy.reorder(index)
 
 
 def _greedy_or_sample(runner, logits, n, combine, max_new_tokens, eos, pad, sample, temperature, top_k, top_p,

@@ -12,6 +12,7 @@ model; `runner` is the only module that touches one.
 - `seedvlm.eval.runner`: model hooks, image loading, the leakage guard
 - `seedvlm.eval.results`: results.json / samples.jsonl writer (config, git hash, versions)
 - `seedvlm.eval.report`: `compare` (markdown, json, plots)
+- `seedvlm.eval.yes_prob`: P(yes) from the first-token distribution, AUROC and average precision
 
 Protocols and file formats: docs/evaluation.md.
 """

@@ -31,6 +31,7 @@ from seedvlm.eval.chair import load_instances
 from seedvlm.eval.pope_formats import (OBJECT_SPLITS, load_pope_answers, load_pope_questions, match_answers,
                                        question_key, split_order)
 from seedvlm.eval.pope_parsers import PARSERS, disagreements, parse_strict
+from seedvlm.eval.yes_prob import answer_scores, mean_yes_prob_metrics, yes_prob_metrics
 from seedvlm.io import read_json
 
 log = logging.getLogger(__name__)
@@ -344,6 +345,7 @@ def mean_over_splits(per_split: dict[str, dict]) -> dict:
     out = {k: sum(v[k] for v in vals) / len(vals) for k in METRIC_KEYS}
     out["n"] = sum(v["n"] for v in vals)
     out["unparsed"] = sum(v["unparsed"] for v in vals)
+    out.update(mean_yes_prob_metrics(vals))
     cons = [v["consistency"] for v in vals if v.get("consistency") is not None]
     if cons:
         out["consistency"] = sum(cons) / len(cons)
@@ -388,6 +390,7 @@ def score_pope(questions: Sequence[dict], answers: dict[str, str], answers_sourc
         parsed = parse(text)
         s = {"question_id": q["question_id"], "split": q["split"], "image": q["image"], "question": q["text"],
              "text": text, "parsed": parsed, "label": q["label"], "correct": parsed == q["label"]}
+        s.update(answer_scores(text))
         if q.get("group_id") is not None:
             s["group_id"] = q["group_id"]
             s["paraphrase"] = q.get("paraphrase", 0)
@@ -398,6 +401,7 @@ def score_pope(questions: Sequence[dict], answers: dict[str, str], answers_sourc
         rows = [s for s in samples if s["split"] == split]
         canon = [s for s in rows if not s.get("paraphrase")]
         m = pope_metrics([s["parsed"] for s in canon], [s["label"] for s in canon])
+        m.update(yes_prob_metrics(canon))
         c = consistency(rows)
         if c is not None:
             m["consistency"] = c

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from seedvlm.errors import SeedVLMError
+from seedvlm.eval.yes_prob import answer_with_scores
 
 OBJECT_SPLITS = ("random", "popular", "adversarial")
 _SUFFIXES = (".jsonl.gz", ".json.gz", ".jsonl", ".json")
@@ -231,9 +232,13 @@ def load_pope_answers(path: str | Path) -> tuple[list[dict], str]:
                 raise SeedVLMError(f"answers file {path} record {k}: duplicate question_id {row['question_id']}"
                                    f"{' in split ' + str(split) if split else ''} (also record {seen[key]})")
             seen[key] = k
-            out.append({"key": key, "text": text or "", "record": k})
+        # the text carries P(yes) when the file has it (answers written by `seedvlm eval pope`)
+        text = answer_with_scores(text or "", row.get("p_yes"), row.get("yes_no_mass"),
+                                  where=f"answers file {path} record {k}")
+        if by_id:
+            out.append({"key": key, "text": text, "record": k})
         else:
-            out.append({"position": k - 1, "text": text or "", "record": k})
+            out.append({"position": k - 1, "text": text, "record": k})
     return out, "by_id" if by_id else "by_position"
 
 

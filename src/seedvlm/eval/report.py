@@ -21,7 +21,8 @@ from seedvlm.eval.statistics import chair_at_recall, common_recall, frontier
 from seedvlm.io import atomic_path, read_json, write_json, write_text
 
 POPE_METRICS = (("accuracy", "acc"), ("precision", "prec"), ("recall", "rec"), ("f1", "F1"),
-                ("yes_ratio", "yes-ratio"), ("consistency", "consistency"))
+                ("yes_ratio", "yes-ratio"), ("consistency", "consistency"), ("auroc", "AUROC"),
+                ("average_precision", "AP"))
 CHAIR_METRICS = (("chair_s", "CHAIRs (lower is better)"), ("chair_i", "CHAIRi (lower is better)"),
                  ("recall", "CHAIR recall"), ("mean_words", "mean words"))
 MME_METRICS = (("accuracy", "acc"), ("accuracy_plus", "acc+"), ("score", "score"))

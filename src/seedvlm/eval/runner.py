@@ -29,11 +29,13 @@ _SET_BY_GENERATE = {"model", "batch", "max_new_tokens", "eos_token_id", "pad_tok
 
 
 # --------------------------------------------------------------------------------------- model hooks (faked in tests)
-def load_model(model_path: str, adapter: str | None = None, device: str | None = None):
+def load_model(model_path: str, adapter: str | None = None, device: str | None = None,
+               allow_unverified_adapter: bool = False):
     """(model, processor) for generation."""
     from seedvlm.models import load_for_inference
 
-    return load_for_inference(model_path, adapter=adapter, device=device)
+    return load_for_inference(model_path, adapter=adapter, device=device,
+                              allow_unverified_adapter=allow_unverified_adapter)
 
 
 def generate(model, processor, images: list, prompts: list[str], **kwargs) -> list[str]:
@@ -80,31 +82,65 @@ def parse_value(text: str) -> Any:
 
 
 # --------------------------------------------------------------------------------------- leakage guard
-def manifest_images(path: str | Path) -> set[str]:
-    """Basenames of the images in a training manifest ({"images": [file_name, ...], ...})."""
+def manifest_images(path: str | Path) -> dict:
+    """A training manifest's images: {"names": basenames, "coco_ids": {id: name}, "sha256": {hash: name}}.
+
+    COCO ids are parsed from the names (so a manifest written before ids were recorded is still compared by id);
+    content hashes come from the manifest's "sha256" record ({name: hash}) when it has one."""
+    from seedvlm.data.image_ids import coco_id
+
     data = read_json(path, "training manifest")
     images = data.get("images") if isinstance(data, dict) else None
     if not isinstance(images, list) or not all(isinstance(x, str) for x in images):
         raise SeedVLMError(f"training manifest {path}: expected {{\"images\": [file names, ...]}}")
-    return {Path(x).name for x in images}
+    hashes = data.get("sha256", {})
+    if not isinstance(hashes, dict):
+        raise SeedVLMError(f"training manifest {path}: 'sha256' must map image names to hashes")
+    ids = {coco_id(x): x for x in images if coco_id(x) is not None}
+    ids.update({int(i): f"COCO id {i}" for i in data.get("coco_ids", []) if int(i) not in ids})
+    return {"names": {Path(x).name for x in images}, "coco_ids": ids, "sha256": {h: n for n, h in hashes.items()}}
 
 
-def check_leakage(images: Sequence[str], manifest: str | Path | None, allow_overlap: bool = False) -> dict | None:
-    """Refuse evaluation images that were trained on (compared by file basename) unless allow_overlap.
+def _overlap(images: Sequence[str], trained: dict, images_dir: str | Path | None) -> list[str]:
+    """Evaluation images that match a trained image by COCO id, by content hash, or by name; each as
+    "eval name (= trained name)"."""
+    from seedvlm.data.image_ids import coco_id, content_hash
 
-    Returns None without a manifest, else {"manifest", "overlap"} for the results file.
+    found = []
+    for name in sorted(set(images)):
+        cid = coco_id(name)
+        match = trained["coco_ids"].get(cid) if cid is not None else None
+        if match is None and cid is None and trained["sha256"] and images_dir is not None:
+            path = Path(images_dir) / name
+            if path.is_file():
+                match = trained["sha256"].get(content_hash(path))
+        if match is None and Path(name).name in trained["names"]:
+            match = Path(name).name
+        if match is not None:
+            found.append(name if Path(match).name == Path(name).name else f"{name} (= trained {match})")
+    return found
+
+
+def check_leakage(images: Sequence[str], manifest: str | Path | None, allow_overlap: bool = False,
+                  images_dir: str | Path | None = None) -> dict | None:
+    """Refuse evaluation images that were trained on unless allow_overlap. An image matches by COCO id (any
+    naming scheme: train2017's 000000000074.jpg is val2014's COCO_val2014_000000000074.jpg), else by content hash
+    (files under images_dir against the manifest's hashes), else by file name.
+
+    Returns None without a manifest, else {"manifest", "overlap", "compared_by"} for the results file.
     """
     if manifest is None:
         return None
     trained = manifest_images(manifest)
-    overlap = sorted({Path(x).name for x in images} & trained)
+    overlap = _overlap(images, trained, images_dir)
     if overlap and not allow_overlap:
-        raise SeedVLMError(f"{len(overlap)} evaluation images appear in the training manifest {manifest}, e.g. "
-                           f"{', '.join(overlap[:5])}; evaluate on held-out images or pass --allow-overlap")
+        raise SeedVLMError(f"{len(overlap)} evaluation images appear in the training manifest {manifest} (same COCO "
+                           f"id, content or file name), e.g. {', '.join(overlap[:3])}; evaluate on held-out images "
+                           f"or pass --allow-overlap")
     if overlap:
         log.warning("%d evaluation images appear in the training manifest %s (allowed by --allow-overlap)",
                     len(overlap), manifest)
-    return {"manifest": str(manifest), "overlap": len(overlap)}
+    return {"manifest": str(manifest), "overlap": len(overlap), "compared_by": "coco id, sha256, file name"}
 
 
 # --------------------------------------------------------------------------------------- images
@@ -120,7 +156,7 @@ def resolve_images(root: str | Path, items: Sequence[tuple[str, Any]], what: str
         except SeedVLMError as e:
             raise SeedVLMError(f"{what} {ident}: {e}") from None
         if not p.is_file():
-            raise SeedVLMError(f"{what} {ident}: image {name} not found in {root}")
+            raise SeedVLMError(f"{what} {ident}: image not found: {p} (the name {name!r} under {root})")
         paths.append(p)
     return paths
 
@@ -208,7 +244,12 @@ def run_sharded(paths: Sequence[Path], prompts: Sequence[str], model_path: str, 
     start, stop = distributed.shard_bounds(len(prompts), rank, world, unit=batch)
     if world > 1:
         log.info("rank %d of %d: items %d..%d of %d on %s", rank, world, start, stop, len(prompts), device)
-    model, processor = load_model(model_path, adapter=adapter, device=device)
+    from seedvlm.models.prompting import warn_if_not_trained_style
+
+    warn_if_not_trained_style(adapter, gen_kwargs.get("prompt_style"))
+    # passed only when asked for, so a stand-in load_model with the plain (path, adapter, device) signature still fits
+    extra = {"allow_unverified_adapter": True} if gen_kwargs.pop("allow_unverified_adapter", False) else {}
+    model, processor = load_model(model_path, adapter=adapter, device=device, **extra)
     _seed_everything(seed, gen_kwargs)
     decode_seed = gen_kwargs.pop("seed", None)  # contrastive decoding's option; run_prompts' `seed` is the batches'
     texts = run_prompts(model, processor, paths[start:stop], prompts[start:stop], seed=seed, first_index=start,
@@ -221,7 +262,9 @@ def run_sharded(paths: Sequence[Path], prompts: Sequence[str], model_path: str, 
 
 def answer_questions(questions: Sequence[dict], images_dir: str | Path, model_path: str, adapter: str | None = None,
                      device: str | None = None, prompt_suffix: str = "", seed: int = 0, **gen_kwargs) -> dict[str, str]:
-    """{question_id: raw answer} for POPE questions; images are checked before the model loads."""
+    """{question_id: raw answer} for POPE questions; images are checked before the model loads. Answers carry
+    P(yes) (seedvlm.eval.yes_prob) and questions of one image reuse its prefix unless told otherwise."""
+    gen_kwargs = {"prefix_reuse": True, "yes_prob": True, **gen_kwargs}
     paths = resolve_images(images_dir, [(q["image"], q["question_id"]) for q in questions], "question")
     texts = run_sharded(paths, [q["text"] + prompt_suffix for q in questions], model_path, adapter, device, seed,
                         **gen_kwargs)

@@ -76,7 +76,13 @@ class ExperimentConfig:
     probe_kinds: list[str] = field_(["color", "count", "relation"], "`pope build --kind` probes")
     question_seed: int = field_(0, "seed of the POPE/probe question draw and the CHAIR image draw (shared by all "
                                    "arms and seeds)")
-    pope_prompt_suffix: str = field_("", "appended to every POPE/probe question, e.g. ' Answer yes or no.'")
+    pope_prompt_suffix: str = field_("", "appended to every POPE/probe question, e.g. ' Answer yes or no.' ('' = "
+                                         "the prompt style's own: none for hf)")
+    prompt_style: str = field_("hf", "training and evaluation template: hf (the base folder's chat template) or "
+                                     "llava-1.5 (Vicuna v1 system prompt, POPE short-answer suffix, pad-to-square)")
+    prepare_turns: str = field_("each", "how `seedvlm prepare` cuts the world's conversations: each (one example "
+                                        "per turn, as the logged runs did), history (one example per conversation, "
+                                        "every answer supervised, as LLaVA trains) or first")
     pope_max_new_tokens: int = field_(8, "new tokens per POPE/probe answer")
     chair_images: int = field_(500, "held-out images described for CHAIR")
     max_new_tokens: int = field_(512, "new tokens per CHAIR description (512 and 64 are the published settings)")
@@ -113,6 +119,8 @@ class ExperimentConfig:
             (self.matched_recall is None or 0.0 <= self.matched_recall <= 1.0, "matched_recall must be in [0, 1]"),
             (self.ablation_seeds >= 0, "ablation_seeds must be >= 0"),
             (0.0 < self.mask_plausibility <= 1.0, "mask_plausibility must be in (0, 1]"),
+            (self.prompt_style in ("hf", "llava-1.5"), "prompt_style must be hf or llava-1.5"),
+            (self.prepare_turns in ("each", "history", "first"), "prepare_turns must be each, history or first"),
             (set(self.goal_arms) <= set(ARMS), f"unknown goal arm(s) {sorted(set(self.goal_arms) - set(ARMS))}"),
         ]
         for ok, msg in checks:

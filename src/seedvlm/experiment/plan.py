@@ -18,6 +18,7 @@ from typing import Any, Callable
 from seedvlm.cli import main as cli_main
 from seedvlm.commands.eval import select_images
 from seedvlm.config import load_config
+from seedvlm.data.image_ids import image_identity
 from seedvlm.errors import SeedVLMError
 from seedvlm.eval.chair import CHAIR
 from seedvlm.experiment.config import ARMS, ExperimentConfig
@@ -135,14 +136,15 @@ class Plan:
             deps.append(self._cmd("world", "world", ["world", "--out", self.world, "--quiet", *opts],
                                   log=self.out / "world.log.txt"))
         prep = ["prepare", "--input", self.world / "instruct_train.json", "--images", self.world / "images" / "train",
-                "--out", self.data]
+                "--out", self.data, "--turns", c.prepare_turns]
         if c.prepare_max_samples:
             prep += ["--max-samples", c.prepare_max_samples, "--seed", 0]
 
         def manifest(step: Step) -> None:
             records = read_json(self.data, "prepared records")
-            write_json(self.manifest, {"images": sorted({r["image"] for r in records}), "data": str(self.data),
-                                       "n_records": len(records)})
+            names = sorted({r["image"] for r in records})
+            write_json(self.manifest, {"images": names, "data": str(self.data), "n_records": len(records),
+                                       **image_identity(names, self.world / "images" / "train")})
         self._cmd("data", "prepare", prep, deps, after=manifest)
         settings = {k: getattr(c, k) for k in ("pope_images", "probe_images", "probe_kinds", "question_seed",
                                                "chair_images")}
@@ -185,6 +187,8 @@ class Plan:
             ov["learning_rate"] = c.learning_rate
         ov.update(c.sft_overrides if arm == "sft" else c.seed_overrides)
         ov.update(extra)
+        if c.prompt_style != "hf":
+            ov["prompt_style"] = c.prompt_style
         ov.update(model=c.base_model, data=str(self.data), images=str(self.world / "images" / "train"), seed=seed,
                   output_dir=str(self.out / f"seed{seed}" / arm / "train"))
         ov = {k: _arg(v) for k, v in ov.items()}
@@ -220,12 +224,16 @@ class Plan:
         else:
             argv = ["eval", "mme" if task == "mme" else "pope",
                     "--questions", self.questions / ({"pope": "pope", "mme": "mme"}.get(task, "probes")),
-                    "--max-new-tokens", c.pope_max_new_tokens, f"--prompt-suffix={c.pope_prompt_suffix}"]
+                    "--max-new-tokens", c.pope_max_new_tokens]
+            if c.pope_prompt_suffix or (c.prompt_style == "hf" and task != "mme"):
+                argv.append(f"--prompt-suffix={c.pope_prompt_suffix}")
         images = self.questions / "mme" if task == "mme" else w / "images" / "val"
         argv += ["--model", c.base_model, "--images", images, "--out", folder,
                  "--batch-size", c.batch_size, "--seed", seed, "--train-manifest", self.manifest]
         if adapter is not None:
             argv += ["--adapter", adapter]
+        if c.prompt_style != "hf":
+            argv += ["--prompt-style", c.prompt_style]
         if c.device:
             argv += ["--device", c.device]
         if beta is not None:

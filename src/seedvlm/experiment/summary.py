@@ -22,7 +22,8 @@ MATCHED_METHOD = (
     "arm reaches in every seed (the minimum over arms and seeds of the arm's maximum recall). Relative changes "
     "are computed per seed, (CHAIRi_arm - CHAIRi_ref) / CHAIRi_ref, then averaged.")
 
-POPE_KEYS = (("accuracy", "acc"), ("f1", "F1"), ("yes_ratio", "yes-ratio"))
+POPE_KEYS = (("accuracy", "acc"), ("f1", "F1"), ("yes_ratio", "yes-ratio"), ("auroc", "AUROC"),
+             ("average_precision", "AP"))
 CHAIR_KEYS = (("chair_s", "CHAIRs"), ("chair_i", "CHAIRi"), ("recall", "CHAIR recall"), ("mean_words", "mean words"))
 GOAL_UNITS = {"relative": "relative", "difference": "points", None: "percent"}  # a goal's change -> its unit
 
@@ -111,7 +112,8 @@ def summarize(plan: Plan) -> dict:
     for (s, a), m in per.items():
         keys += [k for k in m if k not in keys]
     order = {"pope": 0, "probes": 1, "mme": 2, "chair": 3, "matched": 4}
-    metric_rank = {"accuracy": 0, "f1": 1, "yes_ratio": 2, "chair_s": 0, "chair_i": 1, "recall": 2, "mean_words": 3}
+    metric_rank = {"accuracy": 0, "f1": 1, "yes_ratio": 2, "chair_s": 0, "chair_i": 1, "recall": 2, "mean_words": 3,
+                   "auroc": 3, "average_precision": 4}
     keys.sort(key=lambda k: (order[k.split(".")[0]], _split_rank(k), metric_rank.get(k.split(".")[-1], 9)))
     stats = {a: {k: {**mean_ci([per[(s, a)].get(k) for s in c.seeds if (s, a) in per]),
                      "values": {str(s): per[(s, a)].get(k) for s in c.seeds if (s, a) in per}}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-DtypeName = Literal["auto", "fp32", "bf16", "fp16"]
+from seedvlm.choices import Dtype
+
+DtypeName = Dtype
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 """The dtype names of the configs and commands (all of DtypeName but "auto", whose meaning is the caller's)."""
 

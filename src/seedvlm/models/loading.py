@@ -6,8 +6,8 @@ Every folder the project writes loads with `LlavaForConditionalGeneration.from_p
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -18,9 +18,13 @@ from transformers.utils import logging as hf_logging
 
 from seedvlm.errors import SeedVLMError
 from seedvlm.io import atomic_path, read_json
-from seedvlm.models.llava import llava_of
+from seedvlm.models.fingerprint import FORMAT as FINGERPRINT_FORMAT
+from seedvlm.models.fingerprint import base_fingerprint, legacy_fingerprint
+
+log = logging.getLogger(__name__)
 
 BASE_FINGERPRINT_FILE = "seedvlm_base.json"
+MERGE_FILE = "seedvlm_merge.json"
 
 
 def _quiet_transformers() -> None:
@@ -72,13 +76,24 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
 
 
 def load_processor(path: str | os.PathLike):
-    """Load the processor (tokenizer + image processor + chat template) saved beside a model."""
+    """Load the processor (tokenizer + image processor + chat template) saved beside a model. In a model folder,
+    settings an older processor_config.json lacks are derived from config.json, and the processor is checked to
+    feed the vision tower exactly (`seedvlm.models.folders`)."""
+    from seedvlm.models.folders import check_processor, complete_processor
+
     p = Path(path)
     _quiet_transformers()
     try:
-        return AutoProcessor.from_pretrained(p, local_files_only=True, trust_remote_code=False)
+        processor = AutoProcessor.from_pretrained(p, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, TypeError) as e:
         raise SeedVLMError(f"could not load a processor from {p}: {e}") from None
+    if (p / "config.json").is_file():
+        config = LlavaConfig.from_pretrained(p, local_files_only=True)
+        derived = complete_processor(processor, config, p)
+        if derived:
+            log.info("%s: %s not in processor_config.json; derived from config.json", p, ", ".join(derived))
+        check_processor(processor, config, p)
+    return processor
 
 
 def save_model(model, processor, out: str | os.PathLike, extra_files: dict[str, dict] | None = None) -> Path:
@@ -93,39 +108,62 @@ def save_model(model, processor, out: str | os.PathLike, extra_files: dict[str, 
     return out
 
 
-def base_fingerprint(model) -> str:
-    """A short hash identifying a base model: its architecture plus a sample of its language-model weights.
-
-    Stored beside every adapter so that loading it onto another base fails with a clear message instead of
-    silently producing a different model.
-    """
-    base = llava_of(model)
-    cfg = base.config
-    h = hashlib.sha256()
-    t = cfg.text_config
-    h.update(json.dumps([t.hidden_size, t.num_hidden_layers, t.vocab_size, t.intermediate_size,
-                         cfg.vision_config.hidden_size, cfg.vision_config.image_size]).encode())
-    emb = base.get_input_embeddings().weight
-    sample = emb.detach()[: min(64, emb.shape[0]), : min(64, emb.shape[1])].float().cpu()
-    h.update(sample.numpy().round(4).tobytes())
-    return h.hexdigest()[:16]
+def _check_not_merged(model_dir: str | os.PathLike | None, adapter: Path) -> None:
+    """Refuse an adapter onto the folder `seedvlm merge` wrote from it (its update would count twice)."""
+    if model_dir is None or not (Path(model_dir) / MERGE_FILE).is_file():
+        return
+    merged_from = read_json(Path(model_dir) / MERGE_FILE, "merge record").get("adapter")
+    if merged_from and Path(merged_from).resolve() == adapter.resolve():
+        raise SeedVLMError(f"{model_dir} already holds adapter {adapter} (see its {MERGE_FILE}); use the model "
+                           f"without --adapter, or load the adapter onto its base")
 
 
-def attach_adapter(model, adapter: str | os.PathLike, is_trainable: bool = False):
-    """Wrap `model` with a peft LoRA adapter from a local folder, refusing an adapter made for another base."""
+def verify_adapter_base(model, adapter: str | os.PathLike, allow_unverified: bool = False,
+                        model_dir: str | os.PathLike | None = None) -> None:
+    """Check that `model` holds exactly the weights the adapter was trained on (its seedvlm_base.json).
+
+    A mismatch (another base, the same base with an adapter merged in, another fine-tune) is an error. An adapter
+    without the file loads only with allow_unverified (a warning says what went unchecked); an older file with the
+    embeddings-only fingerprint loads when it matches, with a warning that a merged-in update cannot be seen."""
+    a = Path(adapter)
+    _check_not_merged(model_dir, a)
+    fp_file = a / BASE_FINGERPRINT_FILE
+    if not fp_file.is_file():
+        what = (f"adapter {a} has no {BASE_FINGERPRINT_FILE}: could not check that this model is the base it was "
+                f"trained on, nor that its update is not already merged into it")
+        if not allow_unverified:
+            raise SeedVLMError(f"{what}; pass --allow-unverified-adapter to load it anyway")
+        log.warning("%s (loaded anyway: --allow-unverified-adapter)", what)
+        return
+    want = read_json(fp_file, "adapter base fingerprint").get("fingerprint")
+    if not isinstance(want, str) or not want:
+        raise SeedVLMError(f"{fp_file}: no 'fingerprint' string")
+    if want.startswith(f"{FINGERPRINT_FORMAT}-"):
+        have = base_fingerprint(model)
+        if want != have:
+            raise SeedVLMError(
+                f"adapter {a} was trained on a different base model (fingerprint {want}, this model {have}): "
+                f"another base, another fine-tune, or this base with an adapter already merged in; load it onto the "
+                f"model it was trained from")
+        return
+    have = legacy_fingerprint(model)
+    if want != have:
+        raise SeedVLMError(f"adapter {a} was trained on a different base model (fingerprint {want}, this base "
+                           f"{have}); load it onto the model it was trained from")
+    log.warning("adapter %s carries an older embeddings-only fingerprint: the base matches, but whether this "
+                "model already has an adapter merged in could not be checked", a)
+
+
+def attach_adapter(model, adapter: str | os.PathLike, is_trainable: bool = False, allow_unverified: bool = False,
+                   model_dir: str | os.PathLike | None = None):
+    """Wrap `model` with a peft LoRA adapter from a local folder, refusing an adapter made for other weights
+    (`verify_adapter_base`)."""
     a = Path(adapter)
     if not (a / "adapter_config.json").is_file():
         raise SeedVLMError(f"not a peft adapter folder (no adapter_config.json): {a}")
     if not (a / "adapter_model.safetensors").is_file():
         raise SeedVLMError(f"no adapter_model.safetensors in adapter folder {a}")
-    fp_file = a / BASE_FINGERPRINT_FILE
-    if fp_file.is_file():
-        want = read_json(fp_file, "adapter base fingerprint").get("fingerprint")
-        have = base_fingerprint(model)
-        if want != have:
-            raise SeedVLMError(
-                f"adapter {a} was trained on a different base model (fingerprint {want}, this base {have}); "
-                f"load it onto the model it was trained from")
+    verify_adapter_base(model, a, allow_unverified, model_dir)
     try:
         return PeftModel.from_pretrained(model, a, is_trainable=is_trainable)
     except (RuntimeError, ValueError, KeyError) as e:
@@ -133,12 +171,13 @@ def attach_adapter(model, adapter: str | os.PathLike, is_trainable: bool = False
 
 
 def load_for_inference(model_path: str | os.PathLike, adapter: str | os.PathLike | None = None,
-                       device: str | torch.device | None = None, dtype: torch.dtype | None = None):
-    """(model, processor) ready for generation: eval mode, adapter attached if given."""
-    model = load_model(model_path, device=device, dtype=dtype)
+                       device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                       allow_unverified_adapter: bool = False):
+    """(model, processor) ready for generation: eval mode, adapter attached if given (and verified)."""
     processor = load_processor(model_path)
+    model = load_model(model_path, device=device, dtype=dtype)
     if adapter:
-        model = attach_adapter(model, adapter)
+        model = attach_adapter(model, adapter, allow_unverified=allow_unverified_adapter, model_dir=model_path)
     model.eval()
     return model, processor
 

@@ -48,10 +48,9 @@ def build_processor(tokenizer: PreTrainedTokenizerBase, config: LlavaConfig) -> 
     )
 
 
-def chat_prompt(processor, question: str) -> str:
-    """The generation prompt for one image and one question, through the processor's own chat template
-    (LLaVA-1.5: "USER: <image>\\n{question} ASSISTANT:"). Works for the world's processor and for llava-hf's."""
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-    if getattr(processor, "chat_template", None):
-        return processor.apply_chat_template(messages, add_generation_prompt=True)
-    return f"USER: <image>\n{question} ASSISTANT:"
+def chat_prompt(processor, question: str, style=None) -> str:
+    """The generation prompt for one image and one question in a prompt style (`seedvlm.models.prompting`; default
+    `hf`, the processor's own chat template: "USER: <image>\\n{question} ASSISTANT:")."""
+    from seedvlm.models.prompting import render_conversation
+
+    return render_conversation(processor, style, [(question, None)])[0]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from seedvlm.choices import Degradation, values
 from seedvlm.config import field_
 from seedvlm.errors import SeedVLMError
 
-DEGRADE_KINDS = ("noise", "mask", "blank")  # stage 1's degraded views (seedvlm.pretrain.levers)
+DEGRADE_KINDS = values(Degradation)  # stage 1's degraded views (seedvlm.pretrain.levers)
 
 
 @dataclass

@@ -1,9 +1,6 @@
-"""SEED training and the SFT control arm on `transformers.Trainer`: config, trainer, callbacks, LoRA, merging.
+"""SEED training and the SFT control arm on `transformers.Trainer`: config (SeedConfig), trainer, run setup,
+checkpoints, FSDP plumbing, callbacks, LoRA.
 
-Import the heavy parts from their modules (`seedvlm.train.trainer`, `seedvlm.train.lora`); this package import
-stays light so `seedvlm --help` is fast.
+Import the parts from their modules (`seedvlm.train.config`, `seedvlm.train.run`, ...); this package import stays
+light so `seedvlm --help` is fast.
 """
-
-from seedvlm.train.config import TrainConfig
-
-__all__ = ["TrainConfig"]

@@ -69,7 +69,8 @@ def frozen_state(model) -> dict:
             for n, p in getattr(inner, part).named_parameters()}
 
 
-def merge(model_path: str | Path, adapter: str | Path, out: str | Path, dtype: str = "auto") -> Path:
+def merge(model_path: str | Path, adapter: str | Path, out: str | Path, dtype: str = "auto",
+          allow_unverified: bool = False) -> Path:
     """Base + adapter -> merged llava-hf folder (weights + processor), written atomically.
 
     Merged in float32 on the CPU, then cast to `dtype` ("auto" = the base checkpoint's own dtype).
@@ -86,8 +87,9 @@ def merge(model_path: str | Path, adapter: str | Path, out: str | Path, dtype: s
         raise SeedVLMError(f"dtype must be auto, fp32, bf16 or fp16, got {dtype!r}")
     model = load_model(model_path, device="cpu", dtype=torch.float32)
     processor = load_processor(model_path)
-    model = attach_adapter(model, adapter)
+    model = attach_adapter(model, adapter, allow_unverified=allow_unverified, model_dir=model_path)
     merged = model.merge_and_unload().to(target)
     merged.eval()
     return save_model(merged, processor, out, extra_files={
-        "seedvlm_merge.json": {"base": str(model_path), "adapter": str(adapter), "dtype": str(target)}})
+        "seedvlm_merge.json": {"base": str(Path(model_path).resolve()), "adapter": str(Path(adapter).resolve()),
+                               "dtype": str(target)}})

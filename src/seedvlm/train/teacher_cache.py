@@ -49,7 +49,7 @@ import hashlib
 import logging
 import time
 from pathlib import Path
-from typing import Any, Literal, Sequence, get_args
+from typing import Any, Sequence, get_args
 
 import torch
 from safetensors import safe_open
@@ -58,6 +58,7 @@ from safetensors.torch import save_file
 from seedvlm import distributed
 from seedvlm import seed as S
 from seedvlm.data.dataset import Collator, load_records, load_train_data
+from seedvlm.choices import CacheTail
 from seedvlm.errors import SeedVLMError
 from seedvlm.io import atomic_path, read_json, safe_join, write_json
 from seedvlm.models import base_fingerprint, load_model
@@ -69,7 +70,6 @@ log = logging.getLogger("seedvlm.teach")
 FORMAT = "seedvlm-teacher-cache"
 VERSION = 1
 INDEX_FILE = "index.json"
-CacheTail = Literal["lump", "drop"]
 TAIL_MODES = get_args(CacheTail)
 VALUE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 ROW_KEYS = ("ids", "clean", "noisy", "clean_lse", "noisy_lse", "clean_rest", "noisy_rest", "clean_tail_max")
@@ -252,6 +252,10 @@ def open_cache(folder: str | Path, cfg, fingerprint: str, n_samples: int) -> Tea
     cache = TeacherCache(folder, tail=cfg.teacher_cache_tail)
     cache.check(data=cfg.data, fingerprint=fingerprint, noise=noise_settings(cfg), n_samples=n_samples,
                 images_hash=images_sha256(cfg.data, cfg.images))
+    made_with = cache.index["data"].get("prompt_style", "hf")
+    if made_with != cfg.prompt_style:
+        raise SeedVLMError(f"teacher cache {folder} was made with prompt_style {made_with}, this run uses "
+                           f"{cfg.prompt_style}; make a new cache with `seedvlm teach`")
     return cache
 
 
@@ -345,7 +349,7 @@ def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, 
     vdt = VALUE_DTYPES[value_dtype]
     patch = int(model.config.vision_config.patch_size)
     collate = Collator(processor.tokenizer.pad_token_id)
-    bs = int(batch_size or cfg.per_device_batch_size)
+    bs = int(batch_size or cfg.per_device_train_batch_size)
     n = len(dataset)
     t0 = time.time()
     shards, total_rows, total_bytes = [], 0, 0
@@ -401,7 +405,7 @@ def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, 
             "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "data": {"path": str(cfg.data), "sha256": file_sha256(cfg.data), "images": str(cfg.images),
                      "images_sha256": images_sha256(cfg.data, cfg.images), "n_records": n,
-                     "max_samples": cfg.max_samples, "max_length": max_length},
+                     "max_samples": cfg.max_samples, "max_length": max_length, "prompt_style": cfg.prompt_style},
             "model": {"path": str(cfg.model), "fingerprint": fp, "dtype": str(dtype).replace("torch.", ""),
                       "attn_implementation": cfg.attn_implementation},
             "noise": {**noise_settings(cfg), "step": NOISE_STEP},
