@@ -40,7 +40,8 @@ def assets(tmp_path_factory):
     """A saved 2-layer random LLaVA, a LoRA adapter for it, two images and an instances file."""
     from peft import LoraConfig, get_peft_model
 
-    from seedvlm.models import build_processor, build_word_tokenizer, preset_config, random_model, save_model
+    from seedvlm.models import (base_fingerprint, build_processor, build_word_tokenizer, preset_config, random_model,
+                                save_model)
 
     root = tmp_path_factory.mktemp("demo")
     tok = build_word_tokenizer("a the cat dog fork knife table sofa on near with and".split())
@@ -54,7 +55,9 @@ def assets(tmp_path_factory):
     save_model(model, build_processor(tok, cfg), root / "model")
     lora = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
                       target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)")
+    fingerprint = base_fingerprint(model)
     get_peft_model(model, lora).save_pretrained(root / "adapter")
+    (root / "adapter" / "seedvlm_base.json").write_text(json.dumps({"fingerprint": fingerprint}))
     rng = np.random.default_rng(0)
     for name in ("kitchen.png", "street.png"):
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / name)

@@ -7,9 +7,9 @@ from typing import Sequence
 
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from seedvlm.models.processor import chat_prompt
+from seedvlm.progress import progress as progress_reporter
 
 
 def _device_of(model) -> torch.device:
@@ -46,7 +46,7 @@ def generate_texts(model, processor, images: Sequence[Image.Image], prompts: Seq
     dtype = next(model.parameters()).dtype
     tok = processor.tokenizer
     out: list[str] = []
-    bar = tqdm(total=len(prompts), desc=desc, disable=not progress, unit="q", dynamic_ncols=True)
+    bar = progress_reporter(len(prompts), desc, "q", enabled=progress)
     for start in range(0, len(prompts), batch_size):
         imgs = images[start:start + batch_size]
         qs = prompts[start:start + batch_size]

@@ -179,3 +179,13 @@ def open_image(path: str | os.PathLike, what: str = "image", decode: bool = True
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise SeedVLMError(f"cannot read {what} {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
                            ) from None
+
+
+def duplicates(ids: Iterable) -> list:
+    """The ids that occur more than once, in order of their second occurrence."""
+    seen, repeated = set(), []
+    for i in ids:
+        if i in seen and i not in repeated:
+            repeated.append(i)
+        seen.add(i)
+    return repeated

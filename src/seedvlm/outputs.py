@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import errno
+import fnmatch
 import functools
 import logging
 import os
@@ -49,12 +50,14 @@ def owned_by(*names: str) -> Callable[[Path], bool]:
 is_own_output = owned_by(*SIGNATURES)
 
 
-def only_holds(*names: str) -> Callable[[Path], bool]:
-    """A test for a folder a command writes files into: marked, or holding nothing but files of those names."""
+def only_holds(*patterns: str) -> Callable[[Path], bool]:
+    """A test for a folder a command writes files into: marked, or holding nothing but files whose names match
+    the patterns (shell-style, e.g. "*.png")."""
 
     def owns(folder: Path) -> bool:
         entries = list(Path(folder).iterdir())
-        return (Path(folder) / MARKER).exists() or all(p.is_file() and p.name in names for p in entries)
+        return (Path(folder) / MARKER).exists() or all(
+            p.is_file() and any(fnmatch.fnmatchcase(p.name, pat) for pat in patterns) for p in entries)
 
     return owns
 
@@ -68,6 +71,11 @@ def mark(folder: str | os.PathLike) -> Path:
     except OSError as e:
         raise os_error(e, folder) from None
     return folder
+
+
+def not_ours(target: str, action: str) -> str:
+    return (f"{target} is a folder that is not empty and that seedvlm did not write (no {MARKER}); refusing to "
+            f"{action} it: give a new or empty folder")
 
 
 def _existing_ancestor(path: Path, what: str) -> Path:
@@ -110,8 +118,7 @@ def check_dir_target(path: str | os.PathLike, what: str = "--out",
     if path.exists() and not path.is_dir():
         raise SeedVLMError(f"{what} {path} is a file; give a folder path")
     if path.is_dir() and not owns(path):
-        raise SeedVLMError(f"{what} {path} is a non-empty folder that seedvlm did not write (no {MARKER}); "
-                           f"refusing to write into it: give a new or empty folder")
+        raise SeedVLMError(not_ours(f"{what} {path}", "write into"))
     probe_writable(path if path.is_dir() else _existing_ancestor(path.parent, what), path)
     return path
 
@@ -124,8 +131,7 @@ def check_replace(path: Path, payload: Path, owns: Callable[[Path], bool] = is_o
         if not payload.is_dir():
             raise SeedVLMError(f"{path} is a folder; give a file path (nothing was written)")
         if not owns(path):
-            raise SeedVLMError(f"{path} is a non-empty folder that seedvlm did not write (no {MARKER}); refusing "
-                               f"to replace it: give a new or empty folder")
+            raise SeedVLMError(not_ours(str(path), "replace"))
     elif payload.is_dir():
         raise SeedVLMError(f"{path} is a file; give a folder path (nothing was written)")
 

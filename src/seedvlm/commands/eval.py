@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 
+from seedvlm.options import non_negative_int, positive_int
+
 
 def _common(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
     p.add_argument("--model", required=True, help="llava-hf-format model folder")
@@ -24,12 +26,13 @@ def _common(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
     p.add_argument("--images", required=True, help="folder the image file names are relative to")
     p.add_argument("--out", required=True, help="output folder for results.json and samples.jsonl")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--batch-size", type=int, default=16, help="generation batch size (default 16)")
-    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
-                   help=f"new tokens per answer (default {max_new_tokens})")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="generation batch size, >= 1 (default 16)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=max_new_tokens,
+                   help=f"new tokens per answer, >= 1 (default {max_new_tokens})")
     p.add_argument("--decoding", choices=("greedy", "sample", "beam", "contrastive"), default="greedy",
                    help="decoding method (default greedy); extra --key value options are passed to it")
-    p.add_argument("--seed", type=int, default=0, help="seed for image sampling and sampled decoding (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed for image sampling and sampled decoding (default 0)")
     p.add_argument("--train-manifest", default=None,
                    help="training manifest JSON ({\"images\": [...]}); its images are refused")
     p.add_argument("--allow-overlap", action="store_true", help="evaluate even on images of the training manifest")
@@ -46,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--questions", required=True, help="POPE folder from `seedvlm pope build`, or one .jsonl file")
     p.add_argument("--prompt-suffix", default="", help="appended to every question, e.g. ' Answer yes or no.' "
                                                         "(default: none, the plain POPE question)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N questions of each split")
+    p.add_argument("--limit", type=positive_int, default=None, help="only the first N questions of each split (N >= 1)")
     _common(p, max_new_tokens=8)
     p.set_defaults(func=run_pope)
 
@@ -54,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--instances", required=True, help="COCO-format instances JSON of the evaluated images")
     c.add_argument("--references", required=True, help="COCO-format reference captions JSON")
-    c.add_argument("--n", type=int, default=500, help="images to sample from the instances (default 500)")
+    c.add_argument("--n", type=positive_int, default=500, help="images to sample from the instances, >= 1 (default 500)")
     c.add_argument("--image-ids", default=None,
                    help="JSON list of image ids (or a results.json with image_ids) instead of sampling")
     c.add_argument("--prompt", default="Please describe this image in detail.", help="the description prompt")
@@ -65,9 +68,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _decode_options(args: argparse.Namespace) -> dict:
     from seedvlm.config import parse_overrides
     from seedvlm.eval.runner import check_decode_options, parse_value
+    from seedvlm.options import check_decode_ranges
+    from seedvlm.eval.results import check_results_dir
 
+    check_results_dir(args.out)  # first: an unusable --out fails in the first second, not after every answer
     options = {k: parse_value(v) for k, v in parse_overrides(args.overrides).items()}
     check_decode_options(args.decoding, options)
+    check_decode_ranges(options)
     return options
 
 
@@ -111,7 +118,7 @@ def select_images(chair, n: int, seed: int, image_ids: str | None) -> list[dict]
     import random
 
     from seedvlm.errors import SeedVLMError
-    from seedvlm.io import read_json
+    from seedvlm.io import duplicates, read_json
 
     by_key = {str(im["id"]): im for im in chair.images}
     bad = [k for k, im in by_key.items() if not isinstance(im.get("file_name"), str)]
@@ -123,6 +130,9 @@ def select_images(chair, n: int, seed: int, image_ids: str | None) -> list[dict]
         if not isinstance(ids, list) or not ids:
             raise SeedVLMError(f"image id file {image_ids}: expected a JSON list of image ids or a results.json "
                                "with 'image_ids'")
+        repeated = duplicates(str(i) for i in ids)
+        if repeated:
+            raise SeedVLMError(f"image id file {image_ids}: duplicate image ids, e.g. {', '.join(repeated[:5])}")
         missing = [str(i) for i in ids if str(i) not in by_key]
         if missing:
             raise SeedVLMError(f"image id file {image_ids}: {len(missing)} ids are not in {chair.instances_source}, "

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 
+from seedvlm.options import positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("score", help="score POPE answers or CHAIR captions without a model",
@@ -24,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--questions", required=True, help="POPE folder or one questions .jsonl")
     p.add_argument("--answers", required=True, help="answers JSONL: question_id, text")
     p.add_argument("--out", required=True, help="output folder for results.json and samples.jsonl")
-    p.add_argument("--limit", type=int, default=None,
+    p.add_argument("--limit", type=positive_int, default=None,
                    help="only the first N questions of each split (as `eval pope --limit`)")
     p.set_defaults(func=run_pope)
 
@@ -40,8 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_pope(args: argparse.Namespace) -> int:
     from seedvlm.eval.pope import load_answers, load_questions, questions_provenance, score_pope
     from seedvlm.eval.report import pope_table
-    from seedvlm.eval.results import args_config, write_results
+    from seedvlm.eval.results import args_config, check_results_dir, write_results
 
+    check_results_dir(args.out)
     questions = load_questions(args.questions, limit=args.limit)
     answers = load_answers(args.answers)
     metrics, samples = score_pope(questions, answers, answers_source=f"answers file {args.answers}")
@@ -52,18 +55,23 @@ def run_pope(args: argparse.Namespace) -> int:
 
 
 def run_chair(args: argparse.Namespace) -> int:
-    from seedvlm.errors import SeedVLMError
+    from seedvlm.errors import SeedVLMError, empty_file
     from seedvlm.eval.chair import CHAIR
     from seedvlm.eval.report import chair_table
-    from seedvlm.eval.results import args_config, write_results
-    from seedvlm.io import read_jsonl
+    from seedvlm.eval.results import args_config, check_results_dir, write_results
+    from seedvlm.io import duplicates, read_jsonl
 
+    check_results_dir(args.out)
     records = read_jsonl(args.captions, "captions file")
     if not records:
-        raise SeedVLMError(f"captions file {args.captions} is empty")
+        raise empty_file("captions file", args.captions)
     for k, r in enumerate(records, 1):
         if "image_id" not in r or not isinstance(r.get("caption"), str):
             raise SeedVLMError(f"captions file {args.captions} record {k}: needs 'image_id' and a string 'caption'")
+    repeated = duplicates(str(r["image_id"]) for r in records)
+    if repeated:  # each would be counted again in every CHAIR figure
+        raise SeedVLMError(f"captions file {args.captions}: duplicate image_ids, e.g. {', '.join(repeated[:5])}; "
+                           f"give one caption per image")
     chair = CHAIR(args.instances, args.references)
     unknown = [str(r["image_id"]) for r in records if str(r["image_id"]) not in chair.image_ids]
     if unknown:

@@ -120,13 +120,16 @@ def attach_adapter(model, adapter: str | os.PathLike, is_trainable: bool = False
     if not (a / "adapter_model.safetensors").is_file():
         raise SeedVLMError(f"no adapter_model.safetensors in adapter folder {a}")
     fp_file = a / BASE_FINGERPRINT_FILE
-    if fp_file.is_file():
-        want = read_json(fp_file, "adapter base fingerprint").get("fingerprint")
-        have = base_fingerprint(model)
-        if want != have:
-            raise SeedVLMError(
-                f"adapter {a} was trained on a different base model (fingerprint {want}, this base {have}); "
-                f"load it onto the model it was trained from")
+    have = base_fingerprint(model)
+    if not fp_file.is_file():
+        raise SeedVLMError(f"adapter {a} has no {BASE_FINGERPRINT_FILE} (the fingerprint of the base it was trained "
+                           f"on), so nothing shows it fits this base; if it was trained on this base, write "
+                           f"{{\"fingerprint\": \"{have}\"}} to {fp_file}")
+    want = read_json(fp_file, "adapter base fingerprint").get("fingerprint")
+    if want != have:
+        raise SeedVLMError(
+            f"adapter {a} was trained on a different base model (fingerprint {want}, this base {have}); "
+            f"load it onto the model it was trained from")
     try:
         return PeftModel.from_pretrained(model, a, is_trainable=is_trainable)
     except (RuntimeError, ValueError, KeyError) as e:
