@@ -101,7 +101,7 @@ def test_demo_without_adapter_has_two_columns(assets, capsys):
 def test_demo_missing_image_is_a_clear_error(assets, capsys):
     from seedvlm.cli import main
 
-    assert main(["demo", "--model", str(assets / "model"), "--image", str(assets / "nope.png")]) == 1
+    assert main(["demo", "--model", str(assets / "model"), "--image", str(assets / "nope.png")]) == 2
     assert "image not found" in capsys.readouterr().err
 
 

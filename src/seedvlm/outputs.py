@@ -156,13 +156,13 @@ def stash_run(out: str | os.PathLike) -> None:
             os.replace(p, stash / p.name)
     except OSError as e:
         raise os_error(e, out) from None
-    _pending.append(out)
+    _pending.append(out.resolve())
     log.info("the previous run in %s is kept in %s until this run writes its first checkpoint", out, stash)
 
 
 def commit_stash(out: str | os.PathLike) -> None:
     """The new run in `out` has a checkpoint: the previous run it overwrites is deleted now."""
-    out = Path(out)
+    out = Path(out).resolve()
     if out in _pending:
         _pending.remove(out)
         shutil.rmtree(out / STASH, ignore_errors=True)
@@ -185,6 +185,19 @@ def rollback_pending() -> list[Path]:
         stash.rmdir()
         restored.append(out)
     return restored
+
+
+def commits_overwrite(save: Callable) -> Callable:
+    """Decorates a Trainer method that writes a complete output (the final adapter): once it succeeds, the
+    previous run an overwrite kept aside is deleted (a run that writes no checkpoint commits here)."""
+
+    @functools.wraps(save)
+    def wrapper(trainer, *args, **kwargs):
+        result = save(trainer, *args, **kwargs)
+        commit_stash(trainer.args.output_dir)
+        return result
+
+    return wrapper
 
 
 # --------------------------------------------------------------------------------------------- checkpoint saves

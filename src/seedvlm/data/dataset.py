@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from seedvlm.errors import SeedVLMError
-from seedvlm.io import read_json, safe_join
+from seedvlm.io import check_image, open_image, read_json, safe_join
 
 IGNORE_INDEX = -100
 RECORD_KEYS = ("id", "image", "prompt", "answer")
@@ -111,6 +111,10 @@ class InstructDataset(torch.utils.data.Dataset):
                 raise SeedVLMError(f"{where}: {e}") from None
             if not path.is_file():
                 raise SeedVLMError(f"{where}: image not found: {path}")
+            try:  # the header only: an unreadable or oversized image fails here, before training starts
+                check_image(path)
+            except SeedVLMError as e:
+                raise SeedVLMError(f"{where}: {e}") from None
             self.prompt_lengths.append(plen)
             self.lengths.append(total)
             self.paths.append(path)
@@ -125,11 +129,9 @@ class InstructDataset(torch.utils.data.Dataset):
 
     def load_image(self, i: int) -> Image.Image:
         try:
-            with Image.open(self.paths[i]) as im:
-                return im.convert("RGB")
-        except (OSError, ValueError) as e:
-            raise SeedVLMError(f"{self.source}: record {self.records[i]['id']!r}: cannot read image "
-                               f"{self.paths[i]}: {e}") from None
+            return open_image(self.paths[i])
+        except SeedVLMError as e:
+            raise SeedVLMError(f"{self.source}: record {self.records[i]['id']!r}: {e}") from None
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         rec = self.records[i]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -131,7 +132,9 @@ def attach_adapter(model, adapter: str | os.PathLike, is_trainable: bool = False
             f"adapter {a} was trained on a different base model (fingerprint {want}, this base {have}); "
             f"load it onto the model it was trained from")
     try:
-        return PeftModel.from_pretrained(model, a, is_trainable=is_trainable)
+        with warnings.catch_warnings():  # peft reads a property transformers marks deprecated: not the user's concern
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return PeftModel.from_pretrained(model, a, is_trainable=is_trainable)
     except (RuntimeError, ValueError, KeyError) as e:
         raise SeedVLMError(f"adapter {a} does not match this base model: {str(e).splitlines()[0]}") from None
 

@@ -38,6 +38,7 @@ from seedvlm import seed as S
 from seedvlm.distributed import launched_world_size
 from seedvlm.errors import SeedVLMError
 from seedvlm.io import atomic_path, read_json, write_json
+from seedvlm.outputs import check_dir_target, commits_overwrite, guard_checkpoint_save, stash_run
 from seedvlm.train.callbacks import (SeedMonitor, SeedProgressCallback, StepAccumulator, load_seed_state,
                                      save_seed_state)
 from seedvlm.train.config import TrainConfig
@@ -278,6 +279,7 @@ class SeedTrainer(Trainer):
         write_json(Path(output_dir) / BASE_FINGERPRINT_FILE, {"fingerprint": self.base_fp})
         write_json(Path(output_dir) / CONFIG_FILE, dataclasses.asdict(self.cfg))
 
+    @guard_checkpoint_save
     def _save_checkpoint(self, model, trial) -> None:
         """Write checkpoint-N into `.checkpoint-N.tmp`, then rename: a crash mid-save never leaves a half
         checkpoint where `--resume` would find it (the previous one stays intact)."""
@@ -332,6 +334,7 @@ class SeedTrainer(Trainer):
                                    cpu_offload=self.args.device.type != "cpu")
         return get_model_state_dict(self.model_wrapped, options=options)
 
+    @commits_overwrite
     def save_adapter(self, folder: str | Path) -> Path:
         """The final adapter (with seedvlm_base.json and the config), written atomically. Every rank calls it (under
         FSDP the weights are gathered first); rank 0 writes."""
@@ -563,7 +566,7 @@ def _prepare_output_dir(cfg: TrainConfig, resume: str | None, is_main: bool, res
     """A fresh run refuses an output_dir that holds an earlier run (every rank checks; rank 0 clears it when
     overwrite_output_dir is set). `restart`: `--resume auto` found no checkpoint, so a run stopped before its first
     one left only metrics behind: they are cleared and it starts again, as the user asked to continue it."""
-    out = Path(cfg.output_dir)
+    out = check_dir_target(cfg.output_dir, "output_dir", owns=lambda folder: True)
     if resume is not None or not out.is_dir():
         return
     old = sorted(p for p in out.iterdir() if p.name.startswith(f"{CHECKPOINT_PREFIX}-") or p.name == "metrics.jsonl")
@@ -575,8 +578,7 @@ def _prepare_output_dir(cfg: TrainConfig, resume: str | None, is_main: bool, res
         raise SeedVLMError(f"output_dir {out} already holds a run ({old[0].name}, ...); continue it with "
                            f"--resume auto, or start afresh with --overwrite-output-dir true or another output_dir")
     if is_main:
-        for p in old:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        stash_run(out)  # kept until the new run's first checkpoint; put back if it fails before
 
 
 def build_trainer(cfg: TrainConfig, resume: str | None = None, callbacks: Sequence = (), restart: bool = False,
