@@ -36,7 +36,7 @@ def _common(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
     p.add_argument("--train-manifest", default=None,
                    help="training manifest JSON ({\"images\": [...]}); its images are refused")
     p.add_argument("--allow-overlap", action="store_true", help="evaluate even on images of the training manifest")
-    p.set_defaults(accepts_overrides=True)
+    p.set_defaults(accepts_overrides=True, option_names=[o for o in p._option_string_actions if o.startswith("--")])
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,13 +67,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _decode_options(args: argparse.Namespace) -> dict:
     from seedvlm.config import parse_overrides
+    from seedvlm.errors import SeedVLMError, did_you_mean
     from seedvlm.eval.runner import check_decode_options, parse_value
     from seedvlm.options import check_decode_ranges
     from seedvlm.eval.results import check_results_dir
 
     check_results_dir(args.out)  # first: an unusable --out fails in the first second, not after every answer
     options = {k: parse_value(v) for k, v in parse_overrides(args.overrides).items()}
-    check_decode_options(args.decoding, options)
+    try:
+        check_decode_options(args.decoding, options)
+    except SeedVLMError as e:  # most often a mistyped option of the command itself
+        hints = "".join(did_you_mean("--" + k.replace("_", "-"), args.option_names) for k in options)
+        raise SeedVLMError(f"{e}{hints}") from None
     check_decode_ranges(options)
     return options
 
