@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from seedvlm.cli import main
-from test_outputs import snapshot
+from test_outputs import failing_writes, snapshot  # noqa: F401 (a fixture)
 from test_train import build_env
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -108,3 +108,12 @@ def test_output_dir_that_is_a_file(env, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "is a file" in err and str(f) in err
     assert f.read_text() == "keep"
+
+
+def test_output_dir_on_a_read_only_disk(env, tmp_path, capsys, failing_writes):
+    import errno
+
+    failing_writes(tmp_path, errno.EROFS)
+    rc = train(env, tmp_path / "run")
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and line.startswith("seedvlm train: error:") and "read-only" in line and "run" in line

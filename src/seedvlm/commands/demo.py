@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--question", default="Please describe this image in detail.", help="the prompt for every image")
     p.add_argument("--instances", default=None,
                    help="COCO instances JSON: mark named objects that are not annotated in the image")
-    p.add_argument("--beta", type=bounded(float, 0), default=1.0, help="contrast strength b >= 0 (default 1.0, VCD's)")
+    p.add_argument("--beta", type=bounded(float, 0), default=1.0,
+                   help="contrast strength b >= 0 (default 1.0, VCD's)")
     p.add_argument("--noise", choices=("gaussian", "ddpm", "mask"), default="gaussian",
                    help="perturbation of the noisy pass (default gaussian, a=0.3; ddpm = VCD's step 500)")
     p.add_argument("--alpha", type=bounded(float, 0, 1, lo_open=True), default=None,

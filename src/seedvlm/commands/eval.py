@@ -57,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--instances", required=True, help="COCO-format instances JSON of the evaluated images")
     c.add_argument("--references", required=True, help="COCO-format reference captions JSON")
-    c.add_argument("--n", type=positive_int, default=500, help="images to sample from the instances, >= 1 (default 500)")
+    c.add_argument("--n", type=positive_int, default=500,
+                   help="images to sample from the instances, >= 1 (default 500)")
     c.add_argument("--image-ids", default=None,
                    help="JSON list of image ids (or a results.json with image_ids) instead of sampling")
     c.add_argument("--prompt", default="Please describe this image in detail.", help="the description prompt")
