@@ -102,3 +102,19 @@ def test_html_demo_marks_rows_it_could_not_check():
     assert "no object outside the annotations" in known and UNCHECKED not in known
     assert UNCHECKED in stranger and "no object outside the annotations" not in stranger
     assert UNCHECKED in render_terminal(result)
+
+
+def test_the_cli_silences_library_deprecation_warnings(tmp_path):
+    """transformers warns (FutureWarning) whenever peft reads a renamed property, e.g. at every adapter load and
+    training start; a normal run of a command shows none of it."""
+    import warnings
+
+    from conftest import tiny_config
+    from seedvlm.models import build_word_tokenizer, random_model
+
+    model = random_model(tiny_config(build_word_tokenizer(["cat"])))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["demo", "--model", str(tmp_path), "--image", str(tmp_path / "none.png")]) == 2
+        assert model.is_gradient_checkpointing is not None
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
