@@ -208,3 +208,11 @@ def test_loading_an_adapter_warns_nothing(adapter_env):
         attach_adapter(model, adapter)
     assert not [w for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))], \
         [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("device, words", [("foo", "is not a torch device"), ("cuda:64", "cuda")])
+def test_a_device_that_is_not_there_is_one_line(tiny_model_dir, capsys, tmp_path, device, words):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    rc = main(["demo", "--model", str(tiny_model_dir), "--image", str(tmp_path / "a.png"), "--device", device])
+    line = one_line_error(capsys, "demo")
+    assert rc == 2 and f"--device {device}" in line.replace("'", "") and words in line

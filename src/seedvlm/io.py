@@ -161,9 +161,7 @@ def open_image(path: str | os.PathLike, what: str = "image", decode: bool = True
 
     from PIL import Image
 
-    path = Path(path)
-    if not path.is_file():
-        raise not_found(what, path)
+    path = _input_file(path, what)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

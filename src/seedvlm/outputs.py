@@ -78,12 +78,12 @@ def not_ours(target: str, action: str) -> str:
             f"{action} it: give a new or empty folder")
 
 
-def _existing_ancestor(path: Path, what: str) -> Path:
-    """The nearest existing folder above (or at) `path`; a file on the way is an error."""
+def _existing_ancestor(path: Path, what: str, target: Path | None = None) -> Path:
+    """The nearest existing folder above (or at) `path`; a file on the way is an error naming `target`."""
     for parent in (path, *path.parents):
         if parent.exists():
             if not parent.is_dir():
-                raise SeedVLMError(f"{what} {path}: {parent} is a file, not a folder; choose another path")
+                raise SeedVLMError(f"{what} {target or path}: {parent} is a file, not a folder; choose another path")
             return parent
     return Path.cwd()
 
@@ -107,7 +107,7 @@ def check_file_target(path: str | os.PathLike, what: str = "--out") -> Path:
     path = Path(path)
     if path.is_dir():
         raise SeedVLMError(f"{what} {path} is a folder; give a file path (e.g. {path / 'out.json'})")
-    probe_writable(_existing_ancestor(path.parent, what), path)
+    probe_writable(_existing_ancestor(path.parent, what, path), path)
     return path
 
 
@@ -119,7 +119,7 @@ def check_dir_target(path: str | os.PathLike, what: str = "--out",
         raise SeedVLMError(f"{what} {path} is a file; give a folder path")
     if path.is_dir() and not owns(path):
         raise SeedVLMError(not_ours(f"{what} {path}", "write into"))
-    probe_writable(path if path.is_dir() else _existing_ancestor(path.parent, what), path)
+    probe_writable(path if path.is_dir() else _existing_ancestor(path.parent, what, path), path)
     return path
 
 

@@ -48,6 +48,29 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`--device` as a torch device that exists here (default: cuda if available); a name torch does not know or
+    a GPU that is not there is a one-line error, before any weights load."""
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise SeedVLMError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SeedVLMError(f"--device {device}: no CUDA GPU is visible here; use --device cpu")
+        if dev.index is not None and dev.index >= count:
+            raise SeedVLMError(f"--device {device}: only {count} CUDA GPU(s) are visible (cuda:0..cuda:{count - 1})")
+    elif dev.type != "cpu":
+        try:
+            torch.empty(0, device=dev)
+        except (RuntimeError, AssertionError) as e:
+            raise SeedVLMError(f"--device {device}: {str(e).splitlines()[0]}; use cpu or cuda") from None
+    return dev
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
     """bf16 on GPU, fp32 on CPU (DESIGN.md section 2)."""
     return torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -60,7 +83,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     "flash_attention_2" or None (transformers' default, sdpa where available)."""
     p = check_model_dir(path)
     _quiet_transformers()
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     dtype = dtype or default_dtype(device)
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
