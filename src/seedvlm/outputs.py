@@ -33,6 +33,9 @@ MARKER = ".seedvlm-output"
 # a base model from `pretrain`.
 SIGNATURES = (MARKER, "world.json", "meta.json", "index.json", "seedvlm_base.json", "seedvlm_merge.json",
               "pretrain.json")
+# What `seedvlm experiment` keeps in a step's folder beside the command's own output (the step's log, its
+# done/started markers, the captions it scores): a folder holding only these and the command's files is seedvlm's.
+STEP_FILES = ("log.txt", "done.json", "started.json", "captions.jsonl")
 STASH = ".previous-run"
 _LOW_SPACE = 64 * 2 ** 20  # bytes free under which a failed write is blamed on a full disk
 

@@ -12,19 +12,16 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from seedvlm.io import write_json, write_jsonl
-from seedvlm.outputs import check_dir_target, mark, only_holds
+from seedvlm.outputs import STEP_FILES, check_dir_target, mark, only_holds
 
 _PACKAGES = ("torch", "transformers", "peft", "seedvlm")
 RESULT_FILES = ("results.json", "samples.jsonl")
-# what else seedvlm puts beside results (`seedvlm experiment`: the step's log, its done/started markers, the captions
-# it scores): a folder holding only these is an earlier run's
-_BESIDE_RESULTS = ("log.txt", "done.json", "started.json", "captions.jsonl")
 
 
 def check_results_dir(out_dir: str | Path) -> Path:
     """An --out folder results can go to: new, empty, seedvlm's own, or holding only earlier results files;
     writable. Called before any model loads or any input is read."""
-    return check_dir_target(out_dir, "--out", owns=only_holds(*RESULT_FILES, *_BESIDE_RESULTS))
+    return check_dir_target(out_dir, "--out", owns=only_holds(*RESULT_FILES, *STEP_FILES))
 
 
 def git_state() -> tuple[str | None, bool | None]:
