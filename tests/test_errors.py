@@ -216,3 +216,12 @@ def test_a_device_that_is_not_there_is_one_line(tiny_model_dir, capsys, tmp_path
     rc = main(["demo", "--model", str(tiny_model_dir), "--image", str(tmp_path / "a.png"), "--device", device])
     line = one_line_error(capsys, "demo")
     assert rc == 2 and f"--device {device}" in line.replace("'", "") and words in line
+
+
+@pytest.mark.parametrize("option, value, words", [("--vision-steps", "-1", "--vision-steps must be >= 0, got -1"),
+                                                  ("--text-lr", "0", "--text-lr must be > 0"),
+                                                  ("--batch-size", "0", "--batch-size must be >= 1, got 0"),
+                                                  ("--warmup-fraction", "2", "must be in [0, 1]")])
+def test_pretrain_refuses_values_out_of_range_before_anything(tmp_path, capsys, option, value, words):
+    rc = main(["pretrain", "--world", str(tmp_path / "none"), "--out", str(tmp_path / "o"), option, value])
+    assert rc == 2 and words in one_line_error(capsys, "pretrain")
