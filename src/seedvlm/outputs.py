@@ -100,7 +100,7 @@ def probe_writable(folder: Path, target: Path) -> None:
             os.write(fd, b"probe")
         finally:
             os.close(fd)
-        os.unlink(probe)
+            os.unlink(probe)
     except OSError as e:
         raise os_error(e, target) from None
 
@@ -256,10 +256,10 @@ def guard_checkpoint_save(save: Callable) -> Callable:
             message = write_failure_message(f"saving checkpoint-{trainer.state.global_step}", run_dir, e)
             for partial in run_dir.glob(".checkpoint-*.tmp"):
                 shutil.rmtree(partial, ignore_errors=True)
-            kept = sorted((p for p in run_dir.glob("checkpoint-*") if p.is_dir()),
-                          key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
-            previous = (f"the previous checkpoint {kept[-1].name} is intact; free space and continue with "
-                        f"--resume auto") if kept else "no earlier checkpoint was lost; free space and run again"
+            steps = [int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*")
+                     if p.is_dir() and p.name.split("-")[1].isdigit()]
+            previous = (f"the previous checkpoint checkpoint-{max(steps)} is intact; free space and continue with "
+                        f"--resume auto") if steps else "no earlier checkpoint was lost; free space and run again"
             raise SeedVLMError(f"{message}; {previous}") from None
         commit_stash(run_dir)
         return result
