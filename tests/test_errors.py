@@ -225,3 +225,12 @@ def test_a_device_that_is_not_there_is_one_line(tiny_model_dir, capsys, tmp_path
 def test_pretrain_refuses_values_out_of_range_before_anything(tmp_path, capsys, option, value, words):
     rc = main(["pretrain", "--world", str(tmp_path / "none"), "--out", str(tmp_path / "o"), option, value])
     assert rc == 2 and words in one_line_error(capsys, "pretrain")
+
+
+def test_pope_build_refuses_duplicate_image_ids(tmp_path, capsys):
+    inst = _instances(tmp_path / "inst.json")
+    data = json.loads(inst.read_text())
+    data["images"].append({"id": 1, "file_name": "c.png"})
+    inst.write_text(json.dumps(data))
+    rc = main(["pope", "build", "--instances", str(inst), "--out", str(tmp_path / "p")])
+    assert rc == 2 and "duplicate image ids, e.g. 1" in one_line_error(capsys, "pope")

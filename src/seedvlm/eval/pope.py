@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 
 from seedvlm.errors import SeedVLMError
 from seedvlm.eval.chair import load_instances
-from seedvlm.io import read_json, read_jsonl
+from seedvlm.io import duplicates, read_json, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,11 @@ class _Instances:
             self.images = {im["id"]: im for im in data["images"]}
         except (KeyError, TypeError) as e:
             raise SeedVLMError(f"{source}: category or image entry without {e}") from None
+        for what, ids in (("image", [im["id"] for im in data["images"]]),
+                          ("category", [c["id"] for c in data["categories"]])):
+            repeated = duplicates(ids)
+            if repeated:
+                raise SeedVLMError(f"{source}: duplicate {what} ids, e.g. {', '.join(map(str, repeated[:5]))}")
         unnamed = [str(i) for i, im in self.images.items() if not isinstance(im.get("file_name"), str)]
         if unnamed:
             raise SeedVLMError(f"{source}: images without a file_name, e.g. ids {', '.join(unnamed[:5])}")
