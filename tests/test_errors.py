@@ -234,3 +234,16 @@ def test_pope_build_refuses_duplicate_image_ids(tmp_path, capsys):
     inst.write_text(json.dumps(data))
     rc = main(["pope", "build", "--instances", str(inst), "--out", str(tmp_path / "p")])
     assert rc == 2 and "duplicate image ids, e.g. 1" in one_line_error(capsys, "pope")
+
+
+def test_a_question_with_an_image_tag_is_refused_with_its_id(tmp_path, capsys, no_model):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    q = tmp_path / "q.jsonl"
+    q.write_text(json.dumps({"question_id": 7, "image": "a.png", "text": "<image>\nIs there a cat?",
+                             "label": "yes"}) + "\n")
+    rc = main(["eval", "pope", "--model", "m", "--questions", str(q), "--images", str(tmp_path), "--out",
+               str(tmp_path / "o")])
+    line = one_line_error(capsys, "eval")
+    assert rc == 2 and "question 7 holds <image>" in line and str(q) in line
+    assert main(["demo", "--model", "m", "--image", str(tmp_path / "a.png"), "--question", "<image> What?"]) == 2
+    assert "--question holds <image>" in one_line_error(capsys, "demo")

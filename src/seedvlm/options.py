@@ -92,3 +92,11 @@ def check_decode_ranges(options: dict, prefix: str = "--") -> None:
             continue
         if not isinstance(value, (int, float)) or value not in valid:
             raise SeedVLMError(out_of_range(prefix + name.replace("_", "-"), value, valid))
+
+
+def check_prompt(text: str, where: str) -> None:
+    """A prompt given to the model must not hold `<image>`: the chat template puts the one image tag the model
+    takes in front of it, and a second tag would ask for an image that is not there."""
+    if "<image>" in text:
+        raise SeedVLMError(f"{where} holds <image>; the chat template adds the image tag itself, and the model "
+                           f"takes exactly one image per prompt: remove it")

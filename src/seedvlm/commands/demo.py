@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from seedvlm.options import bounded, non_negative_int, positive_int
+from seedvlm.options import bounded, check_prompt, non_negative_int, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.html:
         check_file_target(args.html, "--html")  # before any model loads
+    check_prompt(args.question, "--question")
     if args.threads:
         import torch
 

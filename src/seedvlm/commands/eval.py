@@ -100,10 +100,14 @@ def run_pope(args: argparse.Namespace) -> int:
     from seedvlm.eval.pope import load_questions, questions_provenance, score_pope
     from seedvlm.eval.report import pope_table
     from seedvlm.eval.results import args_config, write_results
+    from seedvlm.options import check_prompt
 
     options = _decode_options(args)
     gen = _gen_kwargs(args, options)
     questions = load_questions(args.questions, limit=args.limit)
+    check_prompt(args.prompt_suffix, "--prompt-suffix")
+    for q in questions:
+        check_prompt(q["text"], f"{args.questions}: question {q['question_id']}")
     leak = runner.check_leakage([q["image"] for q in questions], args.train_manifest, args.allow_overlap)
     answers = runner.answer_questions(questions, args.images, args.model, adapter=args.adapter, device=args.device,
                                       prompt_suffix=args.prompt_suffix, seed=args.seed, **gen)
@@ -163,9 +167,11 @@ def run_chair(args: argparse.Namespace) -> int:
     from seedvlm.eval.chair import CHAIR
     from seedvlm.eval.report import chair_table
     from seedvlm.eval.results import args_config, write_results
+    from seedvlm.options import check_prompt
 
     options = _decode_options(args)
     gen = _gen_kwargs(args, options)
+    check_prompt(args.prompt, "--prompt")
     chair = CHAIR(args.instances, args.references)
     images = select_images(chair, args.n, args.seed, args.image_ids)
     leak = runner.check_leakage([im["file_name"] for im in images], args.train_manifest, args.allow_overlap)
