@@ -246,3 +246,18 @@ def test_stash_and_rollback_of_an_overwrite(tmp_path):
     stash_run(run)
     commit_stash(run)
     assert not any(run.iterdir())
+
+
+def test_a_library_write_error_on_a_full_disk_names_the_output(tmp_path, monkeypatch):
+    """safetensors and torch report a full disk in their own exception types; the line still names the output."""
+    import shutil
+
+    from seedvlm.io import atomic_path
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 ** 9, 10 ** 9, 0))
+    with pytest.raises(SeedVLMError) as e:
+        with atomic_path(tmp_path / "merged") as tmp:
+            tmp.mkdir()
+            raise RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull })')
+    assert str(e.value).startswith(f"writing {tmp_path / 'merged'} in {tmp_path} failed: the disk is full")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

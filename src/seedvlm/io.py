@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from seedvlm.errors import SeedVLMError, empty_file, not_found, not_utf8, os_error
-from seedvlm.outputs import check_replace, is_own_output
+from seedvlm.outputs import check_replace, is_own_output, is_write_failure, write_failure_message
 
 
 @contextlib.contextmanager
@@ -38,6 +38,10 @@ def atomic_path(path: str | os.PathLike, owns: Callable[[Path], bool] = is_own_o
             if e.filename is not None and tmp not in Path(e.filename).parents:
                 raise  # the caller's own error (e.g. reading an input), not a write of this output
             raise os_error(e, path) from None
+        except Exception as e:  # a library's own error for a failed write (safetensors, torch's zip writer)
+            if isinstance(e, SeedVLMError) or not is_write_failure(e):
+                raise
+            raise SeedVLMError(write_failure_message(f"writing {path}", path.parent, e)) from None
         check_replace(path, target, owns)
         if path.is_dir() and not path.is_symlink():
             old = path.with_name(f".{path.name}.old.{os.getpid()}")

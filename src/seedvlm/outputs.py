@@ -204,8 +204,8 @@ def commits_overwrite(save: Callable) -> Callable:
 
 
 # --------------------------------------------------------------------------------------------- checkpoint saves
-_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter failed", "file write failed", "No space left",
-                   "os error 28", "Disk quota")
+_DISK_FULL = ("No space left", "os error 28", "StorageFull", "Disk quota")  # OS and Rust (safetensors) wording
+_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter failed", "file write failed", "IoError", *_DISK_FULL)
 
 
 def is_write_failure(e: BaseException) -> bool:
@@ -217,7 +217,7 @@ def is_write_failure(e: BaseException) -> bool:
 def disk_is_full(e: BaseException, folder: Path) -> bool:
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    if "No space left" in str(e) or "os error 28" in str(e):
+    if any(s in str(e) for s in _DISK_FULL):
         return True
     try:
         return shutil.disk_usage(_existing_ancestor(folder, "output")).free < _LOW_SPACE
