@@ -69,9 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _decode_options(args: argparse.Namespace) -> dict:
     from seedvlm.config import parse_overrides
     from seedvlm.errors import SeedVLMError, did_you_mean
+    from seedvlm.eval.results import check_results_dir
     from seedvlm.eval.runner import check_decode_options, parse_value
     from seedvlm.options import check_decode_ranges
-    from seedvlm.eval.results import check_results_dir
 
     check_results_dir(args.out)  # first: an unusable --out fails in the first second, not after every answer
     options = {k: parse_value(v) for k, v in parse_overrides(args.overrides).items()}

@@ -78,4 +78,4 @@ def write_results(out_dir: str | Path, task: str, metrics: dict, samples: Iterab
 
 def args_config(args: Any) -> dict:
     """An argparse namespace as a config dict (without the handler)."""
-    return {k: _plain(v) for k, v in vars(args).items() if k not in ("func",) and not callable(v)}
+    return {k: _plain(v) for k, v in vars(args).items() if k not in ("func", "option_names") and not callable(v)}
