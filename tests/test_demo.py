@@ -56,6 +56,7 @@ def assets(tmp_path_factory):
     fingerprint = base_fingerprint(model)
     lora = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
                       target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)")
+    fingerprint = base_fingerprint(model)
     get_peft_model(model, lora).save_pretrained(root / "adapter")
     (root / "adapter" / "seedvlm_base.json").write_text(json.dumps({"fingerprint": fingerprint}))
     rng = np.random.default_rng(0)
@@ -101,7 +102,7 @@ def test_demo_without_adapter_has_two_columns(assets, capsys):
 def test_demo_missing_image_is_a_clear_error(assets, capsys):
     from seedvlm.cli import main
 
-    assert main(["demo", "--model", str(assets / "model"), "--image", str(assets / "nope.png")]) == 1
+    assert main(["demo", "--model", str(assets / "model"), "--image", str(assets / "nope.png")]) == 2
     assert "image not found" in capsys.readouterr().err
 
 

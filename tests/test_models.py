@@ -90,7 +90,7 @@ def test_model_path_without_config_is_a_clear_error(tmp_path):
 def test_cli_reports_missing_model_with_nonzero_exit(tmp_path):
     from seedvlm.cli import main
 
-    assert main(["pretrain", "--world", str(tmp_path / "missing")]) == 1
+    assert main(["pretrain", "--world", str(tmp_path / "missing")]) == 2
 
 
 def test_fingerprint_sees_a_merged_lora_on_the_tiny_model(tiny_model_dir):

@@ -267,5 +267,5 @@ def test_malformed_question_files(tmp_path, capsys):
     bad.write_text('{"question_id": 1, "image": "a.png", "label": "yes"}\n')
     with pytest.raises(SeedVLMError, match="missing text"):
         load_questions(bad)
-    assert main(["pope", "build", "--instances", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")]) == 1
+    assert main(["pope", "build", "--instances", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o")]) == 2
     assert "nope.json" in capsys.readouterr().err

@@ -118,10 +118,10 @@ def test_pretrain_cli_writes_a_loadable_model(micro_world, tmp_path):
 
 
 def test_bad_input_is_a_clear_error(tmp_path, capsys):
-    assert main(["pretrain", "--world", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 1
+    assert main(["pretrain", "--world", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "world folder not found" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
-    assert main(["pretrain", "--world", str(tmp_path), "--preset", "huge", "--out", str(tmp_path / "o")]) == 1
+    assert main(["pretrain", "--world", str(tmp_path), "--preset", "huge", "--out", str(tmp_path / "o")]) == 2
     assert "unknown preset 'huge'" in capsys.readouterr().err
     bad = tmp_path / "w"
     bad.mkdir()

@@ -147,15 +147,15 @@ def test_eval_chair_and_rescore(world, tmp_path):
 def test_leakage_guard(world, tmp_path, capsys):
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({"images": ["train/img1.png", "other.png"]}))
-    assert _eval_pope(world, tmp_path / "leak", "--train-manifest", str(manifest)) == 1
+    assert _eval_pope(world, tmp_path / "leak", "--train-manifest", str(manifest)) == 2
     err = capsys.readouterr().err
     assert "1 evaluation images appear in the training manifest" in err and "img1.png" in err
     assert not (tmp_path / "leak" / "results.json").exists()
     assert _eval_pope(world, tmp_path / "leak", "--train-manifest", str(manifest), "--allow-overlap") == 0
     assert json.loads((tmp_path / "leak" / "results.json").read_text())["leakage"]["overlap"] == 1
-    assert _eval_chair(world, tmp_path / "cleak", "--n", "5", "--train-manifest", str(manifest)) == 1
+    assert _eval_chair(world, tmp_path / "cleak", "--n", "5", "--train-manifest", str(manifest)) == 2
     assert main(["pope", "build", "--instances", str(world / "instances.json"), "--out", str(tmp_path / "p"),
-                 "--train-manifest", str(manifest)]) == 1
+                 "--train-manifest", str(manifest)]) == 2
     assert main(["pope", "build", "--instances", str(world / "instances.json"), "--out", str(tmp_path / "p"),
                  "--train-manifest", str(manifest), "--allow-overlap"]) == 0
     assert json.loads((tmp_path / "p" / "meta.json").read_text())["leakage"]["overlap"] == 1
@@ -166,35 +166,35 @@ def test_bad_inputs(world, tmp_path, capsys):
     q.write_text(json.dumps({"question_id": "x1", "image": "missing.png", "text": "Is there a dog in the image?",
                              "label": "yes"}) + "\n")
     assert main(["eval", "pope", "--model", "m", "--questions", str(q), "--images", str(world / "images"),
-                 "--out", str(tmp_path / "o")]) == 1
+                 "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "missing.png" in err and "x1" in err
     q.write_text(json.dumps({"question_id": "x2", "image": "../instances.json", "text": "Is there a dog?",
                              "label": "yes"}) + "\n")
     assert main(["eval", "pope", "--model", "m", "--questions", str(q), "--images", str(world / "images"),
-                 "--out", str(tmp_path / "o")]) == 1
+                 "--out", str(tmp_path / "o")]) == 2
     assert "escapes" in capsys.readouterr().err
     q.write_text('{"question_id": 1, "image": "img1.png"\n')
-    assert main(["score", "pope", "--questions", str(q), "--answers", str(q), "--out", str(tmp_path / "o")]) == 1
+    assert main(["score", "pope", "--questions", str(q), "--answers", str(q), "--out", str(tmp_path / "o")]) == 2
     assert f"malformed questions file {q}" in capsys.readouterr().err
     # answers that miss ids, or carry unknown ones
     answers = tmp_path / "a.jsonl"
     answers.write_text(json.dumps({"question_id": "random-00001", "text": "Yes"}) + "\n")
     assert main(["score", "pope", "--questions", str(world / "pope"), "--answers", str(answers), "--out",
-                 str(tmp_path / "o")]) == 1
+                 str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert str(answers) in err and "no answer for 89 of 90" in err
     # decode options that greedy would silently ignore
-    assert _eval_pope(world, tmp_path / "o", "--top-p", "0.9") == 1
+    assert _eval_pope(world, tmp_path / "o", "--top-p", "0.9") == 2
     assert "do not apply" in capsys.readouterr().err
     # CHAIR: missing instances file; captions of unknown images
     caps = tmp_path / "c.jsonl"
     caps.write_text(json.dumps({"image_id": 42, "caption": "A dog."}) + "\n")
     assert main(["score", "chair", "--captions", str(caps), "--instances", str(tmp_path / "none.json"),
-                 "--references", str(world / "references.json"), "--out", str(tmp_path / "o")]) == 1
+                 "--references", str(world / "references.json"), "--out", str(tmp_path / "o")]) == 2
     assert "none.json" in capsys.readouterr().err
     assert main(["score", "chair", "--captions", str(caps), "--instances", str(world / "instances.json"),
-                 "--references", str(world / "references.json"), "--out", str(tmp_path / "o")]) == 1
+                 "--references", str(world / "references.json"), "--out", str(tmp_path / "o")]) == 2
     assert "42" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -238,5 +238,5 @@ def test_compare(world, tmp_path, capsys):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a single results.json works as a run too; a bad spec is a clear error
     assert main(["compare", "--run", f"x={base / 'chair' / 'results.json'}", "--out", str(tmp_path / "r2")]) == 0
-    assert main(["compare", "--run", "nopath", "--out", str(tmp_path / "r3")]) == 1
+    assert main(["compare", "--run", "nopath", "--out", str(tmp_path / "r3")]) == 2
     assert "NAME=PATH" in capsys.readouterr().err

@@ -116,7 +116,7 @@ def test_command_writes_the_report_and_names_a_bad_world(signal_setup, tmp_path,
         assert report["classes"][cls]["mentions"] == direct["classes"][cls]["mentions"]
         assert report["classes"][cls]["logp_clean"] == pytest.approx(direct["classes"][cls]["logp_clean"], abs=1e-4)
     assert "| present objects |" in capsys.readouterr().out
-    assert main(["teacher-signal", "--model", str(saved), "--world", str(tmp_path / "nowhere")]) == 1
+    assert main(["teacher-signal", "--model", str(saved), "--world", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "instruct_train.json" in err[0]
 

@@ -516,14 +516,14 @@ def test_cli_train_merge_and_foreign_base(env, tmp_path, capsys):
         attach_adapter(load_model(other["model"], device="cpu"), adapter)
     capsys.readouterr()
     assert main(["merge", "--model", str(other["model"]), "--adapter", str(adapter), "--out",
-                 str(tmp_path / "bad")]) == 1
+                 str(tmp_path / "bad")]) == 2
     assert "trained on a different base model" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
     # a checkpoint refuses to resume onto another base
     assert main(["train", "--config", str(Path(__file__).parents[1] / "configs" / "sft_tiny.yaml"),
                  "--model", str(other["model"]), "--data", str(env["data"]), "--images", str(env["images"]),
                  "--output-dir", str(out), "--max-steps", "4", "--lora-r", "4", "--resume", "auto",
-                 "--report-to", "none"]) == 1
+                 "--report-to", "none"]) == 2
     assert "different base model" in capsys.readouterr().err
 
 

@@ -15,7 +15,7 @@ from typing import Any, Sequence, TypeVar
 
 import yaml
 
-from seedvlm.errors import SeedVLMError
+from seedvlm.errors import SeedVLMError, did_you_mean
 
 T = TypeVar("T")
 
@@ -84,7 +84,10 @@ def config_from_dict(cls: type[T], data: dict, source: str = "config") -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise SeedVLMError(f"{source}: unknown option(s) {unknown}; known: {sorted(names)}")
+        dash = source == "command line"
+        shown = (lambda n: "--" + n.replace("_", "-")) if dash else str
+        named = ", ".join(shown(u) + did_you_mean(shown(u), [shown(n) for n in names]) for u in unknown)
+        raise SeedVLMError(f"{source}: unknown option(s) {named}; --help lists the options")
     kwargs = {k: _coerce(v, hints[k], k, source) for k, v in data.items()}
     return cls(**kwargs)
 

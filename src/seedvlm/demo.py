@@ -30,13 +30,14 @@ from PIL import Image, UnidentifiedImageError
 from seedvlm.errors import SeedVLMError
 from seedvlm.eval.chair import CHAIR
 from seedvlm.generation import generate_texts
-from seedvlm.io import read_json
+from seedvlm.io import open_image, read_json
 from seedvlm.models import load_for_inference
 from seedvlm.models.prompting import warn_if_not_trained_style
 
 log = logging.getLogger(__name__)
 
 DEFAULT_QUESTION = "Please describe this image in detail."
+UNCHECKED = "not checked: this image is not in the instances file"
 
 # ---------------------------------------------------------------------------------------------------------------
 # Objects named in a text, with their positions
@@ -120,16 +121,8 @@ def column_labels(has_adapter: bool, beta: float) -> list[str]:
 
 
 def load_images(paths: Sequence[str | os.PathLike]):
-    images = []
-    for p in paths:
-        if not Path(p).is_file():
-            raise SeedVLMError(f"image not found: {p}")
-        try:
-            with Image.open(p) as im:
-                images.append(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as e:
-            raise SeedVLMError(f"cannot read image {p}: {e}") from None
-    return images
+    """The images as RGB; a missing, unreadable or oversized one is an error naming it (before any model loads)."""
+    return [open_image(p) for p in paths]
 
 
 def run_demo(model_path: str | os.PathLike, image_paths: Sequence[str | os.PathLike], adapter: str | None = None,
@@ -221,7 +214,8 @@ def render_terminal(result: DemoResult, color: bool = False) -> str:
     width = max(len(c) for c in result.columns)
     lines = []
     for k, row in enumerate(result.rows, 1):
-        ann = ("annotated: " + ", ".join(row.annotated)) if row.annotated is not None else "no annotations"
+        ann = ("annotated: " + ", ".join(row.annotated)) if row.annotated is not None else (
+            UNCHECKED if result.settings.get("instances") else "no annotations")
         name = _terminal_safe(row.image_path)
         lines.append(f"{bold}=== image {k}/{len(result.rows)}: {name}{reset}  {dim}({ann}){reset}")
         for a in row.answers:
@@ -265,6 +259,7 @@ td.image img { width: 200px; height: auto; image-rendering: pixelated; display: 
 .answer { white-space: pre-wrap; line-height: 1.45; margin: 0; }
 .missing { font-size: 12px; color: #a00; margin-top: 8px; }
 .none { font-size: 12px; color: #2a6b2a; margin-top: 8px; }
+.unchecked { font-size: 12px; color: #8a5a00; background: #fff4d6; padding: 2px 4px; margin-top: 8px; }
 mark.halluc { background: #ffc9c9; color: #8a0000; padding: 0 2px; border-radius: 2px; }
 """
 
@@ -278,6 +273,7 @@ def render_html(result: DemoResult, title: str = "seedvlm demo") -> str:
     marked = any(r.annotated is not None for r in result.rows)
     legend = ('<mark class="halluc">object</mark> = an object the answer names that is not annotated in the image '
               f'(found with {e(str(s.get("object_matcher")))})' if marked
+              else "No image is in the instances file: objects are not checked." if s.get("instances")
               else "No instances file given: objects are not checked.")
     head = "".join(f"<th>{e(c)}</th>" for c in result.columns)
     body = []
@@ -286,10 +282,14 @@ def render_html(result: DemoResult, title: str = "seedvlm demo") -> str:
                  f'<div class="file">{e(row.image_path)}</div>'
                  + (f'<div class="truth">annotated: {e(", ".join(row.annotated) or "nothing")}</div>'
                     if row.annotated is not None else "") + "</td>"]
+        if row.annotated is None and s.get("instances"):
+            cells[0] = cells[0][:-len("</td>")] + f'<div class="unchecked">{e(UNCHECKED)}</div></td>'
         for a in row.answers:
             text = _marked(a.text, a.spans, '<mark class="halluc" title="not in the image: {category}">', "</mark>", e)
             extra = ""
-            if row.annotated is not None:
+            if row.annotated is None and s.get("instances"):
+                extra = f'<div class="unchecked">{e(UNCHECKED)}</div>'
+            elif row.annotated is not None:
                 extra = (f'<div class="missing">not in the image: {e(", ".join(a.hallucinated))}</div>'
                          if a.hallucinated else '<div class="none">no object outside the annotations</div>')
             cells.append(f'<td><p class="answer">{text}</p>{extra}</td>')

@@ -7,7 +7,6 @@ from typing import Sequence
 
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from seedvlm.decode import contrastive_generate
 from seedvlm.decode.plain import generate_new_tokens
@@ -16,6 +15,7 @@ from seedvlm.decode.static import length_order, restore_order
 from seedvlm.eval.yes_prob import scored_answers
 from seedvlm.models.processor import chat_prompt
 from seedvlm.models.prompting import prepare_image
+from seedvlm.progress import progress as progress_reporter
 
 
 def _device_of(model) -> torch.device:
@@ -64,7 +64,7 @@ def generate_texts(model, processor, images: Sequence[Image.Image], prompts: Seq
     order = _length_order(processor, prompts) if static_cache else None
     if order is not None:
         images, prompts = [images[i] for i in order], [prompts[i] for i in order]
-    bar = tqdm(total=len(prompts), desc=desc, disable=not progress, unit="q", dynamic_ncols=True)
+    bar = progress_reporter(len(prompts), desc, "q", enabled=progress)
     for start in range(0, len(prompts), batch_size):
         imgs = images[start:start + batch_size]
         qs = prompts[start:start + batch_size]

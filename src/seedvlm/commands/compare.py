@@ -24,7 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from seedvlm.eval.report import compare, parse_run_spec
+    from seedvlm.outputs import STEP_FILES, check_dir_target, mark, only_holds
 
+    check_dir_target(args.out, "--out", owns=only_holds("report.md", "report.json", "*.png", *STEP_FILES))
     report = compare([parse_run_spec(s) for s in args.run], args.out)
+    mark(args.out)
     print(report["markdown"], end="")
     return 0

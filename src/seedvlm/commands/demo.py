@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from seedvlm.options import bounded, check_prompt, non_negative_int, positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="compare base, SEED and SEED + contrastive decoding on images",
@@ -23,16 +25,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--question", default="Please describe this image in detail.", help="the prompt for every image")
     p.add_argument("--instances", default=None,
                    help="COCO instances JSON: mark named objects that are not annotated in the image")
-    p.add_argument("--beta", type=float, default=1.0, help="contrast strength b (default 1.0, VCD's)")
+    p.add_argument("--beta", type=bounded(float, 0), default=1.0,
+                   help="contrast strength b >= 0 (default 1.0, VCD's)")
     p.add_argument("--noise", choices=("gaussian", "ddpm", "mask"), default="gaussian",
                    help="perturbation of the noisy pass (default gaussian, a=0.3; ddpm = VCD's step 500)")
-    p.add_argument("--alpha", type=float, default=None, help="noise level a (default 0.3 gaussian, 0.745 ddpm)")
-    p.add_argument("--plausibility", type=float, default=0.1,
-                   help="plausibility cut g (default 0.1, VCD's); 0 disables it")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="new tokens per answer (default 64)")
+    p.add_argument("--alpha", type=bounded(float, 0, 1, lo_open=True), default=None,
+                   help="noise level a in (0, 1] (default 0.3 gaussian, 0.745 ddpm)")
+    p.add_argument("--plausibility", type=bounded(float, 0, 1, hi_open=True), default=0.1,
+                   help="plausibility cut g in [0, 1) (default 0.1, VCD's); 0 disables it")
+    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="new tokens per answer, >= 1 (default 64)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--threads", type=non_negative_int, default=0,
                    help="torch CPU threads (default 0 = torch's choice; 1 is steadier on a busy shared CPU)")
     p.add_argument("--prompt-style", choices=("hf", "llava-1.5"), default="hf",
                    help="hf: the folder's chat template and processor (default); llava-1.5: LLaVA-1.5's Vicuna v1 "
@@ -50,7 +54,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from seedvlm.demo import render_html, render_terminal, run_demo, use_color
     from seedvlm.io import write_text
+    from seedvlm.outputs import check_file_target
 
+    if args.html:
+        check_file_target(args.html, "--html")  # before any model loads
+    check_prompt(args.question, "--question")
     if args.threads:
         import torch
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import argparse
 
+from seedvlm.options import check_prompt, non_negative_int, positive_int
+
 MME_SUBSETS = ("existence", "count", "position", "color")
 PROMPT_STYLES = ("hf", "llava-1.5")  # seedvlm.models.prompting.STYLE_NAMES, without importing torch for --help
-
 
 
 def _common(p: argparse.ArgumentParser, max_new_tokens: int, images_required: bool = True) -> None:
@@ -33,12 +34,13 @@ def _common(p: argparse.ArgumentParser, max_new_tokens: int, images_required: bo
     p.add_argument("--images", required=images_required, help="folder the image file names are relative to")
     p.add_argument("--out", required=True, help="output folder for results.json and samples.jsonl")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--batch-size", type=int, default=16, help="generation batch size (default 16)")
-    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
-                   help=f"new tokens per answer (default {max_new_tokens})")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="generation batch size, >= 1 (default 16)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=max_new_tokens,
+                   help=f"new tokens per answer, >= 1 (default {max_new_tokens})")
     p.add_argument("--decoding", choices=("greedy", "sample", "beam", "contrastive"), default="greedy",
                    help="decoding method (default greedy); extra --key value options are passed to it")
-    p.add_argument("--seed", type=int, default=0, help="seed for image sampling and sampled decoding (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed for image sampling and sampled decoding (default 0)")
     p.add_argument("--train-manifest", default=None,
                    help="training manifest JSON ({\"images\": [...]}); images it holds are refused, matched "
                         "by COCO id (any COCO naming), content hash or file name")
@@ -51,7 +53,7 @@ def _common(p: argparse.ArgumentParser, max_new_tokens: int, images_required: bo
                         "use the style the model was trained with")
     p.add_argument("--static-cache", action="store_true",
                    help="decode with a static KV cache and a compiled decode step (docs/evaluation.md)")
-    p.set_defaults(accepts_overrides=True)
+    p.set_defaults(accepts_overrides=True, option_names=[o for o in p._option_string_actions if o.startswith("--")])
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -72,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-suffix", default=None,
                    help="appended to every question, e.g. ' Answer yes or no.' (default: the prompt style's: none "
                         "for hf, '\\nAnswer the question using a single word or phrase.' for llava-1.5)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N questions of each split")
+    p.add_argument("--limit", type=positive_int, default=None, help="only the first N questions of each split (N >= 1)")
     p.add_argument("--prefix-reuse", action=argparse.BooleanOptionalAction, default=True,
                    help="prefill each image's prompt prefix once for all its questions (default on; same answers)")
     _common(p, max_new_tokens=8)
@@ -82,7 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--instances", required=True, help="COCO-format instances JSON of the evaluated images")
     c.add_argument("--references", required=True, help="COCO-format reference captions JSON")
-    c.add_argument("--n", type=int, default=500, help="images to sample from the instances (default 500)")
+    c.add_argument("--n", type=positive_int, default=500,
+                   help="images to sample from the instances, >= 1 (default 500)")
     c.add_argument("--image-ids", default=None,
                    help="JSON list of image ids (or a results.json with image_ids) instead of sampling")
     c.add_argument("--prompt", default="Please describe this image in detail.", help="the description prompt")
@@ -104,10 +107,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _decode_options(args: argparse.Namespace) -> dict:
     from seedvlm.config import parse_overrides
+    from seedvlm.errors import SeedVLMError, did_you_mean
+    from seedvlm.eval.results import check_results_dir
     from seedvlm.eval.runner import check_decode_options, parse_value
+    from seedvlm.options import check_decode_ranges
 
+    check_results_dir(args.out)  # first: an unusable --out fails in the first second, not after every answer
     options = {k: parse_value(v) for k, v in parse_overrides(args.overrides).items()}
-    check_decode_options(args.decoding, options)
+    try:
+        check_decode_options(args.decoding, options)
+    except SeedVLMError as e:  # most often a mistyped option of the command itself
+        hints = "".join(did_you_mean("--" + k.replace("_", "-"), args.option_names) for k in options)
+        raise SeedVLMError(f"{e}{hints}") from None
+    check_decode_ranges(options)
     return options
 
 
@@ -134,6 +146,10 @@ def run_pope(args: argparse.Namespace) -> int:
     options = _decode_options(args)
     gen = _gen_kwargs(args, options)
     questions, formats = load_pope_questions(args.questions, limit=args.limit, labels=args.labels)
+    if args.prompt_suffix is not None:
+        check_prompt(args.prompt_suffix, "--prompt-suffix")
+    for q in questions:
+        check_prompt(q["text"], f"{args.questions}: question {q['question_id']}")
     style = get_style(args.prompt_style)
     suffix = style.pope_suffix if args.prompt_suffix is None else args.prompt_suffix
     leak = runner.check_leakage([q["image"] for q in questions], args.train_manifest, args.allow_overlap,
@@ -161,7 +177,7 @@ def select_images(chair, n: int, seed: int, image_ids: str | None) -> list[dict]
     import random
 
     from seedvlm.errors import SeedVLMError
-    from seedvlm.io import read_json
+    from seedvlm.io import duplicates, read_json
 
     by_key = {str(im["id"]): im for im in chair.images}
     bad = [k for k, im in by_key.items() if not isinstance(im.get("file_name"), str)]
@@ -173,6 +189,9 @@ def select_images(chair, n: int, seed: int, image_ids: str | None) -> list[dict]
         if not isinstance(ids, list) or not ids:
             raise SeedVLMError(f"image id file {image_ids}: expected a JSON list of image ids or a results.json "
                                "with 'image_ids'")
+        repeated = duplicates(str(i) for i in ids)
+        if repeated:
+            raise SeedVLMError(f"image id file {image_ids}: duplicate image ids, e.g. {', '.join(repeated[:5])}")
         missing = [str(i) for i in ids if str(i) not in by_key]
         if missing:
             raise SeedVLMError(f"image id file {image_ids}: {len(missing)} ids are not in {chair.instances_source}, "
@@ -201,6 +220,7 @@ def run_chair(args: argparse.Namespace) -> int:
 
     options = _decode_options(args)
     gen = _gen_kwargs(args, options)
+    check_prompt(args.prompt, "--prompt")
     chair = CHAIR(args.instances, args.references, protocol=args.protocol)
     images = select_images(chair, args.n, args.seed, args.image_ids)
     leak = runner.check_leakage([im["file_name"] for im in images], args.train_manifest, args.allow_overlap,

@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="base llava-hf model folder")
     p.add_argument("--adapter", required=True, help="peft adapter folder (e.g. runs/seed/adapter)")
-    p.add_argument("--out", required=True, help="output folder for the merged model")
+    p.add_argument("--out", required=True,
+                   help="output folder for the merged model: new, empty, or an earlier merge (which is replaced)")
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="dtype of the saved weights; auto = the base checkpoint's [auto]")
     p.add_argument("--allow-unverified-adapter", action="store_true",
@@ -25,8 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from seedvlm.outputs import check_dir_target, owned_by
     from seedvlm.train.lora import merge
 
+    check_dir_target(args.out, "--out", owns=owned_by("seedvlm_merge.json"))  # before any weights load
     out = merge(args.model, args.adapter, args.out, dtype=args.dtype, allow_unverified=args.allow_unverified_adapter)
     print(f"wrote merged model to {out}")
     return 0

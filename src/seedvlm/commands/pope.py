@@ -9,7 +9,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from seedvlm.options import positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,8 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b = sub.add_parser("build", help="write POPE_DIR/{random,popular,adversarial}.jsonl (or {kind}.jsonl) + meta.json",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("--instances", required=True, help="COCO-format instances JSON (COCO val2014 or the world's)")
-    b.add_argument("--out", required=True, help="output folder POPE_DIR (replaced whole)")
-    b.add_argument("--n-images", type=int, default=500, help="images to sample (default 500)")
+    b.add_argument("--out", required=True,
+                   help="output folder POPE_DIR: new, empty or an earlier POPE folder (replaced whole)")
+    b.add_argument("--n-images", type=positive_int, default=500, help="images to sample, >= 1 (default 500)")
     b.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     b.add_argument("--kind", choices=("object", "color", "count", "relation"), default="object",
                    help="object existence (3 splits, default) or one attribute split")
@@ -38,20 +40,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from seedvlm.eval.pope import build_pope
     from seedvlm.eval.runner import check_leakage
-    from seedvlm.errors import SeedVLMError
     from seedvlm.io import atomic_path, write_json, write_jsonl
+    from seedvlm.outputs import check_dir_target, owned_by
 
     if args.format == "mme":
         return _run_mme(args)
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "meta.json").is_file())):
-        raise SeedVLMError(f"--out {out} exists and is not a POPE folder (no meta.json); refusing to replace it")
+    check_dir_target(args.out, "--out", owns=owned_by("meta.json"))  # a POPE folder is replaced whole
     splits, meta = build_pope(args.instances, n_images=args.n_images, seed=args.seed, kind=args.kind,
                               paraphrases=args.paraphrases)
     leak = check_leakage(meta["images"], args.train_manifest, args.allow_overlap)
     if leak:
         meta["leakage"] = leak
-    with atomic_path(args.out) as tmp:
+    with atomic_path(args.out, owns=owned_by("meta.json")) as tmp:
         tmp.mkdir()
         for split, questions in splits.items():
             write_jsonl(tmp / f"{split}.jsonl", questions)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 
+from seedvlm.options import non_negative_int, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="convert LLaVA-Instruct conversations into training records",
@@ -23,9 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", required=True,
                    help="folder the 'image' names are relative to (for LLaVA-Instruct: COCO train2017)")
     p.add_argument("--out", required=True, help="output JSON of records (written atomically)")
-    p.add_argument("--max-samples", type=int, default=None,
+    p.add_argument("--max-samples", type=positive_int, default=None,
                    help="keep at most N records, drawn at random with --seed (original order kept)")
-    p.add_argument("--min-answer-words", type=int, default=1, help="skip answers shorter than K words [1]")
+    p.add_argument("--min-answer-words", type=non_negative_int, default=1, help="skip answers shorter than K words [1]")
     p.add_argument("--turns", choices=("history", "each", "first"), default="history",
                    help="history: one record per conversation, every answer supervised with its earlier turns in "
                         "context (as LLaVA trains); each: one record per turn pair without history; first: only "
@@ -39,7 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from seedvlm.data.prepare import prepare
+    from seedvlm.outputs import check_file_target
 
+    check_file_target(args.out)
     report = prepare(args.input, args.images, args.out, max_samples=args.max_samples,
                      min_answer_words=args.min_answer_words, seed=args.seed, turns=args.turns,
                      prompt_style=args.prompt_style)

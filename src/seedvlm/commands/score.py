@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 
+from seedvlm.options import positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("score", help="score POPE/MME answers or CHAIR captions without a model",
@@ -38,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="official: POPE's evaluate.py decision for any answer (default); strict: split on any "
                         "white space, an empty answer is wrong")
     p.add_argument("--out", required=True, help="output folder for results.json and samples.jsonl")
-    p.add_argument("--limit", type=int, default=None,
+    p.add_argument("--limit", type=positive_int, default=None,
                    help="only the first N questions of each split (as `eval pope --limit`)")
     p.set_defaults(func=run_pope)
 
@@ -68,8 +70,9 @@ def run_pope(args: argparse.Namespace) -> int:
     from seedvlm.eval.pope import questions_provenance, score_pope
     from seedvlm.eval.pope_formats import load_pope_answers, load_pope_questions, match_answers
     from seedvlm.eval.report import pope_table
-    from seedvlm.eval.results import args_config, write_results
+    from seedvlm.eval.results import args_config, check_results_dir, write_results
 
+    check_results_dir(args.out)
     questions, formats = load_pope_questions(args.questions, limit=args.limit, labels=args.labels)
     rows, fmt = load_pope_answers(args.answers)
     answers = match_answers(questions, rows, fmt, f"answers file {args.answers}")
@@ -82,15 +85,16 @@ def run_pope(args: argparse.Namespace) -> int:
 
 
 def run_chair(args: argparse.Namespace) -> int:
-    from seedvlm.errors import SeedVLMError
+    from seedvlm.errors import SeedVLMError, empty_file
     from seedvlm.eval.chair import CHAIR
     from seedvlm.eval.report import chair_table
-    from seedvlm.eval.results import args_config, write_results
+    from seedvlm.eval.results import args_config, check_results_dir, write_results
     from seedvlm.eval.pope_formats import read_records
 
+    check_results_dir(args.out)
     records = read_records(args.captions, "captions file")  # gzip too; a repeated image is refused by CHAIR.evaluate
     if not records:
-        raise SeedVLMError(f"captions file {args.captions} is empty")
+        raise empty_file("captions file", args.captions)
     for k, r in enumerate(records, 1):
         if "image_id" not in r or not isinstance(r.get("caption"), str):
             raise SeedVLMError(f"captions file {args.captions} record {k}: needs 'image_id' and a string 'caption'")

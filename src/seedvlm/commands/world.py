@@ -42,7 +42,10 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from seedvlm.config import load_config
+    from seedvlm.outputs import check_dir_target, owned_by
     from seedvlm.world import WorldConfig, generate_world
+
+    check_dir_target(args.out, "--out", owns=owned_by("world.json"))  # an existing world is replaced whole
 
     names = [f.name for f in dataclasses.fields(WorldConfig)]
     overrides = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}

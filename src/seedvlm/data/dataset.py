@@ -18,9 +18,9 @@ from PIL import Image
 from transformers import LlavaConfig
 
 from seedvlm.errors import SeedVLMError
-from seedvlm.io import read_json, safe_join
+from seedvlm.io import check_image, open_image, read_json, safe_join
 from seedvlm.models import chat_prompt, check_model_dir, load_processor
-from seedvlm.models.prompting import get_style, render_conversation
+from seedvlm.models.prompting import get_style, prepare_image, render_conversation
 
 IGNORE_INDEX = -100
 RECORD_KEYS = ("id", "image", "prompt", "answer")
@@ -147,6 +147,10 @@ class InstructDataset(torch.utils.data.Dataset):
                 raise SeedVLMError(f"{where}: {e}") from None
             if not path.is_file():
                 raise SeedVLMError(f"{where}: image not found: {path}")
+            try:  # the header only: an unreadable or oversized image fails here, before training starts
+                check_image(path)
+            except SeedVLMError as e:
+                raise SeedVLMError(f"{where}: {e}") from None
             self.text_labels.append(labels)
             self.lengths.append(total)
             self.paths.append(path)
@@ -160,14 +164,10 @@ class InstructDataset(torch.utils.data.Dataset):
         return sorted({r["image"] for r in self.records})
 
     def load_image(self, i: int) -> Image.Image:
-        from seedvlm.models.prompting import prepare_image
-
         try:
-            with Image.open(self.paths[i]) as im:
-                image = im.convert("RGB")
-        except (OSError, ValueError) as e:
-            raise SeedVLMError(f"{self.source}: record {self.records[i]['id']!r}: cannot read image "
-                               f"{self.paths[i]}: {e}") from None
+            image = open_image(self.paths[i])
+        except SeedVLMError as e:
+            raise SeedVLMError(f"{self.source}: record {self.records[i]['id']!r}: {e}") from None
         return prepare_image(self.processor, self.style, image)
 
     def _expand(self, values: list[int], i: int, fill: int) -> torch.Tensor:

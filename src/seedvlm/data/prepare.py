@@ -154,6 +154,11 @@ def conversations_to_records(data: Any, images_dir: str | Path, source: str = "i
         image = rec.get("image")
         if image is not None and not isinstance(image, str):
             raise SeedVLMError(f"{source}: {_record_name(rec, i)}: 'image' must be a file name, got {image!r}")
+        for t, (question, _) in enumerate(pairs):  # one image per prompt: merging several tags would misplace them
+            if question.count(IMAGE_PLACEHOLDER) > 1:
+                raise SeedVLMError(f"{source}: {_record_name(rec, i)}: turn {2 * t} holds "
+                                   f"{question.count(IMAGE_PLACEHOLDER)} {IMAGE_PLACEHOLDER} tags; the model takes "
+                                   f"exactly one image per prompt")
         if not image or IMAGE_PLACEHOLDER not in pairs[0][0]:
             report.skip("no_image", ident, 1)
             continue

@@ -40,7 +40,7 @@ from typing import Any, Iterable
 from seedvlm.errors import SeedVLMError
 from seedvlm.eval.chair_official import OFFICIAL_WORD_TO_CATEGORY, official_mentions
 from seedvlm.eval.synonyms import PHRASES, WORD_TO_CATEGORY
-from seedvlm.io import read_json
+from seedvlm.io import duplicates, read_json
 
 PROTOCOLS = ("official", "corrected")
 _WORD = re.compile(r"[^\W_]+")
@@ -96,6 +96,9 @@ class CHAIR:
                 annotated[str(a["image_id"])].add(cat_name[a["category_id"]])
         except (KeyError, TypeError) as e:
             raise SeedVLMError(f"{self.instances_source}: malformed entry (missing or unknown {e})") from None
+        repeated = duplicates(str(im["id"]) for im in data["images"])
+        if repeated:
+            raise SeedVLMError(f"{self.instances_source}: duplicate image ids, e.g. {', '.join(repeated[:5])}")
         self.images: list[dict] = data["images"]
         self.categories = [cat_name[k] for k in sorted(cat_name)]
         for name in self.categories:  # a category outside the 80 is its own synonym

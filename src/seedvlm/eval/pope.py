@@ -32,7 +32,7 @@ from seedvlm.eval.pope_formats import (OBJECT_SPLITS, load_pope_answers, load_po
                                        question_key, split_order)
 from seedvlm.eval.pope_parsers import PARSERS, disagreements, parse_strict
 from seedvlm.eval.yes_prob import answer_scores, mean_yes_prob_metrics, yes_prob_metrics
-from seedvlm.io import read_json
+from seedvlm.io import duplicates, read_json
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,11 @@ class _Instances:
             self.images = {im["id"]: im for im in data["images"]}
         except (KeyError, TypeError) as e:
             raise SeedVLMError(f"{source}: category or image entry without {e}") from None
+        for what, ids in (("image", [im["id"] for im in data["images"]]),
+                          ("category", [c["id"] for c in data["categories"]])):
+            repeated = duplicates(ids)
+            if repeated:
+                raise SeedVLMError(f"{source}: duplicate {what} ids, e.g. {', '.join(map(str, repeated[:5]))}")
         unnamed = [str(i) for i, im in self.images.items() if not isinstance(im.get("file_name"), str)]
         if unnamed:
             raise SeedVLMError(f"{source}: images without a file_name, e.g. ids {', '.join(unnamed[:5])}")

@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
-from seedvlm.errors import SeedVLMError
+from seedvlm.errors import SeedVLMError, not_utf8
 from seedvlm.eval.yes_prob import answer_with_scores
 
 OBJECT_SPLITS = ("random", "popular", "adversarial")
@@ -63,9 +63,12 @@ def read_records(path: str | Path, what: str) -> list[dict]:
         raise SeedVLMError(f"{what} not found: {path}")
     try:
         opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError, EOFError) as e:
+        with opener(path, "rb") as f:
+            data = f.read()
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise not_utf8(what, path, e, line=data[:e.start].count(b"\n") + 1) from None
+    except (OSError, EOFError) as e:
         raise SeedVLMError(f"{what} {path} cannot be read: {e}") from None
     if text.lstrip().startswith("["):
         try:

@@ -12,8 +12,16 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from seedvlm.io import write_json, write_jsonl
+from seedvlm.outputs import STEP_FILES, check_dir_target, mark, only_holds
 
 _PACKAGES = ("torch", "transformers", "peft", "seedvlm")
+RESULT_FILES = ("results.json", "samples.jsonl")
+
+
+def check_results_dir(out_dir: str | Path) -> Path:
+    """An --out folder results can go to: new, empty, seedvlm's own, or holding only earlier results files;
+    writable. Called before any model loads or any input is read."""
+    return check_dir_target(out_dir, "--out", owns=only_holds(*RESULT_FILES, *STEP_FILES))
 
 
 def git_state() -> tuple[str | None, bool | None]:
@@ -62,6 +70,7 @@ def write_results(out_dir: str | Path, task: str, metrics: dict, samples: Iterab
     results = {"task": task, **metrics, "model": model, "adapter": adapter, "config": _plain(config),
                "git": commit, "git_dirty": dirty, "versions": versions(),
                "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    mark(out_dir)
     write_jsonl(out_dir / "samples.jsonl", samples)
     write_json(out_dir / "results.json", results)
     return results
@@ -69,4 +78,4 @@ def write_results(out_dir: str | Path, task: str, metrics: dict, samples: Iterab
 
 def args_config(args: Any) -> dict:
     """An argparse namespace as a config dict (without the handler)."""
-    return {k: _plain(v) for k, v in vars(args).items() if k not in ("func",) and not callable(v)}
+    return {k: _plain(v) for k, v in vars(args).items() if k not in ("func", "option_names") and not callable(v)}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from seedvlm.errors import SeedVLMError
-from seedvlm.io import read_json, safe_join
+from seedvlm.io import check_image, open_image, read_json, safe_join
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def resolve_images(root: str | Path, items: Sequence[tuple[str, Any]], what: str
     root = Path(root)
     if not root.is_dir():
         raise SeedVLMError(f"image folder not found: {root}")
-    paths = []
+    paths, checked = [], set()
     for name, ident in items:
         try:
             p = safe_join(root, name)
@@ -157,18 +157,18 @@ def resolve_images(root: str | Path, items: Sequence[tuple[str, Any]], what: str
             raise SeedVLMError(f"{what} {ident}: {e}") from None
         if not p.is_file():
             raise SeedVLMError(f"{what} {ident}: image not found: {p} (the name {name!r} under {root})")
+        if p not in checked:  # header only: unreadable or oversized images fail before the model loads
+            try:
+                check_image(p)
+            except SeedVLMError as e:
+                raise SeedVLMError(f"{what} {ident}: {e}") from None
+            checked.add(p)
         paths.append(p)
     return paths
 
 
 def _open(path: Path):
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, ValueError) as e:
-        raise SeedVLMError(f"cannot read image {path}: {e}") from None
+    return open_image(path)
 
 
 def run_prompts(model, processor, paths: Sequence[Path], prompts: Sequence[str], chunk_size: int = 256,
@@ -181,17 +181,15 @@ def run_prompts(model, processor, paths: Sequence[Path], prompts: Sequence[str],
     With `seed`, the global RNGs (HF sampling) are seeded before each batch from (seed, batch number), so a batch's
     answers depend on its own questions only: a run sharded over several processes answers exactly as one process
     does (contrastive decoding seeds its own generator per batch from `decode_seed`, its `seed` option)."""
-    from tqdm import tqdm
-
     from seedvlm import distributed
+    from seedvlm.progress import progress
 
     batch = int(gen_kwargs.get("batch_size", 16))
     if batch < 1 or first_index % batch:
         raise SeedVLMError(f"run_prompts: batch size {batch} and first index {first_index} do not line up")
     chunk = max(chunk_size // batch, 1) * batch  # whole batches per chunk of opened images
     out: list[str] = []
-    bar = tqdm(total=len(prompts), desc="eval", unit="q", dynamic_ncols=True,
-               disable=None if distributed.is_main() else True)
+    bar = progress(len(prompts), "eval", "q", enabled=distributed.is_main())
     for start in range(0, len(prompts), chunk):
         cache: dict[Path, Any] = {}
         for p in paths[start:start + chunk]:

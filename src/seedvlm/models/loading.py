@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -52,6 +53,29 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`--device` as a torch device that exists here (default: cuda if available); a name torch does not know or
+    a GPU that is not there is a one-line error, before any weights load."""
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise SeedVLMError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SeedVLMError(f"--device {device}: no CUDA GPU is visible here; use --device cpu")
+        if dev.index is not None and dev.index >= count:
+            raise SeedVLMError(f"--device {device}: only {count} CUDA GPU(s) are visible (cuda:0..cuda:{count - 1})")
+    elif dev.type != "cpu":
+        try:
+            torch.empty(0, device=dev)
+        except (RuntimeError, AssertionError) as e:
+            raise SeedVLMError(f"--device {device}: {str(e).splitlines()[0]}; use cpu or cuda") from None
+    return dev
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
     """bf16 on GPU, fp32 on CPU (DESIGN.md section 2)."""
     return torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -64,7 +88,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     "flash_attention_2" or None (transformers' default, sdpa where available)."""
     p = check_model_dir(path)
     _quiet_transformers()
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     dtype = dtype or default_dtype(device)
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
@@ -132,7 +156,8 @@ def verify_adapter_base(model, adapter: str | os.PathLike, allow_unverified: boo
         what = (f"adapter {a} has no {BASE_FINGERPRINT_FILE}: could not check that this model is the base it was "
                 f"trained on, nor that its update is not already merged into it")
         if not allow_unverified:
-            raise SeedVLMError(f"{what}; pass --allow-unverified-adapter to load it anyway")
+            raise SeedVLMError(f"{what}; pass --allow-unverified-adapter to load it anyway, or, if it was trained on "
+                               f"this model, write {{\"fingerprint\": \"{base_fingerprint(model)}\"}} to {fp_file}")
         log.warning("%s (loaded anyway: --allow-unverified-adapter)", what)
         return
     want = read_json(fp_file, "adapter base fingerprint").get("fingerprint")
@@ -165,7 +190,9 @@ def attach_adapter(model, adapter: str | os.PathLike, is_trainable: bool = False
         raise SeedVLMError(f"no adapter_model.safetensors in adapter folder {a}")
     verify_adapter_base(model, a, allow_unverified, model_dir)
     try:
-        return PeftModel.from_pretrained(model, a, is_trainable=is_trainable)
+        with warnings.catch_warnings():  # peft reads a property transformers marks deprecated: not the user's concern
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return PeftModel.from_pretrained(model, a, is_trainable=is_trainable)
     except (RuntimeError, ValueError, KeyError) as e:
         raise SeedVLMError(f"adapter {a} does not match this base model: {str(e).splitlines()[0]}") from None
 

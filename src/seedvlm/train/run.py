@@ -8,7 +8,6 @@ what `seedvlm train` calls (docs/training.md).
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,6 +19,7 @@ from seedvlm.errors import SeedVLMError
 from seedvlm.io import write_json
 from seedvlm.models import base_fingerprint, load_model
 from seedvlm.models.dtypes import resolve_dtype
+from seedvlm.outputs import check_dir_target, stash_run
 from seedvlm.train.checkpoints import (ADAPTER_DIR, CHECKPOINT_PREFIX, CONFIG_FILE, MANIFEST_FILE, finished_step,
                                        resolve_resume)
 from seedvlm.train.config import SeedConfig
@@ -35,7 +35,7 @@ def prepare_output_dir(cfg: SeedConfig, resume: str | None, is_main: bool, resta
     """A fresh run refuses an output_dir that holds an earlier run (every rank checks; rank 0 clears it when
     overwrite_output_dir is set). `restart`: `--resume auto` found no checkpoint, so a run stopped before its first
     one left only metrics behind: they are cleared and it starts again, as the user asked to continue it."""
-    out = Path(cfg.output_dir)
+    out = check_dir_target(cfg.output_dir, "output_dir", owns=lambda folder: True)
     if resume is not None or not out.is_dir():
         return
     old = sorted(p for p in out.iterdir() if p.name.startswith(f"{CHECKPOINT_PREFIX}-") or p.name == "metrics.jsonl")
@@ -47,8 +47,7 @@ def prepare_output_dir(cfg: SeedConfig, resume: str | None, is_main: bool, resta
         raise SeedVLMError(f"output_dir {out} already holds a run ({old[0].name}, ...); continue it with "
                            f"--resume auto, or start afresh with --overwrite-output-dir true or another output_dir")
     if is_main:
-        for p in old:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        stash_run(out)  # kept until the new run's first checkpoint; put back if it fails before
 
 
 def one_process_per_gpu(cfg: SeedConfig) -> None:

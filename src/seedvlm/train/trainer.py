@@ -28,6 +28,7 @@ from seedvlm import seed as S
 from seedvlm.io import atomic_path
 from seedvlm.train import checkpoints as ckpt
 from seedvlm.train import fsdp
+from seedvlm.outputs import commits_overwrite, guard_checkpoint_save
 from seedvlm.train.callbacks import (SeedMonitor, SeedProgressCallback, StepAccumulator, load_seed_state,
                                      save_seed_state)
 from seedvlm.train.config import SeedConfig
@@ -200,6 +201,7 @@ class SeedTrainer(Trainer):
             model.save_pretrained(output_dir, state_dict=state_dict, safe_serialization=True)
         ckpt.write_adapter_extras(output_dir, self.base_fp, self.cfg.to_dict())
 
+    @guard_checkpoint_save
     def _save_checkpoint(self, model, trial) -> None:
         """Write checkpoint-N into `.checkpoint-N.tmp`, then rename: a crash mid-save never leaves a half
         checkpoint where `--resume` would find it (the previous one stays intact)."""
@@ -238,6 +240,7 @@ class SeedTrainer(Trainer):
             return None
         return fsdp.gather_adapter_state(self.model_wrapped, on_cpu=self.args.device.type == "cpu")
 
+    @commits_overwrite
     def save_adapter(self, folder: str | Path) -> Path:
         """The final adapter (with seedvlm_base.json and the config), written atomically. Every rank calls it (under
         FSDP the weights are gathered first); rank 0 writes."""
