@@ -28,13 +28,13 @@ def test_every_subcommand_has_a_description():
     assert not missing
 
 
-def test_readiness_help_explains_the_six_checks_and_shows_defaults(capsys):
+def test_readiness_help_explains_the_seven_checks_and_shows_defaults(capsys):
     from seedvlm.pretrain.readiness import CHECKS
 
     with pytest.raises(SystemExit):
         main(["readiness", "--help"])
     out = capsys.readouterr().out
-    assert len(CHECKS) == 6 and all(name in out and what in out for name, (what, _) in CHECKS.items())
+    assert len(CHECKS) == 7 and all(name in out and what in out for name, (what, _) in CHECKS.items())
     assert "[default: 200]" in out and "[default: 128]" in out
 
 

@@ -134,6 +134,19 @@ def test_noise_depends_on_the_image_not_the_batch():
     assert abs(float(eps.std()) - 1.0) < 0.1 and abs(float(eps.mean())) < 0.1
 
 
+def test_every_perturbation_kind_of_the_study_decodes_contrastively():
+    """blur and blank are the perturbation functions of seedvlm.seed; the decoder's kinds are those of seed.py."""
+    from seedvlm.errors import SeedVLMError
+    from seedvlm.seed import PERTURBATIONS, blur
+
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert {"blur", "blank"} <= set(PERTURBATIONS)
+    assert torch.equal(noisy_pixel_values(x, "blank"), torch.zeros_like(x))
+    assert torch.equal(noisy_pixel_values(x, "blur", blur_sigma=0.2), blur(x, 0.2))
+    with pytest.raises(SeedVLMError, match="blank"):
+        noisy_pixel_values(x, "fog")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The loop, on the mock
 # ---------------------------------------------------------------------------------------------------------------

@@ -345,3 +345,42 @@ def test_parallel_script_leaves_no_process_behind_when_its_group_is_killed(tmp_p
     finally:
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_perturbation_kinds_are_ablations_on_the_frontier(world_model, tmp_path):
+    """noise is a string-valued ablation: one SEED variant per kind (gaussian is the seed arm itself, not trained
+    twice), each trained with its kind, evaluated like every arm and in the summary's ablation table."""
+    from seedvlm.experiment import Plan, load_experiment_config, summarize
+
+    kinds = ["gaussian", "ddpm", "mask", "blur", "blank"]
+    cfg = load_experiment_config(None, micro_config(tmp_path, world_model, ablations={"noise": kinds}))
+    plan = Plan(cfg)
+    assert plan.variants[0] == ["seed_noise-ddpm", "seed_noise-mask", "seed_noise-blur", "seed_noise-blank"]
+    assert [(r["value"], r["arm"]) for r in plan.ablation_rows] == [("gaussian", "seed")] + [
+        (k, f"seed_noise-{k}") for k in kinds[1:]]
+    steps = {s.key: s for s in plan.steps}
+    for k in kinds[1:]:
+        assert steps[f"seed0/seed_noise-{k}/train"].settings["noise"] == k
+        assert f"--noise={k}" in steps[f"seed0/seed_noise-{k}/train"].describe
+        assert f"seed0/seed_noise-{k}/chair" in steps and f"seed0/seed_noise-{k}/lengths" in steps
+    md = (summarize(plan), (tmp_path / "exp" / "summary.md").read_text())[1]
+    assert "| noise | blank | seed_noise-blank |" in md and "| noise | gaussian | seed |" in md
+
+
+@pytest.mark.slow
+def test_a_blank_image_ablation_runs(world_model, tmp_path):
+    """The pure language prior as SEED's perturbation, end to end on the micro world: trained, evaluated, on the
+    CHAIR frontier of the summary."""
+    from seedvlm.experiment import load_experiment_config, run_experiment
+
+    cfg = micro_config(tmp_path, world_model, arms=["base", "seed"], ablations={"noise": ["blank"]}, probe_images=0,
+                       beta_sweep=[], length_cuts=[3])
+    result = run_experiment(load_experiment_config(None, cfg), echo=lambda s: None)
+    out = tmp_path / "exp" / "seed0" / "seed_noise-blank"
+    from seedvlm.train.checkpoints import CONFIG_FILE
+
+    assert json.loads((out / "train" / CONFIG_FILE).read_text())["noise"] == "blank"
+    assert (out / "train" / "adapter").is_dir() and (out / "chair" / "results.json").is_file()
+    row = next(r for r in result["summary"]["ablations"] if r["arm"] == "seed_noise-blank")
+    assert row["value"] == "blank" and row["metrics"]["chair.chair_i"]["mean"] is not None
+    assert result["summary"]["matched_recall"]["per_seed"]["seed_noise-blank"]["0"]["points"]

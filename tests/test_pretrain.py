@@ -108,6 +108,9 @@ def test_pretrain_cli_writes_a_loadable_model(micro_world, tmp_path):
     summary = json.loads((out / "pretrain.json").read_text())
     assert set(summary["stages"]) >= {"text", "vision", "align", "instruct"}
     assert "checks" in summary["readiness"]
+    prior = summary["readiness"]["prior_under_noise"]  # the seventh check, with every perturbation kind beside it
+    assert summary["readiness"]["checks"]["prior_shows_under_noise"]["passed"] == prior["passed"]
+    assert {"gaussian_a0.3", "blur_0.03", "blank"} <= set(prior["kinds"])
     from seedvlm.models import load_for_inference
 
     model, proc = load_for_inference(out, device="cpu")

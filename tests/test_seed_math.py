@@ -16,6 +16,8 @@ from seedvlm.seed import (
     add_ddpm_noise,
     add_noise,
     answer_positions,
+    blank,
+    blur,
     combined_loss,
     confidence,
     continuous_beta,
@@ -423,8 +425,37 @@ def test_perturb_dispatch():
     ones = torch.ones(1, 3, 28, 28)
     assert torch.equal(perturb(ones, "mask", mask_ratio=0.5, patch_size=14, generator=g()),
                        mask_patches(ones, 14, 0.5, g()))
+    assert torch.equal(perturb(ones, "blur", blur_sigma=0.1, generator=g()), blur(ones, 0.1))
+    assert torch.equal(perturb(ones, "blank"), torch.zeros_like(ones))
+    with pytest.raises(SeedVLMError, match="blank"):  # the message lists the kinds
+        perturb(x, "fog")
+
+
+def test_blur_smooths_keeps_flat_images_and_scales_with_the_width():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 32, 32, generator=g, dtype=torch.float64)
+    out = blur(x, sigma=0.05)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert out.std() < 0.5 * x.std()  # white noise loses most of its variance
+    assert out.mean().item() == pytest.approx(x.mean().item(), abs=0.02)  # a weighted average keeps the level
+    flat = torch.full((1, 3, 20, 20), 0.7, dtype=torch.float16)
+    assert torch.allclose(blur(flat, 0.1).float(), flat.float(), atol=1e-3)  # borders replicated: no dark rim
+    edge = torch.zeros(1, 1, 64, 64)
+    edge[..., 32:] = 1.0  # a vertical edge: blurred across, not along
+    b = blur(edge, 0.03)
+    assert torch.allclose(b[0, 0, 0], b[0, 0, 40]) and 0.0 < b[0, 0, 0, 31].item() < 0.5 < b[0, 0, 0, 32].item() < 1
+    wide = torch.zeros(1, 1, 128, 128)
+    wide[..., 64:] = 1.0  # the same picture at twice the width, blurred by the same fraction: the same profile
+    assert torch.allclose(F.avg_pool1d(blur(wide, 0.03)[0, :, 0], 2)[0], b[0, 0, 0], atol=0.03)
     with pytest.raises(SeedVLMError):
-        perturb(x, "blur")
+        blur(x, 0.0)
+
+
+def test_blank_is_the_mean_colour_whatever_the_image():
+    x = torch.randn(2, 3, 8, 8, dtype=torch.bfloat16)
+    out = blank(x)
+    assert out.dtype == x.dtype and torch.equal(out, torch.zeros_like(x)) and not torch.equal(x, out)
+    assert (blank(x, fill=-1.0) == -1.0).all()
 
 
 # ---------------------------------------------------------------------------------------------------- confidence

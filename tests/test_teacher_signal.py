@@ -116,6 +116,63 @@ def test_command_writes_the_report_and_names_a_bad_world(signal_setup, tmp_path,
         assert report["classes"][cls]["mentions"] == direct["classes"][cls]["mentions"]
         assert report["classes"][cls]["logp_clean"] == pytest.approx(direct["classes"][cls]["logp_clean"], abs=1e-4)
     assert "| present objects |" in capsys.readouterr().out
-    assert main(["teacher-signal", "--model", str(saved), "--world", str(tmp_path / "nowhere")]) == 1
+    assert main(["teacher-signal", "--model", str(saved), "--world", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "instruct_train.json" in err[0]
+
+
+def test_held_out_descriptions_name_one_absent_partner_each(signal_setup):
+    """The held-out texts: val images only, each description names its injected partner, which is absent from the
+    image and a partner of a present object; the same texts on every call."""
+    from seedvlm.eval.chair import CHAIR
+    from seedvlm.world import partners_of
+
+    ts, _, _, world = signal_setup
+    records, injected = ts.held_out_records(world, None)
+    assert records and len(injected) == len(records) and ts.held_out_records(world, 2)[0] == records[:2]
+    assert ts.held_out_records(world, None) == (records, injected)
+    chair = CHAIR(world / "instances_val.json", protocol="corrected")
+    ids = {im["file_name"]: im["id"] for im in chair.images}
+    for r in records:
+        present = chair.annotated(ids[r["image"]])
+        partner = injected[r["id"]]
+        assert partner not in present and any(partner in partners_of(p) for p in present)
+        assert partner in {c for _, c in chair.mentions(r["answer"])}
+        assert present <= {c for _, c in chair.mentions(r["answer"])}  # every present object named too
+
+
+def test_every_perturbation_kind_beside_the_training_one(signal_setup):
+    """all_kinds: the first view is the training noise (its change is -(clean - noisy)); the others are the kinds of
+    seedvlm.seed.PERTURBATIONS; a kind that leaves the image as it is changes nothing."""
+    from seedvlm.seed import PERTURBATIONS
+
+    ts, model, processor, world = signal_setup
+    rep = ts.teacher_signal(model, processor, world, n=6, batch_size=4, all_kinds=True)
+    kinds = rep["perturbations"]
+    assert list(kinds)[0] == "gaussian_a0.3" and {k["settings"]["noise"] for k in kinds.values()} == set(PERTURBATIONS)
+    for cls, r in rep["classes"].items():
+        first = kinds["gaussian_a0.3"]["classes"][cls]
+        assert first["mentions"] == r["mentions"]
+        if r["mentions"]:
+            assert first["perturbed_minus_clean"] == pytest.approx(-r["clean_minus_noisy"], abs=1e-5)
+    plain = ts.teacher_signal(model, processor, world, n=6, batch_size=4)
+    assert list(plain["perturbations"]) == ["gaussian_a0.3"] and plain["classes"] == rep["classes"]
+    same = ts.teacher_signal(model, processor, world, n=6, batch_size=4, alpha=1.0, all_kinds=True)
+    assert abs(same["perturbations"]["gaussian_a1"]["classes"]["present"]["perturbed_minus_clean"]) < 1e-5
+    assert "| blank |" in ts.markdown(rep)
+
+
+def test_prior_under_noise_reads_the_training_perturbation(signal_setup):
+    """The readiness figures: the training perturbation's partner and present changes, `passed` as prior_shows
+    says, every kind beside it; the same function the teacher-signal diagnostic runs."""
+    ts, model, processor, world = signal_setup
+    prior = ts.prior_under_noise(model, processor, world, n=4, batch_size=4)
+    records, injected = ts.held_out_records(world, 4)
+    assert prior["descriptions"] == len(records) > 0 and prior["partner_mentions"] >= len(records)
+    train = prior["kinds"][prior["training_perturbation"]]
+    assert prior["training_perturbation"] == "gaussian_a0.3" and len(prior["kinds"]) == 6
+    assert (prior["partner_change"], prior["present_change"]) == (train["partner_change"], train["present_change"])
+    assert prior["passed"] == ts.prior_shows(prior["partner_change"], prior["present_change"])
+    assert ts.prior_shows(0.2, -1.0) and not ts.prior_shows(-0.2, -1.0) and not ts.prior_shows(0.2, 0.1)
+    assert not ts.prior_shows(None, -1.0)
+    assert "| gaussian_a0.3 (training) |" in ts.prior_markdown(prior)

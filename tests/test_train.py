@@ -231,7 +231,8 @@ def test_seed_step_teacher_student_and_target(env, tmp_path):
 def test_seed_step_runs_every_perturbation_and_schedule(env, tmp_path):
     from seedvlm.train.run import build_trainer
 
-    for i, kw in enumerate([dict(noise="ddpm"), dict(noise="mask", mask_ratio=0.5),
+    for i, kw in enumerate([dict(noise="ddpm"), dict(noise="mask", mask_ratio=0.5), dict(noise="blur"),
+                            dict(noise="blank"),
                             dict(beta_schedule="continuous", purify_space="logprob", plausibility=0.95),
                             dict(beta_schedule="curriculum", direction="forward", kl_chunk_size=3)]):
         trainer = build_trainer(make_cfg(env, tmp_path / f"r{i}", **kw))
@@ -239,6 +240,22 @@ def test_seed_step_runs_every_perturbation_and_schedule(env, tmp_path):
         assert torch.isfinite(out.loss), kw
         if kw.get("plausibility"):
             assert torch.isinf(out.purified).any()
+
+
+def test_the_perturbation_kinds_are_seed_py_s_and_their_own_settings_key_the_cache():
+    from seedvlm.errors import SeedVLMError
+    from seedvlm.seed import PERTURBATIONS
+    from seedvlm.train.config import TrainConfig
+    from seedvlm.train.teacher import noise_settings
+
+    assert {"blur", "blank"} <= set(PERTURBATIONS)
+    assert noise_settings(TrainConfig(noise="blur", blur_sigma=0.05)) == {"noise": "blur", "seed": 42,
+                                                                          "blur_sigma": 0.05}
+    assert noise_settings(TrainConfig(noise="blank", alpha=0.1)) == {"noise": "blank", "seed": 42}
+    with pytest.raises(SeedVLMError, match="blank"):  # the message lists every kind
+        TrainConfig(noise="fog")
+    with pytest.raises(SeedVLMError, match="blur_sigma"):
+        TrainConfig(noise="blur", blur_sigma=0.0)
 
 
 @pytest.mark.parametrize("method", ["seed", "sft"])

@@ -10,7 +10,7 @@ import typing
 from typing import Literal
 
 Method = Literal["seed", "sft"]
-Perturbation = Literal["gaussian", "ddpm", "mask"]
+Perturbation = Literal["gaussian", "ddpm", "mask", "blur", "blank"]
 BetaKind = Literal["quantile", "fixed", "continuous", "curriculum"]
 PurifySpace = Literal["logit", "logprob"]
 KLDirection = Literal["reverse", "forward"]
@@ -22,6 +22,7 @@ CompileDynamic = Literal["true", "false", "auto"]
 PromptStyle = Literal["hf", "llava-1.5"]
 MaskMode = Literal["renorm", "clamp"]
 DdpmSchedule = Literal["vcd", "linear"]
+Degradation = Literal["noise", "mask", "blank"]  # pretraining's degraded views of the vision stage
 
 
 def values(choice: typing.Any) -> tuple[str, ...]:

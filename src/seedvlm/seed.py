@@ -29,6 +29,8 @@ __all__ = [
     "ddpm_alpha_bar",
     "add_ddpm_noise",
     "mask_patches",
+    "blur",
+    "blank",
     "perturb",
     "PERTURBATIONS",
     "per_sample_generator",
@@ -181,6 +183,34 @@ def mask_patches(
     return pixel_values.masked_fill(pix, fill)
 
 
+def blur(pixel_values: torch.Tensor, sigma: float = 0.03) -> torch.Tensor:
+    """Gaussian blur of every image and channel: a separable kernel of standard deviation sigma * W pixels (sigma
+    is a fraction of the image width, so one setting means the same on a 64 px and a 336 px image), truncated at
+    3 standard deviations, borders replicated. Shapes stay blurred, colours stay: the gist survives, the details
+    do not. pixel_values (..., C, H, W); computed in float32 (float64 stays float64), dtype preserved."""
+    if not float(sigma) > 0.0:
+        raise SeedVLMError(f"blur sigma must be positive, got {sigma}")
+    if pixel_values.dim() < 3:
+        raise SeedVLMError(f"blur expects (..., C, H, W) pixels, got shape {tuple(pixel_values.shape)}")
+    *lead, c, h, w = pixel_values.shape
+    cdt = _compute_dtype(pixel_values.dtype)
+    std = float(sigma) * w
+    radius = max(1, int(math.ceil(3.0 * std)))
+    x = torch.arange(-radius, radius + 1, dtype=cdt, device=pixel_values.device)
+    kernel = torch.exp(-0.5 * (x / std) ** 2)
+    kernel = kernel / kernel.sum()
+    img = pixel_values.reshape(-1, 1, h, w).to(cdt)
+    img = F.conv2d(F.pad(img, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+    img = F.conv2d(F.pad(img, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+    return img.reshape(*lead, c, h, w).to(pixel_values.dtype)
+
+
+def blank(pixel_values: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+    """The image replaced by one colour (fill = 0.0 on normalized pixels is the dataset mean colour): no visual
+    evidence at all, so the model answers from its language prior alone (the contrast of image-free methods)."""
+    return torch.full_like(pixel_values, float(fill))
+
+
 def perturb(
     pixel_values: torch.Tensor,
     kind: Perturbation = "gaussian",
@@ -189,15 +219,21 @@ def perturb(
     step: int = 500,
     mask_ratio: float = 0.5,
     patch_size: int = 14,
+    blur_sigma: float = 0.03,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Dispatch to one perturbation: "gaussian" -> add_noise(alpha) [the seed], "ddpm" -> add_ddpm_noise(step)
-    [VCD], "mask" -> mask_patches(patch_size, mask_ratio)."""
+    [VCD], "mask" -> mask_patches(patch_size, mask_ratio), "blur" -> blur(blur_sigma), "blank" -> blank()
+    (blur and blank draw nothing from `generator`)."""
     _choice(kind, PERTURBATIONS, "perturbation")
     if kind == "gaussian":
         return add_noise(pixel_values, alpha=alpha, generator=generator)
     if kind == "ddpm":
         return add_ddpm_noise(pixel_values, step=step, generator=generator)
+    if kind == "blur":
+        return blur(pixel_values, sigma=blur_sigma)
+    if kind == "blank":
+        return blank(pixel_values)
     return mask_patches(pixel_values, patch_size=patch_size, ratio=mask_ratio, generator=generator)
 
 
@@ -223,6 +259,7 @@ def perturb_per_sample(
     step: int = 500,
     mask_ratio: float = 0.5,
     patch_size: int = 14,
+    blur_sigma: float = 0.03,
 ) -> torch.Tensor:
     """`perturb` image by image, image i with `per_sample_generator(seed, *keys[i])`: the noise an image gets depends
     on (seed, its key) only, so it is the same in a batch of 1 or of 8, at any position. pixel_values (B, C, H, W);
@@ -230,7 +267,8 @@ def perturb_per_sample(
     if len(keys) != pixel_values.shape[0]:
         raise SeedVLMError(f"{len(keys)} noise keys for a batch of {pixel_values.shape[0]} images")
     rows = [perturb(pixel_values[i:i + 1], kind, alpha=alpha, step=step, mask_ratio=mask_ratio,
-                    patch_size=patch_size, generator=per_sample_generator(seed, *key, device=pixel_values.device))
+                    patch_size=patch_size, blur_sigma=blur_sigma,
+                    generator=per_sample_generator(seed, *key, device=pixel_values.device))
             for i, key in enumerate(keys)]
     return torch.cat(rows) if rows else pixel_values.clone()
 

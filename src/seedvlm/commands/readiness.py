@@ -3,7 +3,8 @@
     seedvlm readiness --model assets/base-tiny --world runs/quickstart/world --n 150
 
 The model describes the first N val images of the world (greedy) and answers three yes/no probes per image (a
-present object, a random absent one, a co-occurring absent one). It is READY when all six checks pass:
+present object, a random absent one, a co-occurring absent one), and is teacher-forced on held-out descriptions of
+up to N val images, clean and perturbed. It is READY when all seven checks pass:
 """
 
 from __future__ import annotations

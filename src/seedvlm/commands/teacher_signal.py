@@ -4,7 +4,7 @@ and KL(clean || noisy) at the first token of every object mention, for present o
 absent partners and other absent objects (seedvlm.diagnostics.teacher_signal explains each column).
 
     seedvlm teacher-signal --model assets/base-tiny --world runs/quickstart/world \\
-        --out runs/teacher_signal.json [--alpha 0.3] [--beta 0.6] [--n 400] [--within-objects]
+        --out runs/teacher_signal.json [--alpha 0.3] [--beta 0.6] [--n 400] [--within-objects] [--all-kinds]
 
 Prints the Markdown table; --out also writes the report as JSON.
 """
@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of the noise")
     p.add_argument("--within-objects", action="store_true",
                    help="purify only among the object words, keeping their clean total")
+    p.add_argument("--all-kinds", action="store_true",
+                   help="also the change under the other perturbation kinds (stronger gaussian, ddpm, mask, blur, "
+                        "blank)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="write the report as JSON here")
     p.set_defaults(func=run)
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise SeedVLMError(f"world {args.world}: no {instruct.name} (write the world with `seedvlm world`)")
     model = load_model(args.model, device=args.device, dtype=torch.float32).eval()
     report = teacher_signal(model, load_processor(args.model), Path(args.world), args.split, args.n, args.alpha,
-                            args.beta, args.batch_size, args.seed, args.within_objects)
+                            args.beta, args.batch_size, args.seed, args.within_objects, args.all_kinds)
     report["model"] = args.model
     print(markdown(report))
     if args.out:

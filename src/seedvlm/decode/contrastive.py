@@ -72,11 +72,12 @@ def _image_key(row: torch.Tensor) -> int:
 
 def noisy_pixel_values(pixel_values: torch.Tensor, noise: Perturbation = "gaussian", alpha: float | None = None,
                        noise_step: int = DEFAULT_DDPM_STEP, seed: int = 0, patch_size: int = 14,
-                       mask_ratio: float = 0.5) -> torch.Tensor:
+                       mask_ratio: float = 0.5, blur_sigma: float = 0.03) -> torch.Tensor:
     """The perturbed copy of normalized pixel values, x' = sqrt(a) x + sqrt(1 - a) eps (seedvlm.seed.perturb).
 
     noise="gaussian": a = alpha [0.3, the seed's]; "ddpm": a = alpha if given, else ddpm_alpha_bar(noise_step)
-    [step 500 -> 0.7448, VCD's]; "mask": half the patch_size patches blanked (no alpha). Each image is perturbed
+    [step 500 -> 0.7448, VCD's]; "mask": half the patch_size patches blanked (no alpha); "blur": a Gaussian blur
+    of blur_sigma (a fraction of the width); "blank": one colour, no image at all. Each image is perturbed
     with `per_sample_generator(seed, a hash of its pixels)`, so an image gets the same noise in a batch of 1 or of
     16, at any position, on any run.
     """
@@ -89,10 +90,10 @@ def noisy_pixel_values(pixel_values: torch.Tensor, noise: Perturbation = "gaussi
         a = ddpm_alpha_bar(int(noise_step)) if alpha is None else float(alpha)
         kind = "gaussian"  # the DDPM forward process at one step is this same formula with a = alpha_bar
     else:
-        a, kind = 1.0, "mask"
+        a, kind = 1.0, noise
     keys = [(_image_key(pixel_values[i]),) for i in range(pixel_values.shape[0])]
     return perturb_per_sample(pixel_values, keys, kind, seed=seed, alpha=a, patch_size=patch_size,
-                              mask_ratio=mask_ratio)
+                              mask_ratio=mask_ratio, blur_sigma=blur_sigma)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -189,7 +190,8 @@ def contrastive_generate(
         passed at prefill too.
     beta: b [1.0]; beta = 0 with strategy="greedy" gives plain greedy decoding token for token (the mask never
         removes the argmax). noise: "gaussian" (alpha [0.3]), "ddpm" (alpha_bar of noise_step [500 -> 0.745],
-        VCD's) or "mask" (half the patches blanked). plausibility: g [0.1, VCD's]; None disables the mask.
+        VCD's), "mask" (half the patches blanked), "blur" or "blank" (seedvlm.seed.PERTURBATIONS).
+        plausibility: g [0.1, VCD's]; None disables the mask.
     strategy: "greedy"; "sample" (temperature, then top_k [0 = off], then top_p [1.0 = off], then a draw from a
         torch.Generator seeded with `seed`); "beam" (num_beams hypotheses per prompt scored by the sum of
         log_softmax(contrastive logits), finished ones ranked by score / length ** length_penalty, as HF does;

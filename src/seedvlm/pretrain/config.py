@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from seedvlm.choices import Degradation, values
 from seedvlm.config import field_
+from seedvlm.errors import SeedVLMError
+
+DEGRADE_KINDS = values(Degradation)  # stage 1's degraded views (seedvlm.pretrain.levers)
 
 
 @dataclass
@@ -35,12 +39,22 @@ class PretrainConfig:
     vision_words: str = field_("auto", "words head: frozen (align vision to the LM's word embeddings), trained (learn "
                                        "both), auto (frozen when the LM was pretrained: text_steps > 0 or init)")
     vision_pool: int = field_(30000, "stage 1 corpus size: uniform-category scenes rendered once, reused")
+    vision_degrade: float = field_(0.0, "stage 1: share of each batch shown degraded (vision_degrade_kinds), its "
+                                        "targets cut to the objects still visible (0 = off, the shipped recipe)")
+    vision_degrade_kinds: list[str] = field_(["noise", "mask", "blank"], "stage 1 degradations: noise (Gaussian, a "
+                                             "uniform in [0.02, 1)), mask (25-75% of the patches), blank")
+    vision_visible_snr: float = field_(3.0, "stage 1: under noise an object stays a target while sqrt(visible pixels "
+                                            "* a / (1 - a)) reaches this")
     # Stage 2: projector alignment + language on captions and descriptions, tower frozen, features cached.
     align_epochs: float = field_(3.0, "stage 2 epochs over the world's captions + detailed descriptions")
     align_lr: float = field_(2e-3, "stage 2 peak learning rate")
     # Stage 3: instruction tuning on all instruct turns, loss averaged per sample so short answers count.
     instruct_epochs: float = field_(5.0, "stage 3 epochs over all instruct turns (descriptions and QA)")
     instruct_lr: float = field_(1e-3, "stage 3 peak learning rate")
+    uninformative: float = field_(0.0, "stages 2-3: share of the samples whose image is replaced by a blank or pure-"
+                                       "noise one, the text kept, so the LM learns to answer from its prior when it "
+                                       "cannot see (0 = off, the shipped recipe)")
+    uninformative_images: int = field_(16, "stages 2-3: uninformative images to draw from (one blank, the rest noise)")
     batch_size: int = field_(32, "stage 2/3 batch size")
     warmup_fraction: float = field_(0.05, "linear warm-up as a fraction of each stage's steps")
     weight_decay: float = field_(0.01, "AdamW weight decay")
@@ -48,3 +62,14 @@ class PretrainConfig:
     readiness_images: int = field_(200, "val images used by the readiness check (0 = skip)")
     max_new_tokens: int = field_(128, "generation length for the readiness descriptions")
     save_dtype: str = field_("float16", "dtype of the saved weights (float16 keeps the shipped tiny base small)")
+
+    def __post_init__(self) -> None:
+        checks = [(0.0 <= self.vision_degrade <= 1.0, "vision_degrade must be in [0, 1]"),
+                  (bool(self.vision_degrade_kinds) and set(self.vision_degrade_kinds) <= set(DEGRADE_KINDS),
+                   f"vision_degrade_kinds must name some of {list(DEGRADE_KINDS)}"),
+                  (self.vision_visible_snr > 0, "vision_visible_snr must be positive"),
+                  (0.0 <= self.uninformative <= 1.0, "uninformative must be in [0, 1]"),
+                  (self.uninformative_images >= 1, "uninformative_images must be >= 1")]
+        for ok, msg in checks:
+            if not ok:
+                raise SeedVLMError(f"bad pretrain config: {msg}")

@@ -18,9 +18,10 @@ from seedvlm.models import (build_processor, build_word_tokenizer, load_model, l
                             preset_config, random_model, save_model, words_of)
 from seedvlm.pretrain.config import PretrainConfig
 from seedvlm.pretrain.data import CAPTION_PROMPT, load_split_images, scene_texts, tokenize_records, world_records
+from seedvlm.pretrain.levers import degrade_batch, uninformative_pixels
 from seedvlm.pretrain.readiness import readiness_report
 from seedvlm.pretrain.stages import (cache_features, first_token_accuracy, standardize_projector_input,
-                                     train_language, train_vision)
+                                     train_language, train_vision, vision_features)
 from seedvlm.world import CATEGORIES, category_by_id, render_scene, sample_scene, world_vocabulary
 
 log = logging.getLogger("seedvlm.pretrain")
@@ -45,20 +46,31 @@ def build_world_tokenizer(world: Path, splits=("train", "val")):
     return build_word_tokenizer([*world_vocabulary(), *words_of(texts)])
 
 
-def vision_corpus(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def vision_corpus(n: int, size: int, seed: int, with_objects: bool = False) -> tuple:
     """Stage 1's corpus: `n` scenes whose objects are drawn uniformly over categories (no scene pairing), rendered
-    in memory; returns images (n, size, size, 3) uint8, multi-hot labels (n, C), and the category id order."""
+    in memory; returns images (n, size, size, 3) uint8, multi-hot labels (n, C), and the category id order; with
+    `with_objects` also, per scene, (label column, box [x, y, w, h], visible pixels) of each object."""
     cat_ids = [c["id"] for c in CATEGORIES]
     col = {cid: i for i, cid in enumerate(cat_ids)}
     rng = np.random.default_rng(seed)
     images = np.zeros((n, size, size, 3), dtype=np.uint8)
     labels = np.zeros((n, len(cat_ids)), dtype=np.float32)
+    objects = []
     for i in range(n):
         scene = sample_scene(rng, size, uniform=True)
         images[i] = render_scene(scene, size)
         for obj in scene.objects:
             labels[i, col[obj.category_id]] = 1.0
-    return images, labels, cat_ids
+        objects.append([(col[o.category_id], list(o.bbox), int(o.area)) for o in scene.objects])
+    return (images, labels, cat_ids, objects) if with_objects else (images, labels, cat_ids)
+
+
+def _degrader(cfg: PretrainConfig, objects: list, patch_size: int):
+    """Stage 1's degraded views (seedvlm.pretrain.levers.degrade_batch) as train_vision calls them."""
+    def degrade(pix, labels, idx, rng):
+        return degrade_batch(pix, labels, [objects[i] for i in idx], rng, cfg.vision_degrade,
+                             tuple(cfg.vision_degrade_kinds), cfg.vision_visible_snr, patch_size)
+    return degrade
 
 
 def pretrain(cfg: PretrainConfig) -> dict:
@@ -127,25 +139,33 @@ def pretrain(cfg: PretrainConfig) -> dict:
     # Stage 1: vision tower on unpaired scenes.
     if cfg.vision_steps > 0:
         t = time.time()
-        pool, pool_labels, cat_ids = vision_corpus(cfg.vision_pool, size, cfg.seed + 1)
+        pool, pool_labels, cat_ids, objects = vision_corpus(cfg.vision_pool, size, cfg.seed + 1, with_objects=True)
         summary["stages"]["vision_corpus_seconds"] = time.time() - t
         word_ids = None
         if cfg.vision_head == "words":
             word_ids = [tokenizer(category_by_id(c)["name"], add_special_tokens=False).input_ids for c in cat_ids]
         elif cfg.vision_head != "linear":
             raise SeedVLMError(f"vision_head must be 'words' or 'linear', got {cfg.vision_head!r}")
+        degrade = None
+        if cfg.vision_degrade > 0:
+            degrade = _degrader(cfg, objects, config.vision_config.patch_size)
         s1 = train_vision(model, pool, pool_labels, cfg.vision_steps, cfg.vision_batch, cfg.vision_lr,
                           cfg.warmup_fraction, cfg.weight_decay, device, cfg.seed, class_word_ids=word_ids,
-                          train_word_embeddings=_train_words(cfg))
+                          train_word_embeddings=_train_words(cfg), degrade=degrade)
         summary["stages"]["vision"] = s1
         log.info(f"stage 1 (vision): loss {s1['loss']:.4f}, held-out mAP {s1['mAP']:.3f}, {s1['seconds']:.0f}s")
-        del pool, pool_labels
+        del pool, pool_labels, objects
 
     # Stages 2 and 3: language on cached features of the world's train images.
     images = load_split_images(world, "train", names, size)
     feats = cache_features(model, images, device)
     if (cfg.vision_head == "linear" or cfg.vision_steps == 0) and (not cfg.init or cfg.init_vision):
         standardize_projector_input(model, feats)  # the projector is still random: give it standardized inputs
+    if cfg.uninformative > 0:  # blank / pure-noise rows after the split's own
+        pix = uninformative_pixels(cfg.uninformative_images, size, cfg.seed + 3).to(device, model.dtype)
+        with torch.no_grad():
+            common["uninformative"] = (cfg.uninformative, len(feats), cfg.uninformative_images)
+            feats = torch.cat([feats, vision_features(model, pix)])
     tok_caps = tokenize_records(caps, names, processor, n_tok)
     descriptions = [r for r in inst if len(r[2].split()) > 8]
     tok_desc = tokenize_records(descriptions, names, processor, n_tok)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from seedvlm.pretrain.data import batches, collate, normalize_images
+from seedvlm.pretrain.levers import swap_to_uninformative
 
 
 def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
@@ -56,7 +57,8 @@ def _progress(desc: str, total: int):
 
 def train_vision(model, pool_images: np.ndarray, pool_labels: np.ndarray, steps: int, batch_size: int, lr: float,
                  warmup_fraction: float, weight_decay: float, device: torch.device, seed: int,
-                 class_word_ids: list[list[int]] | None = None, train_word_embeddings: bool = True) -> dict:
+                 class_word_ids: list[list[int]] | None = None, train_word_embeddings: bool = True,
+                 degrade=None) -> dict:
     """Stage 1: train the vision tower with multi-label BCE; returns final metrics (loss, mAP on a held-out slice).
 
     With `class_word_ids` (the token ids of each category's name) the head is word-aligned, as CLIP aligns images
@@ -65,6 +67,8 @@ def train_vision(model, pool_images: np.ndarray, pool_labels: np.ndarray, steps:
     language model later receives image tokens that already resemble the words naming what they show. With
     `train_word_embeddings=False` (after text pretraining) the words stay fixed and vision is aligned to them.
     Otherwise a plain linear head per patch on the tower's features.
+    `degrade(pix, labels, pool indices, rng) -> (pix, targets, what was done)` (seedvlm.pretrain.levers) shows part
+    of each batch degraded with the targets cut to what stays visible; None (default) shows every image clean.
     """
     n_cls = pool_labels.shape[1]
     tower = model.model.vision_tower
@@ -111,6 +115,7 @@ def train_vision(model, pool_images: np.ndarray, pool_labels: np.ndarray, steps:
     tower.train()
     bar = _progress("stage 1 vision", steps)
     loss_ema = None
+    degraded = 0
     t0 = time.time()
 
     def logits_of(pix):
@@ -120,9 +125,12 @@ def train_vision(model, pool_images: np.ndarray, pool_labels: np.ndarray, steps:
     for step in range(steps):
         idx = g.choice(train_idx, size=batch_size, replace=False)
         pix = normalize_images(pool_images[idx]).to(device)
+        y = torch.as_tensor(pool_labels[idx], dtype=torch.float32, device=device)
+        if degrade is not None:
+            pix, y, done = degrade(pix, y, idx, g)
+            degraded += sum(d["kind"] is not None for d in done)
         if g.random() < 0.5:
             pix = pix.flip(-1)  # left-right flips keep every label true
-        y = torch.as_tensor(pool_labels[idx], dtype=torch.float32, device=device)
         loss = F.binary_cross_entropy_with_logits(logits_of(pix), y)
         loss_ema = _optimizer_step(opt, params, loss, cosine_lr(step, steps, lr, warmup), loss_ema, bar, step)
     bar.close()
@@ -133,8 +141,11 @@ def train_vision(model, pool_images: np.ndarray, pool_labels: np.ndarray, steps:
             pix = normalize_images(pool_images[s:min(n_hold, s + 128)]).to(device)
             scores.append(torch.sigmoid(logits_of(pix)).float().cpu())
         scores = torch.cat(scores).numpy()
-    return {"loss": loss_ema, "mAP": mean_average_precision(scores, pool_labels[:n_hold]),
-            "seconds": time.time() - t0, "steps": steps}
+    out = {"loss": loss_ema, "mAP": mean_average_precision(scores, pool_labels[:n_hold]),
+           "seconds": time.time() - t0, "steps": steps}
+    if degrade is not None:
+        out["degraded_share"] = degraded / (steps * batch_size)
+    return out
 
 
 def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -213,9 +224,11 @@ def lm_loss(model, batch: dict, features: torch.Tensor, image_token_id: int, per
 def train_language(model, samples, features: torch.Tensor | None, image_token_id: int, pad_id: int, epochs: float,
                    batch_size: int, lr: float, warmup_fraction: float, weight_decay: float, device: torch.device,
                    seed: int, per_sample: bool, desc: str, steps: int | None = None,
-                   projector_only: bool = False) -> dict:
+                   projector_only: bool = False, uninformative: tuple[float, int, int] | None = None) -> dict:
     """Stages 0, 2 and 3: train the language model (+ the projector when there are image features; the tower is
-    frozen) on token sequences, with cached image features or none (text only)."""
+    frozen) on token sequences, with cached image features or none (text only). `uninformative` = (fraction,
+    first row, rows): that share of the samples sees one of those feature rows (a blank or pure-noise image) in
+    place of its own image (seedvlm.pretrain.levers.swap_to_uninformative)."""
     frozen = ("vision_tower",) if features is not None else ("vision_tower", "multi_modal_projector")
     params = []
     for n, p in model.named_parameters():
@@ -232,13 +245,22 @@ def train_language(model, samples, features: torch.Tensor | None, image_token_id
     bar = _progress(desc, steps)
     loss_ema = None
     t0 = time.time()
+    swap_rng, swapped, seen = torch.Generator().manual_seed(seed + 11), 0, 0
     for step, group in enumerate(batches(samples, batch_size, steps, seed)):
         batch = {k: v.to(device) for k, v in collate(group, pad_id).items()}
+        if uninformative is not None:
+            own = batch["image_index"]
+            batch["image_index"] = swap_to_uninformative(own, *uninformative, generator=swap_rng)
+            swapped += int((batch["image_index"] != own).sum())
+            seen += len(own)
         loss = lm_loss(model, batch, features, image_token_id, per_sample)
         loss_ema = _optimizer_step(opt, params, loss, cosine_lr(step, steps, lr, warmup), loss_ema, bar, step)
     bar.close()
     model.eval()
-    return {"loss": loss_ema, "steps": steps, "seconds": time.time() - t0}
+    out = {"loss": loss_ema, "steps": steps, "seconds": time.time() - t0}
+    if uninformative is not None:
+        out["uninformative_share"] = swapped / max(seen, 1)
+    return out
 
 
 @torch.no_grad()

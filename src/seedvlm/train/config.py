@@ -95,10 +95,13 @@ class SeedConfig(TrainingArguments):
     # ---- the perturbation ----------------------------------------------------------------------------------------
     noise: Perturbation = field_("gaussian", "perturbation of the teacher's second view: gaussian (reference "
                                              "implementation: sqrt(a)x + sqrt(1-a)eps), ddpm (VCD: DDPM forward at "
-                                             "noise_step), mask (patches)")
+                                             "noise_step), mask (patches), blur (Gaussian blur of blur_sigma), "
+                                             "blank (one colour: the language prior)")
     alpha: float = field_(0.3, "a of the gaussian noise (reference implementation: 0.3; smaller = noisier)")
     noise_step: int = field_(500, "DDPM step of 1000 for noise=ddpm (VCD: 500, alpha_bar ~0.745)")
     mask_ratio: float = field_(0.5, "share of patches blanked for noise=mask")
+    blur_sigma: float = field_(0.03, "standard deviation of the blur for noise=blur, as a fraction of the image "
+                                     "width (0.03: about 2 px on a 64 px image)")
     # ---- the dynamic b -------------------------------------------------------------------------------------------
     beta_schedule: BetaKind = field_("quantile", "quantile (reference implementation: b by the quantile bucket of "
                                                  "the clean teacher's confidence), fixed, continuous "
@@ -200,6 +203,7 @@ class SeedConfig(TrainingArguments):
             ("alpha", 0.0 < self.alpha <= 1.0, "in (0, 1]"),
             ("noise_step", 0 <= self.noise_step < 1000, "in [0, 999]"),
             ("mask_ratio", unit(self.mask_ratio), "in [0, 1]"),
+            ("blur_sigma", self.blur_sigma > 0, "> 0"),
             ("beta_values", all(b(v) for v in self.beta_values), ">= 0 (b = 0 is the clean teacher alone)"),
             ("beta_values", len(self.beta_values) == len(self.beta_quantiles) + 1,
              f"one more entry than beta_quantiles ({len(self.beta_quantiles) + 1})"),
@@ -308,7 +312,7 @@ def resolve_grad_accumulation(cfg: SeedConfig, world_size: int) -> int:
 HELP_GROUPS = {
     "what to train on": ["model", "data", "images", "output_dir", "overwrite_output_dir", "method", "max_samples",
                          "max_length", "train_sampling_strategy"],
-    "the perturbation": ["noise", "alpha", "noise_step", "mask_ratio"],
+    "the perturbation": ["noise", "alpha", "noise_step", "mask_ratio", "blur_sigma"],
     "the dynamic b": ["beta_schedule", "beta_values", "beta_quantiles", "beta_history_size", "beta_min_history",
                       "beta_fixed", "beta_max", "beta_tau", "curriculum_start", "curriculum_end",
                       "curriculum_warmup"],
@@ -327,4 +331,4 @@ HELP_GROUPS = {
 
 # what `seedvlm teach` reads of a training config (its --help lists only these)
 TEACH_FIELDS = ["model", "data", "images", "max_samples", "max_length", "noise", "alpha", "noise_step", "mask_ratio",
-                "seed", "dtype", "attn_implementation", "per_device_train_batch_size"]
+                "blur_sigma", "seed", "dtype", "attn_implementation", "per_device_train_batch_size"]

@@ -51,14 +51,17 @@ class Teacher(Protocol):
 
 def noise_settings(cfg) -> dict[str, Any]:
     """The options that decide the teacher's noisy view (and so a teacher cache's content): the perturbation, its
-    own parameters only (alpha for gaussian, noise_step for ddpm, mask_ratio for mask) and the noise seed."""
+    own parameters only (alpha for gaussian, noise_step for ddpm, mask_ratio for mask, blur_sigma for blur; blank
+    has none) and the noise seed."""
     out: dict[str, Any] = {"noise": cfg.noise, "seed": int(cfg.seed)}
     if cfg.noise == "gaussian":
         out["alpha"] = float(cfg.alpha)
     elif cfg.noise == "ddpm":
         out["noise_step"] = int(cfg.noise_step)
-    else:
+    elif cfg.noise == "mask":
         out["mask_ratio"] = float(cfg.mask_ratio)
+    elif cfg.noise == "blur":
+        out["blur_sigma"] = float(cfg.blur_sigma)
     return out
 
 
@@ -68,7 +71,8 @@ def noisy_view(pixel_values: torch.Tensor, sample_indices: Sequence[int] | torch
     the noise depends on (seed, sample, step) only, not on the batch, the rank or the process."""
     idx = sample_indices.tolist() if isinstance(sample_indices, torch.Tensor) else list(sample_indices)
     return S.perturb_per_sample(pixel_values, [(j, step) for j in idx], cfg.noise, seed=cfg.seed, alpha=cfg.alpha,
-                                step=cfg.noise_step, mask_ratio=cfg.mask_ratio, patch_size=patch_size)
+                                step=cfg.noise_step, mask_ratio=cfg.mask_ratio, patch_size=patch_size,
+                                blur_sigma=cfg.blur_sigma)
 
 
 def teacher_logits(teacher, batch: dict[str, torch.Tensor], mask: torch.Tensor, cfg, step: int,
