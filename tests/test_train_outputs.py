@@ -117,3 +117,18 @@ def test_output_dir_on_a_read_only_disk(env, tmp_path, capsys, failing_writes):
     rc = train(env, tmp_path / "run")
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 2 and line.startswith("seedvlm train: error:") and "read-only" in line and "run" in line
+
+
+def test_teach_refuses_an_unrelated_folder_before_any_work(tmp_path, capsys):
+    """An unrelated non-empty --out is refused up front (exit 2), and nothing in it is touched."""
+    from seedvlm.cli import main
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    root = Path(__file__).resolve().parents[1]
+    rc = main(["teach", "--config", str(root / "configs" / "seed_tiny.yaml"), "--model", str(root / "assets" / "base-tiny"),
+               "--data", str(tmp_path / "missing.json"), "--images", str(tmp_path), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "--out" in err and str(out) in err
+    assert (out / "notes.txt").read_text() == "keep me" and sorted(p.name for p in out.iterdir()) == ["notes.txt"]
