@@ -1,6 +1,6 @@
 """Is the base VLM ready for SEED? It must SEE (name present objects, also outside their usual scene) and still
 HALLUCINATE like a real VLM (some named objects absent, co-occurring partners over-represented; yes/no answers right
-on random negatives but less on co-occurring ones). DESIGN.md section 5; thresholds from the foundation issue."""
+on random negatives but less on co-occurring ones). docs/design.md section 5."""
 
 from __future__ import annotations
 
