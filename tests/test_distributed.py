@@ -155,7 +155,7 @@ def test_fsdp_two_processes_train_like_one_and_resume(env, one_process, tmp_path
     names = {p.name for p in ckpt.iterdir()}
     assert {"adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "seedvlm_state.json"} <= names
     assert not any(n.startswith("pytorch_model_fsdp") for n in names)  # no copy of the frozen base
-    torch.load(ckpt / "optimizer.pt", weights_only=True)  # no pickled code (DESIGN.md 10)
+    torch.load(ckpt / "optimizer.pt", weights_only=True)  # no pickled code (docs/design.md section 8)
 
     rows = read_metrics(resumed)  # the second job: the FSDP run resumed from its checkpoint-6
     assert [r["step"] for r in rows] == list(range(7, 13))
