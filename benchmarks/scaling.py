@@ -5,7 +5,7 @@ ranks, the NaN guard, metrics) inside transformers' loop, wrapped by accelerate 
 (configs/accelerate/multi_gpu.yaml = DDP, fsdp.yaml = FSDP FULL_SHARD). Only the inputs are synthetic: every rank
 builds the same random-weight model of a preset directly on its GPU in bf16 (seeded; no checkpoint on disk), a word
 tokenizer, and synthetic records (a random 336 px image, an 18-word prompt, a 59-word answer + EOS: 576 image tokens
-+ ~80 text tokens, the DESIGN.md 7 sample) decoded by the same dataset/collator as training. No checkpoints are
++ ~80 text tokens, train_step.py's sample) decoded by the same dataset/collator as training. No checkpoints are
 written. Each rank times its optimizer steps (after --warmup steps) and reports; rank 0 prints one Markdown table row
 and appends one JSON line to --out (every rank's numbers, the config, the GPUs, versions, git hash). Global
 samples/s = global batch / median step time of rank 0 (the ranks wait for each other at every gradient all-reduce).

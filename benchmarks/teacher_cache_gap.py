@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if not args.synthetic and not (args.model and args.data and args.images):
         raise SystemExit("give --model, --data and --images, or --synthetic")
-    cfg = TrainConfig()  # the seed's defaults: logit space, reverse KL, T = 2, w = 0.7, no plausibility mask
+    cfg = TrainConfig()  # the reference implementation's defaults: logit space, reverse KL, T = 2, w = 0.7, no mask
     ks = [int(k) for k in args.top_k.split(",") if k]
     batches = list(synthetic_batches(args.batches, args.rows) if args.synthetic else model_batches(args, cfg))
     vocab = batches[0][0].shape[-1]

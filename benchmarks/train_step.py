@@ -1,11 +1,13 @@
-"""Training-step speed and memory: plain LoRA SFT vs the seed's SEED recipe vs the SEED step `seedvlm train` runs.
+"""Training-step speed and memory: plain LoRA SFT vs the reference implementation's SEED step vs the SEED step
+`seedvlm train` runs.
 
 Cases (all LoRA r=64 / alpha 128 / dropout 0.05 on the LM's q/k/v/o via peft, as training applies it; every step =
 forward(s) + backward + an AdamW step over the LoRA weights; bf16 weights under bf16 autocast on CUDA like the
 Trainer, fp32 on the CPU):
   sft           (a) plain LoRA SFT: HF forward with labels (full (B, L, V) logits, HF's fp32 loss)
-  seed-3pass    (b) the seed's recipe: three separate forwards (teacher clean, teacher noisy, student), full-
-                    vocabulary fp32 logits over the whole sequence, purify and KL on full (B, L, V) tensors
+  seed-3pass    (b) the reference implementation's step: three separate forwards (teacher clean, teacher noisy,
+                    student), full-vocabulary fp32 logits over the whole sequence, purify and KL on full (B, L, V)
+                    tensors
   seed          (c) what `seedvlm train` runs: `seedvlm.train.step.seed_batch` (the function SeedTrainer.compute_loss
                     calls) with the settings of configs/seed_llava15_7b.yaml and TrainConfig's defaults: one 2B
                     teacher forward, the student on the teacher's clean image features (reuse_image_features: the
@@ -52,8 +54,8 @@ the same process at the same micro-batch.
         --cases seed,seed-compile,seed-compile-vision,seed-compile-static,seed-compile-auto --time-budget 420 \\
         --out runs/bench/train_step_h100_compile_options.json
 
-DESIGN.md section 7 gives the reference (H100): plain LoRA SFT 6.77 / 15.4 samples/s, the seed's 3-pass SEED
-4.91 / 9.1 at micro-batch 1 / 8; the floor without caching is ~21 samples/s.
+docs/design.md section 7 says what a step costs and why; docs/log.md holds the measurements and the reference
+figures they were compared with.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CASES = {
     "sft": "(a) plain LoRA SFT (HF forward with labels)",
-    "seed-3pass": "(b) SEED as the seed does it (3 passes, full-vocab fp32)",
+    "seed-3pass": "(b) SEED as the reference implementation does it (3 passes, full-vocab fp32)",
     "seed": "(c) SEED as seedvlm train runs it",
     "seed-gc": "(c) + gradient checkpointing",
     "seed-compile": "(c) + torch.compile (decoder layers)",
@@ -163,8 +165,9 @@ def step_sft(model, batch, ctx):
 
 
 def step_seed_3pass(model, batch, ctx):
-    """(b) the seed's SEED step: teacher clean, teacher noisy and student as three forwards, full (B, L, V) fp32
-    logits, purification and reverse KL computed on full-vocabulary fp32 tensors, noise from the global RNG."""
+    """(b) the reference implementation's SEED step: teacher clean, teacher noisy and student as three forwards,
+    full (B, L, V) fp32 logits, purification and reverse KL computed on full-vocabulary fp32 tensors, noise from the
+    global RNG."""
     cfg, dtype = ctx["cfg"], ctx["dtype"]
     ids, attn, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
     pix = batch["pixel_values"]

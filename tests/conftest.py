@@ -47,9 +47,9 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """One intra-op thread for a module: on 2 shared cores a second, spinning OpenMP thread made training steps up
-    to 10x slower whenever another process was busy (measured: a 30-step SEED run took 5 s or 37 s with 2 threads,
-    5.7 s with 1). Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    """One intra-op thread for a module: on 2 shared cores a second, spinning OpenMP thread makes training steps
+    several times slower whenever another process is busy.
+    Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -11,10 +11,10 @@ process accumulating them all (transformers divides each micro-batch loss, a mea
 accumulation count; DDP divides the all-reduced sum by the world size). Only float32 summation order differs
 (pairwise sums across ranks vs one running sum): ~1 ulp (1e-7 relative) per gradient entry, which AdamW (lr 2e-3,
 12 steps) carries into the loss as measured differences of 3e-8. 1e-5 leaves 300x margin over that and is still
-~1000x below what a real semantic change causes: one sample dealt to the wrong step, a lagging b history (the
-first version of the gather gave rank 1 a history one micro-batch old: b moved by 0.05 at some steps) or a lost
-optimizer state on resume (loss off by 2e-3). b, conf, lr and the b history must be EXACTLY equal: they are
-discrete or computed from the frozen teacher's identical logits.
+~1000x below what a real semantic change causes: one sample dealt to the wrong step, a lagging b history (a
+rank whose history is one micro-batch old gets a b off by 0.05 at some steps) or a lost optimizer state on resume
+(loss off by 2e-3). b, conf, lr and the b history must be EXACTLY equal: they are discrete or computed from the
+frozen teacher's identical logits.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def test_fsdp_two_processes_train_like_one_and_resume(env, one_process, tmp_path
     names = {p.name for p in ckpt.iterdir()}
     assert {"adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "seedvlm_state.json"} <= names
     assert not any(n.startswith("pytorch_model_fsdp") for n in names)  # no copy of the frozen base
-    torch.load(ckpt / "optimizer.pt", weights_only=True)  # no pickled code (DESIGN.md 10)
+    torch.load(ckpt / "optimizer.pt", weights_only=True)  # no pickled code (docs/design.md section 8)
 
     rows = read_metrics(resumed)  # the second job: the FSDP run resumed from its checkpoint-6
     assert [r["step"] for r in rows] == list(range(7, 13))

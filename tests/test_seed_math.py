@@ -61,7 +61,7 @@ def _kl64(p, logp, logq):
 HISTORY = [-float(k) for k in range(21)]  # sorted: -20..0; quantiles 0.25/0.5/0.75 at positions 5/10/15 -> -15/-10/-5
 
 
-def test_select_beta_buckets_of_the_seed_rule():
+def test_select_beta_buckets_of_the_quantile_rule():
     assert float(select_beta(torch.tensor(-17.0), HISTORY)) == pytest.approx(1.1)  # lowest quartile: strongest b
     assert float(select_beta(torch.tensor(-12.0), HISTORY)) == pytest.approx(0.8)
     assert float(select_beta(torch.tensor(-7.0), HISTORY)) == pytest.approx(0.6)
@@ -170,7 +170,7 @@ def test_purify_plausibility_mask_exact_tokens():
     assert torch.isinf(out[0]).tolist() == [False, False, True, True]
     out = purify(clean, noisy, 1.0, space="logprob", plausibility=0.5)
     assert torch.isinf(out[0]).tolist() == [False, False, True, True]
-    assert not torch.isinf(purify(clean, noisy, 1.0)).any()  # off by default (the seed)
+    assert not torch.isinf(purify(clean, noisy, 1.0)).any()  # off by default (the reference implementation)
 
 
 def test_purify_beta_broadcast_per_row():
@@ -186,7 +186,7 @@ def test_purify_beta_broadcast_per_row():
     assert half.dtype == torch.float32
 
 
-def test_seed_bug_purify_never_called():
+def test_purify_moves_the_target_off_the_clean_logits():
     g = torch.Generator().manual_seed(0)
     clean, noisy = torch.randn(4, 10, generator=g), torch.randn(4, 10, generator=g)
     assert not torch.allclose(purify(clean, noisy, 0.5), clean)
@@ -229,7 +229,7 @@ def test_distill_loss_reverse_and_forward_match_hand_formulas():
     assert rev.item() == pytest.approx(_reverse64(S, TT, 2.0), rel=1e-5)
     assert fwd.item() == pytest.approx(_forward64(S, TT, 2.0), rel=1e-5)
     assert abs(rev.item() - fwd.item()) > 1e-3
-    # and the seed's F.kl_div expression (DESIGN.md section 2)
+    # and the reference implementation's F.kl_div expression (docs/design.md section 2)
     ref = F.kl_div(F.log_softmax(t / 2, -1), F.softmax(s / 2, -1), reduction="batchmean") * 4
     assert rev.item() == pytest.approx(ref.item(), rel=1e-5)
 
@@ -389,7 +389,7 @@ def test_ddpm_alpha_bar_vcd_schedule():
     betas = [1.0 / (1.0 + math.exp(-(-6.0 + 12.0 * i / 999))) * (0.5e-2 - 1e-5) + 1e-5 for i in range(1000)]
     expected = math.prod(1.0 - b for b in betas[:501])  # VCD indexes alphas_prod[t], t = 500
     assert ddpm_alpha_bar(500) == pytest.approx(expected, rel=1e-9)
-    assert ddpm_alpha_bar(500) == pytest.approx(0.74480, abs=1e-4)  # DESIGN.md section 3: ~0.745
+    assert ddpm_alpha_bar(500) == pytest.approx(0.74480, abs=1e-4)  # docs/design.md section 3: 0.7448
     lin = [1e-4 + (0.02 - 1e-4) * i / 999 for i in range(1000)]
     assert ddpm_alpha_bar(500, schedule="linear") == pytest.approx(math.prod(1 - b for b in lin[:501]), rel=1e-9)
     assert ddpm_alpha_bar(500, schedule="linear") == pytest.approx(0.0778, abs=1e-3)

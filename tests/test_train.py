@@ -1,8 +1,8 @@
 """SEED training and the SFT control arm on a 2-layer random LLaVA and 16 drawn images (CPU, seconds).
 
-Covers the seed's debugging table (teacher with LoRA on, purify never called, forward KL, T=1, truncated image
-tokens, NaNs), frozen vision tower/projector, LoRA placement, loss going down, exact kill-and-resume, atomic
-checkpoints, merging, and the errors for bad input.
+Covers the bugs a naive SEED has (docs/design.md section 2: teacher with LoRA on, purify never called, forward KL,
+T=1, truncated image tokens, NaNs), frozen vision tower/projector, LoRA placement, loss going down, exact
+kill-and-resume, atomic checkpoints, merging, and the errors for bad input.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def test_length_grouped_sampler_is_deterministic_and_pads_less():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# LoRA placement, the SEED step and the seed's debugging table
+# LoRA placement, the SEED step and the bugs a naive SEED has
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -187,7 +187,8 @@ def test_seed_step_teacher_student_and_target(env, tmp_path):
     from seedvlm.train.run import build_trainer
     from seedvlm.train.teacher import noisy_view
 
-    # Defaults that the debugging table names: reverse KL, T = 2, w = 0.7, logit space, seed's noise.
+    # Defaults that docs/design.md section 2 names: reverse KL, T = 2, w = 0.7, logit space, the reference
+    # implementation's noise.
     d = SeedConfig()
     assert (d.direction, d.temperature, d.distill_weight, d.purify_space, d.alpha) == ("reverse", 2.0, 0.7,
                                                                                        "logit", 0.3)
@@ -400,8 +401,8 @@ def test_checkpoint_write_is_atomic_and_reruns_are_refused(env, tmp_path, monkey
     assert "checkpoint-2" in names and "checkpoint-4" not in names  # no half-written checkpoint-4
     assert ".checkpoint-4.tmp" in names  # the partial write stayed in its temp folder
     ckpt = out / "checkpoint-2"
-    # Nothing in a checkpoint needs full unpickling (DESIGN.md 10): no training_args.bin, and what transformers
-    # loads back (optimizer, scheduler, RNG) loads with weights_only=True, as transformers does.
+    # Nothing in a checkpoint needs full unpickling (docs/design.md section 8): no training_args.bin, and what
+    # transformers loads back (optimizer, scheduler, RNG) loads with weights_only=True, as transformers does.
     from transformers.trainer_pt_utils import safe_globals
 
     assert not (ckpt / "training_args.bin").exists()

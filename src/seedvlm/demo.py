@@ -7,7 +7,7 @@ image marked when a COCO instances file is given.
 
 Objects are found with `seedvlm.eval.chair.CHAIR` (the CHAIR protocol's synonyms, phrases and singularization), so
 the marks are exactly what CHAIR counts. Every piece of model text
-is HTML-escaped before it enters the page (DESIGN.md section 10).
+is HTML-escaped before it enters the page (docs/design.md section 8).
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 Tensors in, tensors out: no model, no global state (the one stateful helper, `BetaSchedule`, keeps only the
 confidence history and serializes it to plain JSON). Every function's docstring names the equation it implements
-and where it comes from, so it can be checked line by line against DESIGN.md section 2 (SEED) and section 3
+and where it comes from, so it can be checked line by line against docs/design.md section 2 (SEED) and section 3
 (contrastive decoding). docs/seed_math.md lists the same equations with their defaults and the decisions taken
-where DESIGN.md leaves a choice (the middle b with a short history, the handling of -inf targets, the VCD schedule).
+where the method leaves a choice (the middle b with a short history, the handling of -inf targets, the VCD schedule).
 
 Shapes used below: B samples, L sequence positions, V vocabulary entries, N gathered answer-token rows.
 """
@@ -81,14 +81,14 @@ def upcast(x: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Perturbations of the image (DESIGN.md section 2, first bullet; section 3 for VCD's DDPM noise)
+# Perturbations of the image (docs/design.md section 2, rows 2-3; section 3 for VCD's DDPM noise)
 # --------------------------------------------------------------------------------------------------------------
 
 
 def add_noise(pixel_values: torch.Tensor, alpha: float = 0.3, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Gaussian noise on normalized pixel values, DESIGN.md section 2:
+    """Gaussian noise on normalized pixel values, docs/design.md section 2:
 
-        x' = sqrt(a) * x + sqrt(1 - a) * eps,    eps ~ N(0, I)        [a = 0.3, the seed's default]
+        x' = sqrt(a) * x + sqrt(1 - a) * eps,    eps ~ N(0, I)        [a = 0.3, the reference implementation's default]
 
     eps is drawn in float32 (float64 for float64 input) with `generator` (None: torch's global RNG) on the tensor's
     device, the sum is computed in that precision and cast back, so the dtype is preserved. a = 1 returns x exactly
@@ -114,10 +114,10 @@ def ddpm_alpha_bar(
 
         alpha_bar_t = prod_{s=0..t} (1 - beta_s)
 
-    schedule="vcd" (default) is the schedule of VCD's `vcd_utils/vcd_add_noise.py` (DESIGN.md section 3):
+    schedule="vcd" (default) is the schedule of VCD's `vcd_utils/vcd_add_noise.py` (docs/design.md section 3):
         beta_s = sigmoid(linspace(-6, 6, num_steps))_s * (beta_end - beta_start) + beta_start,
         beta_start = 1e-5, beta_end = 5e-3;
-    VCD's step 500 of 1000 gives alpha_bar_500 = 0.74480 (the "~0.745" of DESIGN.md).
+    VCD's step 500 of 1000 gives alpha_bar_500 = 0.74480 (the 0.7448 of docs/design.md section 3).
     schedule="linear" is the DDPM paper's linear schedule, beta_s = linspace(beta_start, beta_end, num_steps),
     beta_start = 1e-4, beta_end = 0.02; there step 500 gives 0.07780, i.e. far more noise than VCD used.
     beta_start/beta_end = None take the schedule's own defaults above. Computed in float64, returned as a float.
@@ -139,7 +139,7 @@ def ddpm_alpha_bar(
 def add_ddpm_noise(
     pixel_values: torch.Tensor, step: int = 500, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """VCD's noise (DESIGN.md section 3): the DDPM forward process q(x_t | x_0) at `step` of 1000,
+    """VCD's noise (docs/design.md section 3): the DDPM forward process q(x_t | x_0) at `step` of 1000,
 
         x_t = sqrt(alpha_bar_t) * x + sqrt(1 - alpha_bar_t) * eps,
 
@@ -156,7 +156,7 @@ def mask_patches(
     fill: float = 0.0,
 ) -> torch.Tensor:
     """Random patch masking: per image, round(ratio * n_patches) whole patch_size x patch_size squares set to `fill`
-    in every channel (an option beside the seed's Gaussian noise; not in the seed itself).
+    in every channel (an option beside the reference implementation's Gaussian noise; not in it).
 
     pixel_values: (..., C, H, W); every leading index is one image with its own random choice of patches. The
     patch grid is ceil(H / p) x ceil(W / p): a partial patch at the right/bottom edge counts as one patch and is
@@ -222,7 +222,7 @@ def perturb(
     blur_sigma: float = 0.03,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Dispatch to one perturbation: "gaussian" -> add_noise(alpha) [the seed], "ddpm" -> add_ddpm_noise(step)
+    """Dispatch to one perturbation: "gaussian" -> add_noise(alpha) [the reference implementation's], "ddpm" -> add_ddpm_noise(step)
     [VCD], "mask" -> mask_patches(patch_size, mask_ratio), "blur" -> blur(blur_sigma), "blank" -> blank()
     (blur and blank draw nothing from `generator`)."""
     _choice(kind, PERTURBATIONS, "perturbation")
@@ -238,8 +238,8 @@ def perturb(
 
 
 def per_sample_generator(seed: int, *key: int, device: str | torch.device = "cpu") -> torch.Generator:
-    """A torch.Generator seeded from (seed, *key) only (DESIGN.md section 2: "noise is drawn from a generator seeded
-    per sample and step"; training keys a sample by (index, step), decoding an image by a hash of its pixels): the
+    """A torch.Generator seeded from (seed, *key) only (docs/design.md section 2, row 3: noise seeded
+    per sample and step; training keys a sample by (index, step), decoding an image by a hash of its pixels): the
     seed is the first 8 bytes of blake2b("seed:key0:key1...") masked to 63 bits, so it does not depend on the batch,
     the rank, the process or Python's hash randomization."""
     text = ":".join(str(int(x)) for x in (seed, *key))
@@ -274,12 +274,12 @@ def perturb_per_sample(
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Confidence and the dynamic b (DESIGN.md section 2, third and fourth bullets)
+# Confidence and the dynamic b (docs/design.md section 2, rows 5-6)
 # --------------------------------------------------------------------------------------------------------------
 
 
 def confidence(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Confidence of each sample, DESIGN.md section 2:
+    """Confidence of each sample, docs/design.md section 2:
 
         conf_b = mean_{t : mask[b, t]} log max_v softmax(logits[b, t])_v
                = mean_{t : mask[b, t]} ( max_v logits[b, t, v] - logsumexp_v logits[b, t, v] )
@@ -303,7 +303,7 @@ def confidence(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def middle_value(values: Sequence[float]) -> float:
-    """The "middle value" of DESIGN.md section 2 (b while the history is short): the median of `values`; with an
+    """The "middle value" of docs/design.md section 2 (b while the history is short): the median of `values`; with an
     even count the mean of the two middle entries, e.g. (1.1, 0.8, 0.6, 0.4) -> (0.8 + 0.6) / 2 = 0.7."""
     v = sorted(float(x) for x in values)
     if not v:
@@ -330,7 +330,7 @@ def select_beta(
     quantiles: Sequence[float] = (0.25, 0.5, 0.75),
     min_history: int = 20,
 ) -> torch.Tensor:
-    """Dynamic b, DESIGN.md section 2 (the seed's rule):
+    """Dynamic b, docs/design.md section 2 (the reference implementation's rule):
 
         thresholds q_i = quantile(history, quantiles[i])   (torch.quantile, linear interpolation)
         b = values[0] if conf < q_0, values[1] if q_0 <= conf < q_1, values[2] if q_1 <= conf < q_2, else values[3]
@@ -357,7 +357,7 @@ def select_beta(
 
 
 def continuous_beta(conf: Any, b_max: float = 1.1, tau: float = 1.0) -> torch.Tensor:
-    """Continuous b (an option of DESIGN.md section 2): b = b_max * sigmoid(-conf / tau).
+    """Continuous b (an option of docs/design.md section 2): b = b_max * sigmoid(-conf / tau).
 
     conf <= 0, so b lies in [b_max / 2, b_max): b_max / 2 for a fully confident sample, -> b_max as confidence
     falls (the same direction as the quantile rule). Returns float32, conf's shape and device.
@@ -371,7 +371,7 @@ def continuous_beta(conf: Any, b_max: float = 1.1, tau: float = 1.0) -> torch.Te
 def curriculum_beta(
     step: int, total_steps: int, b_start: float = 0.0, b_end: float = 1.1, warmup_fraction: float = 0.3
 ) -> float:
-    """Curriculum b (an option of DESIGN.md section 2): a linear ramp, then constant,
+    """Curriculum b (an option of docs/design.md section 2): a linear ramp, then constant,
 
         b(step) = b_start + (b_end - b_start) * min(1, step / (warmup_fraction * total_steps)),
 
@@ -383,9 +383,9 @@ def curriculum_beta(
 
 
 class BetaSchedule:
-    """The b of each sample for the trainer: one of the DESIGN.md section 2 rules plus the confidence history.
+    """The b of each sample for the trainer: one of the docs/design.md section 2 rules plus the confidence history.
 
-    kind="quantile" (the seed's): select_beta against the last `history_size` confidences;
+    kind="quantile" (the reference implementation's): select_beta against the last `history_size` confidences;
     kind="fixed": b = `fixed` for every sample; kind="continuous": continuous_beta(conf, b_max, tau);
     kind="curriculum": curriculum_beta(step, total_steps, b_start, b_end, warmup_fraction).
 
@@ -477,7 +477,7 @@ class BetaSchedule:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Purification and the losses (DESIGN.md section 2, fifth and sixth bullets)
+# Purification and the losses (docs/design.md section 2, rows 7-9)
 # --------------------------------------------------------------------------------------------------------------
 
 
@@ -499,14 +499,15 @@ def purify(
     space: Space = "logit",
     plausibility: float | None = None,
 ) -> torch.Tensor:
-    """The purified teacher target, DESIGN.md section 2 (and the contrastive decoding of section 3):
+    """The purified teacher target, docs/design.md section 2 (and the contrastive decoding of section 3):
 
-        space="logit" (default, the seed):  (1 + b) * clean - b * noisy
+        space="logit" (default, the reference implementation):  (1 + b) * clean - b * noisy
         space="logprob":                    (1 + b) * log_softmax(clean) - b * log_softmax(noisy)
 
     beta: a float or a tensor over the leading dims ((B,), (B, 1), (N,), ...): trailing singleton dims are added
     until it broadcasts over the rest (positions, vocabulary), so a (B,) beta applies one b per sample.
-    plausibility g (VCD's adaptive plausibility constraint; None/0 = off, the seed's default; VCD uses 0.1):
+    plausibility g (VCD's adaptive plausibility constraint; None/0 = off, the reference implementation's default;
+    VCD uses 0.1):
     a token whose clean probability is below g * max_v clean probability, i.e.
     log_softmax(clean)_v < log g + max_u log_softmax(clean)_u, gets -inf in the result (ties are kept; the clean
     argmax always survives). Computed and returned in float32 (float64 stays float64); no gradient is needed here
@@ -601,9 +602,9 @@ def distill_loss(
     chunk_size: int | None = None,
     floor: float = CLAMP_FLOOR,
 ) -> torch.Tensor:
-    """The distillation term of DESIGN.md section 2, T^2 * KL with "batchmean" over answer-token rows:
+    """The distillation term of docs/design.md section 2, T^2 * KL with "batchmean" over answer-token rows:
 
-        direction="reverse" (default, the seed's):
+        direction="reverse" (default, the reference implementation's):
             T^2 / N * sum_rows sum_v p_s (log p_s - log p_t) = T^2 * KL(student || teacher)
             = T^2 * F.kl_div(log_softmax(teacher / T), softmax(student / T), reduction="batchmean")
         direction="forward":
@@ -658,7 +659,7 @@ def combined_loss(
     chunk_size: int | None = None,
     kl_student: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The SEED loss on answer tokens, DESIGN.md section 2:
+    """The SEED loss on answer tokens, docs/design.md section 2:
 
         L = w * T^2 * KL + (1 - w) * CE          [w = 0.7, T = 2, reverse KL]
 
@@ -685,7 +686,7 @@ def combined_loss(
 
 
 def answer_positions(labels: torch.Tensor, ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor]:
-    """The "shifted answer tokens only" rule of DESIGN.md section 2: logits at position t predict labels[t + 1],
+    """The "shifted answer tokens only" rule of docs/design.md section 2: logits at position t predict labels[t + 1],
     so the positions that carry an answer prediction are
 
         mask[:, t] = labels[:, t + 1] != ignore_index   (t < L - 1),    mask[:, L - 1] = False

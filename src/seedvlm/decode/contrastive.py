@@ -1,4 +1,4 @@
-"""Inference-time contrastive decoding ("dual purification", DESIGN.md section 3).
+"""Inference-time contrastive decoding ("dual purification", docs/design.md section 3).
 
 At every step the model sees the prompt twice, once with the clean image and once with a noisy copy, and the next
 token is chosen from
@@ -38,14 +38,14 @@ __all__ = ["contrastive_logits", "contrastive_generate", "noisy_pixel_values", "
 Strategy = Literal["greedy", "sample", "beam"]
 STRATEGIES = get_args(Strategy)
 DEFAULT_GAUSSIAN_ALPHA = 0.3
-"""The seed's noise level for "gaussian": x' = sqrt(0.3) x + sqrt(0.7) eps."""
+"""The reference implementation's noise level for "gaussian": x' = sqrt(0.3) x + sqrt(0.7) eps."""
 DEFAULT_DDPM_STEP = 500
 """VCD's noise step for "ddpm": alpha_bar_500 = 0.7448 on VCD's schedule (seedvlm.seed.ddpm_alpha_bar)."""
 
 
 def contrastive_logits(clean: torch.Tensor, noisy: torch.Tensor, beta: Any, plausibility: float | None = 0.1
                        ) -> torch.Tensor:
-    """The contrastive next-token logits of DESIGN.md section 3 (VCD, Leng et al. 2024, eq. 3 and 4):
+    """The contrastive next-token logits of docs/design.md section 3 (VCD, Leng et al. 2024, eq. 3 and 4):
 
         out = (1 + beta) * clean - beta * noisy
         out_v = -inf  where  softmax(clean)_v < plausibility * max_u softmax(clean)_u
@@ -75,7 +75,7 @@ def noisy_pixel_values(pixel_values: torch.Tensor, noise: Perturbation = "gaussi
                        mask_ratio: float = 0.5, blur_sigma: float = 0.03) -> torch.Tensor:
     """The perturbed copy of normalized pixel values, x' = sqrt(a) x + sqrt(1 - a) eps (seedvlm.seed.perturb).
 
-    noise="gaussian": a = alpha [0.3, the seed's]; "ddpm": a = alpha if given, else ddpm_alpha_bar(noise_step)
+    noise="gaussian": a = alpha [0.3, the reference implementation's]; "ddpm": a = alpha if given, else ddpm_alpha_bar(noise_step)
     [step 500 -> 0.7448, VCD's]; "mask": half the patch_size patches blanked (no alpha); "blur": a Gaussian blur
     of blur_sigma (a fraction of the width); "blank": one colour, no image at all. Each image is perturbed
     with `per_sample_generator(seed, a hash of its pixels)`, so an image gets the same noise in a batch of 1 or of

@@ -3,9 +3,8 @@ can be compiled (`torch.compile` through transformers' CompileConfig, CUDA graph
 
 The cache length is rounded up to a bucket so that batches of slightly different prompt lengths reuse one compiled
 graph, and `length_order` groups prompts of similar length into the same batches. The path is opt-in (eval's
-`--static-cache`): on CPU the compiled step decoded 1.6x faster than the eager dynamic cache (the static cache alone
-1.25x) but the first call spent 71 s compiling, which only a long run earns back; on GPUs it has not been measured
-here yet (docs/evaluation.md, "Fast evaluation"). Once chosen it compiles unless told not to.
+`--static-cache`): the compile costs a long first call that only a long run earns back (docs/evaluation.md, "Fast
+evaluation"; measurements in docs/log.md). Once chosen it compiles unless told not to.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ CACHE_BUCKET = 64
 
 
 COMPILE_BY_DEFAULT = True
-"""Whether the static path compiles its decode step unless told (measured on CPU; see the module docstring)."""
+"""Whether the static path compiles its decode step unless told (see the module docstring)."""
 
 
 def cache_length(prompt_length: int, max_new_tokens: int, bucket: int = CACHE_BUCKET) -> int:

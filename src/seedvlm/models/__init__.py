@@ -4,8 +4,8 @@ import logging as _logging
 
 
 class _NoTorchvisionNotice(_logging.Filter):
-    """Drop transformers' notice that CLIPImageProcessor falls back to PIL without torchvision (DESIGN.md 9:
-    torchvision is deliberately absent; the PIL path works and saves the same config)."""
+    """Drop transformers' notice that CLIPImageProcessor falls back to PIL without torchvision (docs/design.md
+    section 9: torchvision is deliberately absent; the PIL path works and saves the same config)."""
 
     def filter(self, record: _logging.LogRecord) -> bool:
         return "requires torchvision" not in record.getMessage()

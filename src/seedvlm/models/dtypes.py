@@ -12,7 +12,7 @@ TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.flo
 
 
 def resolve_dtype(name: DtypeName) -> torch.dtype:
-    """auto = bf16 on a GPU, fp32 on the CPU (DESIGN.md 2)."""
+    """auto = bf16 on a GPU, fp32 on the CPU (docs/design.md section 2)."""
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_available() else torch.float32
     return TORCH_DTYPES[name]

@@ -77,7 +77,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on GPU, fp32 on CPU (DESIGN.md section 2)."""
+    """bf16 on GPU, fp32 on CPU (docs/design.md section 2)."""
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 

@@ -2,7 +2,7 @@
 HALLUCINATE like a real VLM (some named objects absent, co-occurring partners over-represented; yes/no answers right
 on random negatives but less on co-occurring ones), and lean on its language prior when the image is perturbed
 (co-occurring absent partners gain probability under the training noise, present objects lose it: the premise of
-SEED and VCD). DESIGN.md section 5; thresholds from the foundation issue."""
+SEED and VCD). docs/design.md section 5."""
 
 from __future__ import annotations
 

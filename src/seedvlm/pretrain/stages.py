@@ -190,7 +190,7 @@ def standardize_projector_input(model, features: torch.Tensor) -> None:
 
     Raw CLIP features carry a large constant offset and a few huge dimensions; object identity lives in small
     variations on top. A random projector passes the offset through and the language model, learning from scratch,
-    never finds the objects (a prototype's yes/no answers stayed at chance). W' = W / sigma, b' = b - W' mu keeps the
+    never finds the objects (its yes/no answers stay at chance). W' = W / sigma, b' = b - W' mu keeps the
     llava-hf architecture unchanged: it is only a better initialization.
     """
     flat = features.reshape(-1, features.shape[-1]).float()

@@ -1,5 +1,5 @@
-"""Trainer callbacks: per-step metrics (metrics.jsonl), the seed-style log line, the NaN/Inf guard, and the
-state that must survive a resume (the b history, the NaN counters) as a JSON file in every checkpoint."""
+"""Trainer callbacks: per-step metrics (metrics.jsonl), the reference implementation's log line, the NaN/Inf guard,
+and the state that must survive a resume (the b history, the NaN counters) as a JSON file in every checkpoint."""
 
 from __future__ import annotations
 
@@ -179,7 +179,7 @@ def _fmt_time(s: float) -> str:
 
 
 def format_log_line(logs: dict[str, Any], step: int, max_steps: int) -> str:
-    """The seed's log line: step, Loss, Dist, Sup, Beta, Conf, LR, NaN count, samples/s, ETA."""
+    """The reference implementation's log line: step, Loss, Dist, Sup, Beta, Conf, LR, NaN count, samples/s, ETA."""
     parts = [f"step {step}/{max_steps}"]
     for key, label, fmt in (("loss", "Loss", ".4f"), ("distill", "Dist", ".4f"), ("sup", "Sup", ".4f"),
                             ("beta", "Beta", ".3f"), ("conf", "Conf", ".3f"), ("learning_rate", "LR", ".2e")):
@@ -195,7 +195,7 @@ def format_log_line(logs: dict[str, Any], step: int, max_steps: int) -> str:
 
 
 class SeedProgressCallback(ProgressCallback):
-    """transformers' tqdm progress bar, with the seed-style log line instead of the raw dict."""
+    """transformers' tqdm progress bar, with the reference implementation's log line instead of the raw dict."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not (state.is_world_process_zero and self.training_bar is not None and logs):

@@ -1,8 +1,8 @@
 """LoRA on the language model's attention projections only, and merging an adapter into its base.
 
-peft's plain `target_modules=["q_proj", ...]` would also wrap CLIP's q/k/v projections (DESIGN.md 9); the target
-here is a regex anchored on `language_model`, and everything else (vision tower, projector, embeddings, lm_head)
-is frozen.
+peft's plain `target_modules=["q_proj", ...]` would also wrap CLIP's q/k/v projections (docs/design.md section 9);
+the target here is a regex anchored on `language_model`, and everything else (vision tower, projector, embeddings,
+lm_head) is frozen.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 `benchmarks/train_step.py` times as case (c).
 
 `seed_batch(model, batch, cfg, teacher=..., step=..., beta_schedule=...)` does, for a micro-batch of B samples
-(DESIGN.md 2):
+(docs/design.md section 2):
 1. answer rows: `answer_positions(labels)` -> mask (B, L), N targets (once per step);
 2. teacher rows: `teacher.answer_rows(batch, mask, step)` (train/teacher.py: a live model with its adapter disabled,
    one forward of the 2B batch [clean; noisy] with lm_head on the 2N answer rows only, or a teacher cache);

@@ -1,6 +1,6 @@
 """Teacher cache: the frozen teacher's answer-row logits stored once (`seedvlm teach`), so `seedvlm train
---teacher-cache CACHE` runs the student forward only (DESIGN.md 7: the teacher is frozen, so its outputs can be
-computed once for a multi-epoch run).
+--teacher-cache CACHE` runs the student forward only (docs/design.md section 7: the teacher is frozen, so its
+outputs can be computed once for a multi-epoch run).
 
 What is stored, per answer row (the positions `answer_positions(labels)` marks), after ONE pass of the base model
 (no adapter) over the prepared data with the noisy view drawn by `per_sample_generator(seed, sample_index, step=0)`:

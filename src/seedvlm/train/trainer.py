@@ -93,7 +93,8 @@ class RankOrderedBeta:
 
 
 class SeedTrainer(Trainer):
-    """`transformers.Trainer` with the SEED step (or CE only), atomic checkpoints and the seed's logging."""
+    """`transformers.Trainer` with the SEED step (or CE only), atomic checkpoints and the reference implementation's
+    log line."""
 
     def __init__(self, model, args: SeedConfig, train_dataset, data_collator, base_fingerprint: str,
                  lengths: Sequence[int] | None = None, teacher_cache=None, **kwargs):

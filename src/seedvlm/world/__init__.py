@@ -1,4 +1,4 @@
-"""The embedded synthetic world (DESIGN.md section 5): COCO-named glyph objects in scene types with strong
+"""The embedded synthetic world (docs/design.md section 5): COCO-named glyph objects in scene types with strong
 co-occurrence, written in COCO instances/captions and LLaVA-Instruct formats, with a set rate of annotator
 hallucination in the training descriptions. See docs/world.md.
 

@@ -165,7 +165,7 @@ def sample_scene(rng=None, size: int = 64, uniform: bool = False, *, scene_type:
     uniform=False: a scene type (random, or `scene_type`) with its object distribution and strong pairs; each
       object slot is off-scene (a category outside the scene's list) with probability `off_scene_rate`.
     uniform=True: objects drawn uniformly over all categories with no pairing, background random among the
-      scene styles, `scene_type` None (the broad pretraining corpus of DESIGN.md section 5).
+      scene styles, `scene_type` None (the broad pretraining corpus of the staged base recipe, docs/base_model.md).
     Each object is partly hidden by a background-colored patch with probability `occlusion_rate`; objects may
     also cover each other, but every object keeps >= 60% of its pixels visible.
     """
