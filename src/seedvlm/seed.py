@@ -7,6 +7,8 @@ and where it comes from, so it can be checked line by line against docs/design.m
 where the method leaves a choice (the middle b with a short history, the handling of -inf targets, the VCD schedule).
 
 Shapes used below: B samples, L sequence positions, V vocabulary entries, N gathered answer-token rows.
+The module is longer than the others on purpose: every equation of the method in one file, read against the design
+doc in one sitting, with nothing but torch under it.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ Building follows the official code (github.com/AoiDragon/POPE, utils.py): images
 Differences from the official code, all deliberate: the images and the 3 positives are drawn with a seed (the
 official takes a pre-made list and its first 3 objects), the positives are the same in all three splits, and ties in
 frequency or co-occurrence break by category order so that equal inputs give equal files.
+Building, parsing and scoring stay together (a little over 400 lines) because each split's metrics are defined by
+how its questions were built; the file formats and the parsers live in pope_formats.py and pope_parsers.py.
 
 Parsing (`seedvlm.eval.pope_parsers`): "official" is POPE's `evaluate.py` decision for any string (the default);
 "strict" splits words on any white space and leaves an empty answer unparsed (counted, and always wrong: see

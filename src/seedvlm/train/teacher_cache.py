@@ -1,6 +1,7 @@
 """Teacher cache: the frozen teacher's answer-row logits stored once (`seedvlm teach`), so `seedvlm train
 --teacher-cache CACHE` runs the student forward only (docs/design.md section 7: the teacher is frozen, so its
-outputs can be computed once for a multi-epoch run).
+outputs can be computed once for a multi-epoch run). Writing, reading and checking the cache stay in one module
+(a little over 400 lines) so that its format is defined in one place.
 
 What is stored, per answer row (the positions `answer_positions(labels)` marks), after ONE pass of the base model
 (no adapter) over the prepared data with the noisy view drawn by `per_sample_generator(seed, sample_index, step=0)`:
