@@ -4,7 +4,7 @@ figures that docs/evaluation.md quotes.
     python scripts/official_eval_check.py --reference REFERENCE \\
         --out docs/results/2026-12-05-official-eval-check/official_eval_check.json
 
-REFERENCE is the folder that tests/test_official_eval.py and tests/test_chair.py read (they assert the same
+REFERENCE is the folder that tests/eval/test_official_eval.py and tests/eval/test_chair.py read (they assert the same
 things). It holds:
 - llava15_greedy_500_official_mentions.jsonl: 500 LLaVA-1.5 descriptions with the words and objects that the
   official CHAIR code (LisaAnne/Hallucination utils/chair.py) extracts;

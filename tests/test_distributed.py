@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_train import build_env, cfg_kwargs, make_cfg, read_metrics
+from train_env import build_env, cfg_kwargs, make_cfg, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "dist_worker.py"

@@ -68,7 +68,7 @@ def test_eval_refuses_bad_images_before_the_model_loads(tmp_path, capsys, small_
 def test_training_data_with_an_oversized_image_fails_before_training(tmp_path, small_bomb_limit):
     from seedvlm.data.dataset import InstructDataset
     from seedvlm.models import load_processor
-    from test_train import build_env
+    from train_env import build_env
 
     env = build_env(tmp_path, n=2)
     Image.new("RGB", (64, 64)).save(env["images"] / "img1.png")
@@ -179,7 +179,7 @@ def adapter_env(tmp_path_factory):
     from peft import LoraConfig, get_peft_model
 
     from seedvlm.models import base_fingerprint, load_model
-    from test_train import build_env
+    from train_env import build_env
 
     root = tmp_path_factory.mktemp("adapter")
     env = build_env(root, n=1)

@@ -14,7 +14,7 @@
    combined_loss (w, T, direction, mask_strategy, chunk_size). A pure function of its tensors and the options.
 Float32 copies exist only for the N answer rows (confidence, purify, KL; the KL in checkpointed chunks of
 `cfg.kl_chunk_size` rows when set). Both student paths (pixels or reused features) give the same loss and gradients
-(tests/test_step_levers.py).
+(tests/train/test_step_levers.py).
 """
 
 from __future__ import annotations

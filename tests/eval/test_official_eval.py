@@ -16,7 +16,7 @@ from seedvlm.eval.pope import score_pope
 from seedvlm.eval.pope_formats import load_pope_answers, load_pope_questions, match_answers, question_key
 from seedvlm.eval.pope_parsers import disagreements, parse_official, parse_strict
 
-REFERENCE = Path(__file__).resolve().parents[1] / "../shared/reference-data/official-eval"
+REFERENCE = Path(__file__).resolve().parents[2] / "../shared/reference-data/official-eval"
 needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"reference data not found at {REFERENCE} "
                                      "(the POPE/LLaVA files these tests read)")
 SPLITS = ("random", "popular", "adversarial")

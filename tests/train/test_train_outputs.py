@@ -1,6 +1,6 @@
 """Training loses nothing: overwriting a good run keeps it intact until the new run has its first checkpoint (a
 failed overwrite gets it back, unmixed), a checkpoint save on a full disk says so in one line and keeps the previous
-checkpoint, and an output_dir that is a file is one line. A tiny CPU model from tests/test_train.py."""
+checkpoint, and an output_dir that is a file is one line. A tiny CPU model from tests/train/test_train.py."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from seedvlm.cli import main
-from test_outputs import failing_writes, snapshot  # noqa: F401 (a fixture)
-from test_train import build_env
+from output_checks import failing_writes, snapshot  # noqa: F401 (a fixture)
+from train_env import build_env
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-CONFIG = Path(__file__).parents[1] / "configs" / "sft_tiny.yaml"
+CONFIG = Path(__file__).parents[2] / "configs" / "sft_tiny.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_teach_refuses_an_unrelated_folder_before_any_work(tmp_path, capsys):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     rc = main(["teach", "--config", str(root / "configs" / "seed_tiny.yaml"), "--model", str(root / "assets" / "base-tiny"),
                "--data", str(tmp_path / "missing.json"), "--images", str(tmp_path), "--out", str(out)])
     err = capsys.readouterr().err

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one thread on 2 shared cores
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one thread on
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from test_teacher_cache import build_env
+    from train_env import build_cache_env as build_env
 
     return build_env(tmp_path_factory.mktemp("step_env"), n=6)
 
@@ -51,7 +51,7 @@ def test_benchmark_tiny_runs_every_case(tmp_path, capsys):
 def test_training_forwards_build_no_kv_cache(env, tmp_path, monkeypatch):
     from transformers.models.llama import modeling_llama
 
-    from test_teacher_cache import make_cfg
+    from train_env import make_cache_cfg as make_cfg
     from seedvlm.train.run import build_trainer
 
     trainer = build_trainer(make_cfg(env, tmp_path / "run"))
@@ -73,7 +73,7 @@ def test_training_forwards_build_no_kv_cache(env, tmp_path, monkeypatch):
 @pytest.mark.parametrize("lever", ["gradient_checkpointing", "torch_compile"])
 def test_levers_train_and_keep_the_loss(env, tmp_path, lever, monkeypatch):
     import seedvlm.train.step as step_mod
-    from test_teacher_cache import make_cfg, randomize_lora
+    from train_env import make_cache_cfg as make_cfg, randomize_lora
     from seedvlm.train.run import build_trainer, run_training
 
     if lever == "torch_compile":  # the plumbing, not inductor's code generation (minutes on 2 cores)

@@ -20,7 +20,7 @@ from seedvlm.models.families.tokens import IGNORE_INDEX, build_example, example_
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-LLAMA2_TOKENIZER = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference-data" / "tokenizers" / \
+LLAMA2_TOKENIZER = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference-data" / "tokenizers" / \
     "llama2" / "tokenizer.model"
 
 CONVERSATION = [

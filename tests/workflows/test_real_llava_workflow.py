@@ -15,7 +15,7 @@ from real_llava_folder import build_real_llava, require_tokenizer
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TRAIN_IDS = (74, 139, 285)   # train2017 images the instructions use
 VAL_IDS = (724, 776, 785)    # val2014 images held out for evaluation; 74 is both (train2017 holds most of val2014)
 CATEGORIES = [{"id": 1, "name": "person"}, {"id": 17, "name": "cat"}, {"id": 18, "name": "dog"},

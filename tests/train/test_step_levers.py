@@ -14,7 +14,7 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IMAGE_TOKEN, PAD, BOS = 4, 0, 1
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one thread on 2 shared cores

@@ -13,7 +13,7 @@ from seedvlm.eval.chair_official import OFFICIAL_WORD_TO_CATEGORY, official_ment
 from seedvlm.eval.singularize import singularize
 from seedvlm.eval.synonyms import COCO_CATEGORIES, SYNONYMS, WORD_TO_CATEGORY
 
-REFERENCE = Path(__file__).resolve().parents[1] / "../shared/reference-data/official-eval"
+REFERENCE = Path(__file__).resolve().parents[2] / "../shared/reference-data/official-eval"
 needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"reference data not found at {REFERENCE} "
                                      "(the official CHAIR outputs this test compares with)")
 

@@ -16,14 +16,10 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from train_env import build_cache_env as build_env  # noqa: F401
+from train_env import make_cache_cfg as make_cfg, randomize_lora  # noqa: F401
 
-
-def build_env(root: Path, seed: int = 0, n: int = 12) -> dict:
-    """test_train's environment with 12 records whose answers repeat a sentence 0-2 times."""
-    from test_train import build_env as build_train_env
-
-    return build_train_env(root, seed=seed, n=n, fork_period=3)
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one thread on 2 shared cores
@@ -32,22 +28,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one thread on
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     return build_env(tmp_path_factory.mktemp("cache_env"))
-
-
-def make_cfg(env, out: Path, **kw):
-    """test_train's config with 3 steps of batch 3."""
-    from test_train import make_cfg as make_train_cfg
-
-    return make_train_cfg(env, out, **{"max_steps": 3, "per_device_batch_size": 3, **kw})
-
-
-def randomize_lora(model, seed: int = 0) -> None:
-    """LoRA B starts at zero (student = teacher); give it values so the student differs."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
 
 
 def fresh_schedule(cfg):
