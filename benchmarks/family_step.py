@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,13 +26,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_name, emit, provenance  # noqa: E402
+from common import device_name, emit, provenance
 
-from seedvlm.models.families.loading import load_family  # noqa: E402
-from seedvlm.models.families.pixels import perturb_pixel_inputs, two_view_batch  # noqa: E402
-from seedvlm.models.families.tokens import build_example, render, training_template  # noqa: E402
-from seedvlm.seed import add_noise, answer_positions, distill_loss, per_sample_generator, purify  # noqa: E402
+from seedvlm.models.families.loading import load_family
+from seedvlm.models.families.pixels import perturb_pixel_inputs, two_view_batch
+from seedvlm.models.families.tokens import build_example, render, training_template
+from seedvlm.seed import add_noise, answer_positions, distill_loss, per_sample_generator, purify
 
 LLAMA2 = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference-data" / "tokenizers" / "llama2" / \
     "tokenizer.model"

@@ -5,14 +5,12 @@ and every LM projection (q/k/v/o, gate/up/down) sampled and hashed.
 """
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_name, emit, provenance, random_llava, sync  # noqa: E402
+from common import device_name, emit, provenance, random_llava, sync
 
 
 def main(argv=None):
