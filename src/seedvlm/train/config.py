@@ -79,8 +79,9 @@ class SeedConfig(TrainingArguments):
     model: str = field_("", "local llava-hf model folder (config.json + safetensors + processor), loaded offline")
     data: str = field_("", "prepared training records (JSON list of {id, image, prompt, answer}; seedvlm prepare)")
     images: str = field_("", "folder the records' image names are relative to")
-    overwrite_output_dir: bool = field_(False, "start afresh in an output_dir that already holds a run "
-                                               "(its checkpoints and metrics.jsonl are deleted)")
+    overwrite_output_dir: bool = field_(False, "start afresh in an output_dir that already holds a run (the old "
+                                               "one is kept aside until the new one's first checkpoint, and put "
+                                               "back if the new one fails before it)")
     method: Method = field_("seed", "seed = purified-teacher distillation + CE; sft = CE only (the control arm: "
                                     "same data order, seed and LoRA)")
     max_samples: int | None = field_(None, "train on the first N records only (None = all)")
