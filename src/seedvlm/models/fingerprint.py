@@ -28,7 +28,8 @@ def _arch(model) -> bytes:
     cfg = _base(model).config
     t = cfg.text_config
     return json.dumps([t.hidden_size, t.num_hidden_layers, t.vocab_size, t.intermediate_size,
-                       cfg.vision_config.hidden_size, cfg.vision_config.image_size]).encode()
+                       cfg.vision_config.hidden_size,
+                       getattr(cfg.vision_config, "image_size", None)]).encode()  # Qwen: dynamic size
 
 
 def projection_weights(model) -> list[tuple[str, torch.Tensor]]:

@@ -16,7 +16,7 @@ from transformers import set_seed
 from seedvlm.data.dataset import Collator, load_train_data
 from seedvlm.data.image_ids import image_identity
 from seedvlm.errors import SeedVLMError
-from seedvlm.io import write_json
+from seedvlm.io import read_json, write_json
 from seedvlm.models import base_fingerprint, load_model
 from seedvlm.models.dtypes import resolve_dtype
 from seedvlm.outputs import check_dir_target, stash_run
@@ -50,6 +50,25 @@ def prepare_output_dir(cfg: SeedConfig, resume: str | None, is_main: bool, resta
         stash_run(out)  # kept until the new run's first checkpoint; put back if it fails before
 
 
+def model_family(model_dir):
+    """The family of a checkpoint folder other than LLaVA-1.5 (read from its config.json), else None: LLaVA-1.5
+    folders, and paths that are not model folders, keep the LLaVA-1.5 loader and its errors."""
+    from seedvlm.models.families import detect_family
+
+    if not (Path(model_dir) / "config.json").is_file():
+        return None
+    try:
+        model_type = read_json(Path(model_dir) / "config.json", "model config").get("model_type")
+    except SeedVLMError:
+        return None
+    if model_type == "llava":
+        return None
+    try:
+        return detect_family(model_dir)
+    except SeedVLMError:
+        return None  # an unsupported architecture: the LLaVA-1.5 loader names it
+
+
 def one_process_per_gpu(cfg: SeedConfig) -> None:
     """Without a launcher the Trainer would wrap the model in torch.nn.DataParallel over all visible GPUs; the
     teacher pass and the b history assume one process per GPU, so such a run trains on one GPU."""
@@ -63,10 +82,18 @@ def one_process_per_gpu(cfg: SeedConfig) -> None:
 def build_trainer(cfg: SeedConfig, resume: str | None = None, callbacks: Sequence = (),
                   restart: bool = False) -> SeedTrainer:
     """Model + LoRA + data -> a ready SeedTrainer (also writes train_config.json and train_manifest.json to
-    output_dir). `restart`: see `prepare_output_dir`."""
+    output_dir). `restart`: see `prepare_output_dir`. Folders of other families than LLaVA-1.5 go through
+    `train.family_run.build_family_trainer`."""
     cfg.require_paths()
+    family = model_family(cfg.model)
+    if family is not None:
+        from seedvlm.train import family_run
+
+        family_run.check_family_options(cfg, family)
     one_process_per_gpu(cfg)
     prepare_output_dir(cfg, resume, cfg.should_save, restart=restart)
+    if family is not None:
+        return family_run.build_family_trainer(cfg, family, callbacks=callbacks)
     # The data is checked (lengths, images) before the weights load: a bad record fails in seconds, not after
     # loading 14 GB.
     processor, dataset, _ = load_train_data(cfg)
