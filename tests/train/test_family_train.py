@@ -137,7 +137,7 @@ def test_train_sft_then_seed_writes_adapters(folders, name, tmp_path, monkeypatc
 
 
 def test_llava_1_5_folders_keep_their_loader(tmp_path):
-    from seedvlm.train.run import model_family
+    from seedvlm.models.families.registry import model_family
 
     from seedvlm.models.family_folders import build_qwen_folder
 
@@ -157,3 +157,50 @@ def test_family_refusals_are_one_line_before_weights(folders, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'mask'" in err[0] and "qwen2_vl" in err[0]
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-vl", "llava-next"])
+def test_eval_pope_greedy_with_adapter(folders, name, tmp_path, monkeypatch):
+    import seedvlm.family_generation as fg
+    from seedvlm.cli import main
+    from seedvlm.models.families import detect_family
+    from seedvlm.models.families.loading import load_family_processor
+
+    model, data, images = _folder(folders, name)
+    assert main(["train", "--config", str(ROOT / "configs" / "sft_tiny.yaml"), "--model", str(model), "--data",
+                 str(data), "--images", str(images), "--max-steps", "1", "--per-device-train-batch-size", "2",
+                 "--lora-r", "4", "--report-to", "none", "--output-dir", str(tmp_path / "sft")]) == 0
+    questions = tmp_path / "random.jsonl"
+    questions.write_text("".join(json.dumps({"question_id": i, "image": f"img{i}.png", "label": ["yes", "no"][i % 2],
+                                             "text": "Is there a cat in the image?"}) + "\n" for i in range(3)))
+    family = detect_family(model)
+    proc = load_family_processor(model, family=family)
+    eot = proc.tokenizer.convert_tokens_to_ids(family.end_of_turn(proc))
+    seen = []
+    real = fg.generate_new_tokens
+
+    def spy(m, batch, gen_kwargs, **kw):
+        seen.append((batch, gen_kwargs))
+        return real(m, batch, gen_kwargs, **kw)
+
+    monkeypatch.setattr(fg, "generate_new_tokens", spy)
+    out = tmp_path / "pope"
+    rc = main(["eval", "pope", "--model", str(model), "--adapter", str(tmp_path / "sft" / "adapter"),
+               "--questions", str(questions), "--images", str(images), "--out", str(out), "--max-new-tokens", "3",
+               "--batch-size", "2", "--device", "cpu"])
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["adapter"] == str(tmp_path / "sft" / "adapter")
+    assert [len(b["input_ids"]) for b, _ in seen] == [2, 1]  # batches of 2, then 1
+    for batch, gen_kwargs in seen:
+        assert gen_kwargs["eos_token_id"][0] == eot and not gen_kwargs["do_sample"]
+        for key in (*family.pixel_keys, *family.metadata_keys):
+            assert key in batch
+    # the last batch (one question, no padding) is the family's chat rendering of the question with the generation
+    # prompt, its image expanded by the processor
+    prompt = fg.family_prompts(family, proc, json.loads((model / "config.json").read_text()),
+                               ["Is there a cat in the image?"])
+    with Image.open(images / "img2.png") as im:
+        want = proc(text=prompt, images=[[im.convert("RGB")]], return_tensors="pt")["input_ids"]
+    assert torch.equal(seen[-1][0]["input_ids"], want)
+    assert prompt[0].rstrip().endswith(("assistant", "ASSISTANT:"))

@@ -16,9 +16,10 @@ from transformers import set_seed
 from seedvlm.data.dataset import Collator, load_train_data
 from seedvlm.data.image_ids import image_identity
 from seedvlm.errors import SeedVLMError
-from seedvlm.io import read_json, write_json
+from seedvlm.io import write_json
 from seedvlm.models import base_fingerprint, load_model
 from seedvlm.models.dtypes import resolve_dtype
+from seedvlm.models.families.registry import model_family
 from seedvlm.outputs import check_dir_target, stash_run
 from seedvlm.train.checkpoints import (ADAPTER_DIR, CHECKPOINT_PREFIX, CONFIG_FILE, MANIFEST_FILE, finished_step,
                                        resolve_resume)
@@ -48,25 +49,6 @@ def prepare_output_dir(cfg: SeedConfig, resume: str | None, is_main: bool, resta
                            f"--resume auto, or start afresh with --overwrite-output-dir true or another output_dir")
     if is_main:
         stash_run(out)  # kept until the new run's first checkpoint; put back if it fails before
-
-
-def model_family(model_dir):
-    """The family of a checkpoint folder other than LLaVA-1.5 (read from its config.json), else None: LLaVA-1.5
-    folders, and paths that are not model folders, keep the LLaVA-1.5 loader and its errors."""
-    from seedvlm.models.families import detect_family
-
-    if not (Path(model_dir) / "config.json").is_file():
-        return None
-    try:
-        model_type = read_json(Path(model_dir) / "config.json", "model config").get("model_type")
-    except SeedVLMError:
-        return None
-    if model_type == "llava":
-        return None
-    try:
-        return detect_family(model_dir)
-    except SeedVLMError:
-        return None  # an unsupported architecture: the LLaVA-1.5 loader names it
 
 
 def one_process_per_gpu(cfg: SeedConfig) -> None:

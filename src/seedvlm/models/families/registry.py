@@ -129,3 +129,19 @@ def detect_family(folder: str | os.PathLike, options: dict | None = None) -> Fam
     check_processor_settings(fam, p)
     fam.check_options(options)
     return fam
+
+
+def model_family(folder: str | os.PathLike) -> Family | None:
+    """The family of a checkpoint folder other than LLaVA-1.5, else None: LLaVA-1.5 folders, paths that are not
+    model folders and unsupported architectures keep the LLaVA-1.5 loader, which names what is wrong."""
+    p = Path(folder)
+    try:
+        model_type = json.loads((p / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if model_type == "llava":
+        return None
+    try:
+        return detect_family(p)
+    except SeedVLMError:
+        return None
