@@ -19,7 +19,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[2]
 LLAMA2_TOKENIZER = ROOT / ".." / "shared" / "reference-data" / "tokenizers" / "llama2" / "tokenizer.model"
-SIZES = [(40, 60), (70, 30), (50, 50), (30, 70)]  # (height, width): different token counts per image
+SIZES = [(40, 60), (70, 30), (50, 50), (30, 70)]
+NAMES = ["qwen2.5-vl", "qwen2-vl", "llava-next", "smolvlm", "idefics3"]  # (height, width): different token counts per image
 
 
 def _data(root: Path) -> tuple[Path, Path]:
@@ -40,10 +41,13 @@ def _data(root: Path) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    from seedvlm.models.family_folders import build_llava_next_folder, build_qwen_folder
+    from seedvlm.models.family_folders import build_llava_next_folder, build_qwen_folder, build_smolvlm_folder
 
     root = tmp_path_factory.mktemp("family_train")
-    out = {"qwen2.5-vl": build_qwen_folder(root / "qwen2.5-vl")}
+    out = {"qwen2.5-vl": build_qwen_folder(root / "qwen2.5-vl"),
+           "qwen2-vl": build_qwen_folder(root / "qwen2-vl", preset="tiny-qwen2-vl"),
+           "smolvlm": build_smolvlm_folder(root / "smolvlm"),
+           "idefics3": build_smolvlm_folder(root / "idefics3", idefics3=True)}
     if LLAMA2_TOKENIZER.is_file():
         out["llava-next"] = build_llava_next_folder(root / "llava-next", LLAMA2_TOKENIZER)
     data, images = _data(root)
@@ -57,7 +61,7 @@ def _folder(folders, name):
     return found[name], data, images
 
 
-@pytest.mark.parametrize("name", ["qwen2.5-vl", "llava-next"])
+@pytest.mark.parametrize("name", NAMES)
 def test_family_examples_and_collator(folders, name):
     from seedvlm.data.family_data import FamilyCollator, load_family_train_data
     from seedvlm.models.families import detect_family
@@ -82,10 +86,11 @@ def test_family_examples_and_collator(folders, name):
         grids = batch["image_grid_thw"]
         assert grids.shape == (2, 3) and batch["pixel_values"].shape[0] == int(grids.prod(-1).sum())
         assert batch["mm_token_type_ids"].shape == (2, n)
-    else:  # tiles padded with zeros to the larger count, one (height, width) per image
-        assert batch["image_sizes"].tolist() == [list(s) for s in SIZES[:2]]
+    else:  # tiles padded with zeros to the larger count
         tiles = [items[k]["pixel_values"].shape[1] for k in range(2)]
         assert batch["pixel_values"].shape[:2] == (2, max(tiles))
+        if "image_sizes" in family.metadata_keys:  # one (height, width) per image
+            assert batch["image_sizes"].tolist() == [list(s) for s in SIZES[:2]]
     with torch.no_grad():  # the batch is what the model takes
         from seedvlm.models.families.loading import load_family_model
 
@@ -96,18 +101,20 @@ def test_family_examples_and_collator(folders, name):
     assert torch.isfinite(out.loss)
 
 
-@pytest.mark.parametrize("name", ["qwen2.5-vl", "llava-next"])
+@pytest.mark.parametrize("name", NAMES)
 def test_train_sft_then_seed_writes_adapters(folders, name, tmp_path, monkeypatch):
     import seedvlm.train.family_run as fr
     from seedvlm.cli import main
+    from seedvlm.models.families import detect_family
 
     model, data, images = _folder(folders, name)
+    family = detect_family(model)
     teacher_calls = []
     real_perturb = fr.perturb_pixel_inputs
 
-    def spy(family, inputs, kind, noise, **kw):
-        out = real_perturb(family, inputs, kind, noise, **kw)
-        teacher_calls.append((family.name, {k: (out[k] is inputs[k]) for k in inputs}))
+    def spy(fam, inputs, kind, noise, **kw):
+        out = real_perturb(fam, inputs, kind, noise, **kw)
+        teacher_calls.append({k: (out[k] is inputs[k]) for k in inputs})
         return out
 
     monkeypatch.setattr(fr, "perturb_pixel_inputs", spy)
@@ -123,16 +130,16 @@ def test_train_sft_then_seed_writes_adapters(folders, name, tmp_path, monkeypatc
         assert (out / "adapter" / "adapter_model.safetensors").is_file()
         losses = [r["loss"] for r in read_metrics(out) if "loss" in r]
         assert losses and all(math.isfinite(x) for x in losses)
-        assert json.loads((out / "train_config.json").read_text())["family"] in ("qwen2_vl", "llava_next")
+        assert json.loads((out / "train_config.json").read_text())["family"] == family.name
         from safetensors.torch import load_file
 
         keys = list(load_file(out / "adapter" / "adapter_model.safetensors"))
-        assert keys and all("language_model" in k for k in keys)
+        assert keys and all(f".{family.language_model}." in k for k in keys)
         assert not any("vision" in k or "visual" in k or "projector" in k or "merger" in k for k in keys)
-        assert "language_model" in adapter_cfg["target_modules"]
+        assert family.language_model in adapter_cfg["target_modules"]
     # SEED's teacher perturbed the pixel inputs only: every other input is the clean batch's own tensor
     assert teacher_calls
-    for _, same in teacher_calls:
+    for same in teacher_calls:
         assert not same["pixel_values"] and all(v for k, v in same.items() if k != "pixel_values")
 
 
@@ -159,7 +166,7 @@ def test_family_refusals_are_one_line_before_weights(folders, tmp_path, capsys):
     assert not (tmp_path / "a").exists()
 
 
-@pytest.mark.parametrize("name", ["qwen2.5-vl", "llava-next"])
+@pytest.mark.parametrize("name", NAMES)
 def test_eval_pope_greedy_with_adapter(folders, name, tmp_path, monkeypatch):
     import seedvlm.family_generation as fg
     from seedvlm.cli import main
@@ -203,4 +210,4 @@ def test_eval_pope_greedy_with_adapter(folders, name, tmp_path, monkeypatch):
     with Image.open(images / "img2.png") as im:
         want = proc(text=prompt, images=[[im.convert("RGB")]], return_tensors="pt")["input_ids"]
     assert torch.equal(seen[-1][0]["input_ids"], want)
-    assert prompt[0].rstrip().endswith(("assistant", "ASSISTANT:"))
+    assert prompt[0].rstrip().lower().rstrip(":").endswith("assistant")

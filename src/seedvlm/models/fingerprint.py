@@ -17,7 +17,8 @@ import torch
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SAMPLES_PER_TENSOR = 256
 FORMAT = "w1"  # prefix of the projection fingerprint; an older seedvlm adapter stores a bare embeddings hash
-_PROJ_RE = re.compile(rf"language_model\..*\.({'|'.join(PROJECTIONS)})(?:\.base_layer)?\.weight$")
+# the language model is `language_model` in LLaVA, LLaVA-NeXT and Qwen, `text_model` in SmolVLM/Idefics3
+_PROJ_RE = re.compile(rf"(?:language_model|text_model)\..*\.({'|'.join(PROJECTIONS)})(?:\.base_layer)?\.weight$")
 
 
 def _base(model):
