@@ -164,6 +164,9 @@ def test_family_refusals_are_one_line_before_weights(folders, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'mask'" in err[0] and "qwen2_vl" in err[0]
     assert not (tmp_path / "a").exists()
+    assert main([*base, "--prompt-style", "llava-1.5", "--output-dir", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "prompt_style" in err[0] and not (tmp_path / "b").exists()
 
 
 @pytest.mark.parametrize("name", NAMES)

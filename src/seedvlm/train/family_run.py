@@ -95,6 +95,9 @@ def check_family_options(cfg: SeedConfig, family: Family) -> None:
     """What these families do not take yet, refused in one line before anything loads."""
     if cfg.method == "seed":
         family.check_perturbation(cfg.noise)
+    if cfg.prompt_style != "hf":
+        raise SeedVLMError(f"prompt_style {cfg.prompt_style!r} is for LLaVA-1.5 models; {family.name} models train "
+                           f"with their own chat template (prompt_style hf)")
     for name, on in (("teacher_cache", cfg.teacher_cache), ("compile_layers", cfg.compile_layers),
                      ("fsdp", bool(cfg.fsdp))):
         if on:
@@ -109,7 +112,8 @@ def build_family_trainer(cfg: SeedConfig, family: Family, callbacks: Sequence = 
 
     processor, dataset, _ = load_family_train_data(cfg, family)
     set_seed(cfg.seed)
-    model = load_family_model(cfg.model, device="cpu", dtype=resolve_dtype(cfg.dtype), family=family)
+    model = load_family_model(cfg.model, device="cpu", dtype=resolve_dtype(cfg.dtype), family=family,
+                              attn_implementation=cfg.attn_implementation)
     model.train()
     fp = base_fingerprint(model)
     model.config.use_cache = False
