@@ -264,6 +264,18 @@ def padding_fraction(lengths: Sequence[int], order: Sequence[int], batch_size: i
     return pad / total if total else 0.0
 
 
+def run_records(cfg, context: int) -> tuple[list[dict], int]:
+    """(records, max_length) of a TrainConfig: at most cfg.max_samples records, and a max_length (default: the
+    model's `context`) that may not exceed the context."""
+    max_length = cfg.max_length or context
+    if max_length > context:
+        raise SeedVLMError(f"max_length {max_length} exceeds the model's context ({context} positions)")
+    records = load_records(cfg.data)
+    if cfg.max_samples is not None:
+        records = records[: cfg.max_samples]
+    return records, max_length
+
+
 def load_train_data(cfg) -> tuple[Any, "InstructDataset", int]:
     """(processor, dataset, max_length) for a TrainConfig: the model folder checked, its processor, the records
     (at most cfg.max_samples) tokenized without truncation, with a max_length that may not exceed the model's
@@ -271,11 +283,6 @@ def load_train_data(cfg) -> tuple[Any, "InstructDataset", int]:
     check_model_dir(cfg.model)
     processor = load_processor(cfg.model)
     context = model_context_length(LlavaConfig.from_pretrained(cfg.model, local_files_only=True))
-    max_length = cfg.max_length or context
-    if max_length > context:
-        raise SeedVLMError(f"max_length {max_length} exceeds the model's context ({context} positions)")
-    records = load_records(cfg.data)
-    if cfg.max_samples is not None:
-        records = records[: cfg.max_samples]
+    records, max_length = run_records(cfg, context)
     return processor, InstructDataset(records, processor, cfg.images, max_length, source=str(cfg.data),
                                       prompt_style=cfg.prompt_style), max_length

@@ -31,17 +31,29 @@ _SET_BY_GENERATE = {"model", "batch", "max_new_tokens", "eos_token_id", "pad_tok
 # --------------------------------------------------------------------------------------- model hooks (faked in tests)
 def load_model(model_path: str, adapter: str | None = None, device: str | None = None,
                allow_unverified_adapter: bool = False):
-    """(model, processor) for generation."""
+    """(model, processor) for generation (folders of other families than LLaVA-1.5 through the family registry)."""
     from seedvlm.models import load_for_inference
+    from seedvlm.models.families.registry import model_family
 
+    family = model_family(model_path)
+    if family is not None:
+        from seedvlm.family_generation import load_family_for_inference
+
+        return load_family_for_inference(model_path, family, adapter=adapter, device=device,
+                                         allow_unverified_adapter=allow_unverified_adapter)
     return load_for_inference(model_path, adapter=adapter, device=device,
                               allow_unverified_adapter=allow_unverified_adapter)
 
 
 def generate(model, processor, images: list, prompts: list[str], **kwargs) -> list[str]:
-    """Answer each (image, prompt); prompts are plain texts (the chat template is generate_texts' job)."""
+    """Answer each (image, prompt); prompts are plain texts (the chat template is generate_texts' job, or for other
+    families than LLaVA-1.5 `generate_family_texts`')."""
+    from seedvlm.family_generation import generate_family_texts, model_family_of
     from seedvlm.generation import generate_texts
 
+    family = model_family_of(model)
+    if family is not None:
+        return generate_family_texts(model, processor, family, images, prompts, **kwargs)
     return generate_texts(model, processor, images, prompts, **kwargs)
 
 

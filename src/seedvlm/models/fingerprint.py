@@ -17,7 +17,8 @@ import torch
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SAMPLES_PER_TENSOR = 256
 FORMAT = "w1"  # prefix of the projection fingerprint; an older seedvlm adapter stores a bare embeddings hash
-_PROJ_RE = re.compile(rf"language_model\..*\.({'|'.join(PROJECTIONS)})(?:\.base_layer)?\.weight$")
+# the language model is `language_model` in LLaVA, LLaVA-NeXT and Qwen, `text_model` in SmolVLM/Idefics3
+_PROJ_RE = re.compile(rf"(?:language_model|text_model)\..*\.({'|'.join(PROJECTIONS)})(?:\.base_layer)?\.weight$")
 
 
 def _base(model):
@@ -28,7 +29,8 @@ def _arch(model) -> bytes:
     cfg = _base(model).config
     t = cfg.text_config
     return json.dumps([t.hidden_size, t.num_hidden_layers, t.vocab_size, t.intermediate_size,
-                       cfg.vision_config.hidden_size, cfg.vision_config.image_size]).encode()
+                       cfg.vision_config.hidden_size,
+                       getattr(cfg.vision_config, "image_size", None)]).encode()  # Qwen: dynamic size
 
 
 def projection_weights(model) -> list[tuple[str, torch.Tensor]]:

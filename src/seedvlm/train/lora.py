@@ -7,7 +7,6 @@ lm_head) is frozen.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Sequence
 
@@ -18,19 +17,21 @@ from seedvlm.errors import SeedVLMError
 from seedvlm.io import read_json
 from seedvlm.models import attach_adapter, load_model, load_processor, save_model
 from seedvlm.models.dtypes import TORCH_DTYPES
+from seedvlm.models.families.base import lm_attention_regex
 from seedvlm.models.llava import llava_of
 
 
-def target_regex(targets: Sequence[str]) -> str:
-    """peft full-match regex for `targets` inside the language model, e.g.
+def target_regex(targets: Sequence[str], language_model: str = "language_model") -> str:
+    """peft full-match regex for `targets` inside the language model (the module called `language_model`), e.g.
     `.*\\blanguage_model\\..*\\.(q_proj|k_proj|v_proj|o_proj)`."""
-    names = "|".join(re.escape(t) for t in targets)
-    return rf".*\blanguage_model\..*\.({names})"
+    return lm_attention_regex(language_model, targets)
 
 
 def lora_config(r: int = 64, alpha: int = 128, dropout: float = 0.05,
-                targets: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj")):
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_regex(targets),
+                targets: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj"),
+                language_model: str = "language_model"):
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                      target_modules=target_regex(targets, language_model),
                       bias="none", task_type="CAUSAL_LM")
 
 
@@ -40,19 +41,21 @@ def lora_module_names(model) -> list[str]:
 
 
 def apply_lora(model, r: int = 64, alpha: int = 128, dropout: float = 0.05,
-               targets: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj")):
+               targets: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj"),
+               language_model: str = "language_model"):
     """Wrap `model` (in place, as peft does) with a trainable LoRA on the LM's projections; freeze the rest.
 
+    `language_model`: the language model's module name (a family's `language_model`, e.g. SmolVLM's `text_model`).
     Checks: at least one module wrapped, every wrapped module inside the language model, and no trainable
     parameter outside the LoRA weights (so the vision tower and the projector cannot move).
     """
     for p in model.parameters():
         p.requires_grad_(False)
-    peft_model = get_peft_model(model, lora_config(r, alpha, dropout, targets))
+    peft_model = get_peft_model(model, lora_config(r, alpha, dropout, targets, language_model))
     wrapped = lora_module_names(peft_model)
     if not wrapped:
         raise SeedVLMError(f"LoRA matched no module for targets {list(targets)} inside the language model")
-    outside = [n for n in wrapped if "language_model" not in n]
+    outside = [n for n in wrapped if language_model not in n]
     if outside:
         raise SeedVLMError(f"LoRA wrapped modules outside the language model: {outside[:3]}")
     bad = [n for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" not in n]

@@ -19,6 +19,7 @@ from seedvlm.errors import SeedVLMError
 from seedvlm.io import write_json
 from seedvlm.models import base_fingerprint, load_model
 from seedvlm.models.dtypes import resolve_dtype
+from seedvlm.models.families.registry import model_family
 from seedvlm.outputs import check_dir_target, stash_run
 from seedvlm.train.checkpoints import (ADAPTER_DIR, CHECKPOINT_PREFIX, CONFIG_FILE, MANIFEST_FILE, finished_step,
                                        resolve_resume)
@@ -63,10 +64,18 @@ def one_process_per_gpu(cfg: SeedConfig) -> None:
 def build_trainer(cfg: SeedConfig, resume: str | None = None, callbacks: Sequence = (),
                   restart: bool = False) -> SeedTrainer:
     """Model + LoRA + data -> a ready SeedTrainer (also writes train_config.json and train_manifest.json to
-    output_dir). `restart`: see `prepare_output_dir`."""
+    output_dir). `restart`: see `prepare_output_dir`. Folders of other families than LLaVA-1.5 go through
+    `train.family_run.build_family_trainer`."""
     cfg.require_paths()
+    family = model_family(cfg.model)
+    if family is not None:
+        from seedvlm.train import family_run
+
+        family_run.check_family_options(cfg, family)
     one_process_per_gpu(cfg)
     prepare_output_dir(cfg, resume, cfg.should_save, restart=restart)
+    if family is not None:
+        return family_run.build_family_trainer(cfg, family, callbacks=callbacks)
     # The data is checked (lengths, images) before the weights load: a bad record fails in seconds, not after
     # loading 14 GB.
     processor, dataset, _ = load_train_data(cfg)

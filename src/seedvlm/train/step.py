@@ -92,24 +92,26 @@ def student_rows(model, batch: dict[str, torch.Tensor], mask: torch.Tensor, feat
 def seed_batch(model, batch: dict[str, torch.Tensor], cfg, *, teacher: Teacher, step: int, beta_schedule,
                base=None, answers: tuple[torch.Tensor, torch.Tensor] | None = None,
                record_conf: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
-               loss_fn: Callable = S.combined_loss, purify_fn: Callable = S.purify) -> StepOutput:
+               loss_fn: Callable = S.combined_loss, purify_fn: Callable = S.purify,
+               student_fn: Callable = student_rows) -> StepOutput:
     """One SEED micro-batch (module docstring). model: the (possibly wrapped) peft model the student runs through;
     base: the bare peft model (default `model`); step: the global step (seeds the noise); beta_schedule:
     `(conf, step) -> b` (a `seed.BetaSchedule`); answers: `answer_positions(labels)` when the caller has it;
-    record_conf(conf, valid): adds this batch's confidences to the b history (default: beta_schedule.update)."""
+    record_conf(conf, valid): adds this batch's confidences to the b history (default: beta_schedule.update);
+    student_fn: `student_rows` or a model family's own (same arguments)."""
     mask, targets = S.answer_positions(batch["labels"]) if answers is None else answers
     rows = teacher.answer_rows(batch, mask, step)
     beta = beta_schedule(rows.conf, step)
     (record_conf or beta_schedule.update)(rows.conf, mask.any(dim=1))
-    student = student_rows(model, batch, mask, rows.features, base)
+    student = student_fn(model, batch, mask, rows.features, base)
     return seed_step(student, rows, targets, beta, mask, cfg, loss_fn=loss_fn, purify_fn=purify_fn)
 
 
-def sft_step(model, batch: dict[str, torch.Tensor], base=None) -> StepOutput:
+def sft_step(model, batch: dict[str, torch.Tensor], base=None, student_fn: Callable = student_rows) -> StepOutput:
     """The control arm: CE on the answer tokens, same LoRA, same `logits_to_keep` slicing (no (B, L, V) logits).
-    base: the bare peft model, for the pixels' dtype (default `model`)."""
+    base: the bare peft model, for the pixels' dtype (default `model`); student_fn: as in `seed_batch`."""
     mask, targets = S.answer_positions(batch["labels"])
-    student = student_rows(model, batch, mask, base=base)
+    student = student_fn(model, batch, mask, base=base)
     if student.shape[0] != targets.shape[0]:
         raise SeedVLMError(f"{student.shape[0]} logit rows for {targets.shape[0]} answer tokens")
     loss = F.cross_entropy(student.float(), targets)

@@ -96,6 +96,9 @@ class SeedTrainer(Trainer):
     """`transformers.Trainer` with the SEED step (or CE only), atomic checkpoints and the reference implementation's
     log line."""
 
+    # the student's answer-row logits from a batch (`step.student_rows`; a model family may bring its own)
+    student_fn = staticmethod(_step.student_rows)
+
     def __init__(self, model, args: SeedConfig, train_dataset, data_collator, base_fingerprint: str,
                  lengths: Sequence[int] | None = None, teacher_cache=None, **kwargs):
         super().__init__(model=model, args=args, train_dataset=train_dataset, data_collator=data_collator, **kwargs)
@@ -149,7 +152,7 @@ class SeedTrainer(Trainer):
         return _step.seed_batch(model, inputs, self.cfg, teacher=self._teacher(model),
                                 step=int(self.state.global_step), beta_schedule=ordered,
                                 base=self.accelerator.unwrap_model(model), answers=answers,
-                                loss_fn=combined_loss, purify_fn=purify)
+                                loss_fn=combined_loss, purify_fn=purify, student_fn=self.student_fn)
 
     def _teacher(self, model) -> Teacher:
         """The teacher cache when there is one, else the bare peft model with its adapter disabled (`LiveTeacher`).
@@ -168,7 +171,7 @@ class SeedTrainer(Trainer):
 
     def sft_step(self, model, inputs: dict[str, torch.Tensor]) -> _step.StepOutput:
         """The control arm: CE on the answer tokens, same LoRA, same logits_to_keep slicing."""
-        return _step.sft_step(model, inputs, base=self.accelerator.unwrap_model(model))
+        return _step.sft_step(model, inputs, base=self.accelerator.unwrap_model(model), student_fn=self.student_fn)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         out = self.seed_step(model, inputs) if self.cfg.method == "seed" else self.sft_step(model, inputs)

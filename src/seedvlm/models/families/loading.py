@@ -41,8 +41,10 @@ def load_family_processor(folder: str | os.PathLike, options: dict | None = None
 
 
 def load_family_model(folder: str | os.PathLike, device: str | torch.device = "cpu",
-                      dtype: torch.dtype = torch.float32, family: Family | None = None):
-    """The folder's model in eval mode; the family is detected (and the folder checked) before weights load."""
+                      dtype: torch.dtype = torch.float32, family: Family | None = None,
+                      attn_implementation: str | None = None):
+    """The folder's model in eval mode; the family is detected (and the folder checked) before weights load.
+    attn_implementation: "sdpa", "eager", "flash_attention_2" or None (transformers' default)."""
     from transformers import AutoModelForImageTextToText
 
     p = Path(folder)
@@ -51,8 +53,9 @@ def load_family_model(folder: str | os.PathLike, device: str | torch.device = "c
         raise SeedVLMError(f"no *.safetensors weights in {p} (only safetensors are loaded, never pickles)")
     _quiet()
     try:
+        extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
         model = AutoModelForImageTextToText.from_pretrained(
-            p, dtype=dtype, local_files_only=True, use_safetensors=True, trust_remote_code=False)
+            p, dtype=dtype, local_files_only=True, use_safetensors=True, trust_remote_code=False, **extra)
     except (OSError, ValueError, RuntimeError) as e:
         raise SeedVLMError(f"could not load a {family.name} model from {p}: {str(e).splitlines()[0]}") from None
     return model.to(device).eval()

@@ -129,3 +129,17 @@ def detect_family(folder: str | os.PathLike, options: dict | None = None) -> Fam
     check_processor_settings(fam, p)
     fam.check_options(options)
     return fam
+
+
+def model_family(folder: str | os.PathLike) -> Family | None:
+    """The family of a checkpoint folder whose `model_type` belongs to another family than LLaVA-1.5 (the folder
+    checked by `detect_family`: a bad one is its one-line error), else None: LLaVA-1.5 folders, paths that are not
+    model folders and unknown model types keep the LLaVA-1.5 loader, which names what is wrong."""
+    p = Path(folder)
+    try:
+        model_type = json.loads((p / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if model_type == "llava" or not any(model_type in f.model_types for f in FAMILIES.values()):
+        return None
+    return detect_family(p)
