@@ -209,11 +209,18 @@ def test_eval_pope_two_processes_equals_one(pope_world, tmp_path):
     launch("-m", "seedvlm", *args, "--out", str(tmp_path / "two"))  # 90 questions = 23 batches: 12 + 11
     one = [json.loads(x) for x in (tmp_path / "one" / "samples.jsonl").read_text().splitlines()]
     two = [json.loads(x) for x in (tmp_path / "two" / "samples.jsonl").read_text().splitlines()]
-    assert len(one) == 90 and two == one  # same questions, order, raw answers, parsed labels
+    scores = ("p_yes", "yes_no_mass")  # floats from a softmax: equal up to the threads' summation order
+    assert len(one) == 90 and len(two) == 90
+    for a, b in zip(one, two):  # same questions, order, raw answers, parsed labels
+        assert {k: v for k, v in a.items() if k not in scores} == {k: v for k, v in b.items() if k not in scores}
+        assert all(abs(a[k] - b[k]) < 1e-6 for k in scores if a.get(k) is not None)
     r1 = json.loads((tmp_path / "one" / "results.json").read_text())
     r2 = json.loads((tmp_path / "two" / "results.json").read_text())
+    threshold_free = ("auroc", "average_precision", "mean_yes_no_mass")
     for split in r1["splits"] + ["mean"]:
-        assert r2[split] == r1[split]
+        assert {k: v for k, v in r2[split].items() if k not in threshold_free} == \
+               {k: v for k, v in r1[split].items() if k not in threshold_free}
+        assert all(abs(r2[split][k] - r1[split][k]) < 1e-6 for k in threshold_free if r1[split].get(k) is not None)
     assert r2["config"]["processes"] == 2 and r1["config"]["processes"] == 1
     assert len({s["text"] for s in one}) > 1  # the random model does not answer one constant
 
