@@ -94,6 +94,16 @@ def check_decode_ranges(options: dict, prefix: str = "--") -> None:
             raise SeedVLMError(out_of_range(prefix + name.replace("_", "-"), value, valid))
 
 
+def add_pope_answer_options(p: argparse.ArgumentParser) -> None:
+    """--labels and --parser, the same for `eval pope` and `score pope`."""
+    p.add_argument("--labels", default=None,
+                   help="folder of coco_pope_{split}.json label files for LLaVA's llava_pope_test.jsonl "
+                        "(default: the questions file's folder)")
+    p.add_argument("--parser", choices=("official", "strict"), default="official",
+                   help="official: POPE's evaluate.py decision for any answer (default); strict: split on any "
+                        "white space, an empty answer is wrong")
+
+
 def check_prompt(text: str, where: str) -> None:
     """A prompt given to the model must not hold `<image>`: the chat template puts the one image tag the model
     takes in front of it, and a second tag would ask for an image that is not there."""

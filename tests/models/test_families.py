@@ -40,15 +40,10 @@ def image(size: tuple[int, int], seed: int = 0) -> Image.Image:
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """name -> tiny folder of each family (LLaVA-NeXT only where the Llama-2 tokenizer.model is available)."""
-    from seedvlm.models.family_folders import build_llava_next_folder, build_qwen_folder, build_smolvlm_folder
+    from seedvlm.models.family_folders import build_family_folders
 
     root = tmp_path_factory.mktemp("families")
-    out = {"qwen2.5-vl": build_qwen_folder(root / "qwen2.5-vl"),
-           "qwen2-vl": build_qwen_folder(root / "qwen2-vl", preset="tiny-qwen2-vl"),
-           "smolvlm": build_smolvlm_folder(root / "smolvlm"),
-           "idefics3": build_smolvlm_folder(root / "idefics3", idefics3=True)}
-    if LLAMA2_TOKENIZER.is_file():
-        out["llava-next"] = build_llava_next_folder(root / "llava-next", LLAMA2_TOKENIZER)
+    out = build_family_folders(root, LLAMA2_TOKENIZER if LLAMA2_TOKENIZER.is_file() else None)
     return out
 
 

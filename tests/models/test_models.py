@@ -124,3 +124,12 @@ def test_world_processor_renders_both_prompt_styles(tiny_model_dir):
     assert get_style("llava-1.5").pope_suffix == SHORT_ANSWER_SUFFIX
     with pytest.raises(SeedVLMError, match="unknown prompt style 'vicuna'"):
         get_style("vicuna")
+
+
+def test_every_prompt_style_the_options_accept_is_defined():
+    """The commands take their --prompt-style choices from seedvlm.choices; each must be a defined style."""
+    from seedvlm.choices import PromptStyle, values
+    from seedvlm.models.prompting import STYLES, get_style
+
+    assert set(values(PromptStyle)) == set(STYLES)
+    assert all(get_style(name).name == name for name in values(PromptStyle))

@@ -41,15 +41,10 @@ def _data(root: Path) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    from seedvlm.models.family_folders import build_llava_next_folder, build_qwen_folder, build_smolvlm_folder
+    from seedvlm.models.family_folders import build_family_folders
 
     root = tmp_path_factory.mktemp("family_train")
-    out = {"qwen2.5-vl": build_qwen_folder(root / "qwen2.5-vl"),
-           "qwen2-vl": build_qwen_folder(root / "qwen2-vl", preset="tiny-qwen2-vl"),
-           "smolvlm": build_smolvlm_folder(root / "smolvlm"),
-           "idefics3": build_smolvlm_folder(root / "idefics3", idefics3=True)}
-    if LLAMA2_TOKENIZER.is_file():
-        out["llava-next"] = build_llava_next_folder(root / "llava-next", LLAMA2_TOKENIZER)
+    out = build_family_folders(root, LLAMA2_TOKENIZER if LLAMA2_TOKENIZER.is_file() else None)
     data, images = _data(root)
     return out, data, images
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from seedvlm.choices import PromptStyle, values
 from seedvlm.options import bounded, check_prompt, non_negative_int, positive_int
 
 
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--threads", type=non_negative_int, default=0,
                    help="torch CPU threads (default 0 = torch's choice; 1 is steadier on a busy shared CPU)")
-    p.add_argument("--prompt-style", choices=("hf", "llava-1.5"), default="hf",
+    p.add_argument("--prompt-style", choices=values(PromptStyle), default="hf",
                    help="hf: the folder's chat template and processor (default); llava-1.5: LLaVA-1.5's Vicuna v1 "
                         "prompt and pad-to-square images (use the style the model was trained with)")
     p.add_argument("--allow-unverified-adapter", action="store_true",

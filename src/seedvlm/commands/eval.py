@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import argparse
 
-from seedvlm.options import check_prompt, non_negative_int, positive_int
+from seedvlm.choices import PromptStyle, values
+from seedvlm.options import add_pope_answer_options, check_prompt, non_negative_int, positive_int
 
 MME_SUBSETS = ("existence", "count", "position", "color")
-PROMPT_STYLES = ("hf", "llava-1.5")  # seedvlm.models.prompting.STYLE_NAMES, without importing torch for --help
+PROMPT_STYLES = values(PromptStyle)
 
 
 def _common(p: argparse.ArgumentParser, max_new_tokens: int, images_required: bool = True) -> None:
@@ -66,11 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--questions", required=True,
                    help="POPE questions: a `seedvlm pope build` folder, POPE's coco_pope_*.json (a file or a folder), "
                         "or LLaVA's llava_pope_test.jsonl; gzipped files too")
-    p.add_argument("--labels", default=None,
-                   help="folder of coco_pope_{split}.json label files for llava_pope_test.jsonl (default: its folder)")
-    p.add_argument("--parser", choices=("official", "strict"), default="official",
-                   help="official: POPE's evaluate.py decision for any answer (default); strict: split on any "
-                        "white space, an empty answer is wrong")
+    add_pope_answer_options(p)
     p.add_argument("--prompt-suffix", default=None,
                    help="appended to every question, e.g. ' Answer yes or no.' (default: the prompt style's: none "
                         "for hf, '\\nAnswer the question using a single word or phrase.' for llava-1.5)")
@@ -134,13 +131,23 @@ def _gen_kwargs(args: argparse.Namespace, options: dict) -> dict:
                 prompt_style=args.prompt_style, allow_unverified_adapter=args.allow_unverified_adapter, static_cache=args.static_cache, **options)
 
 
+def _write(args: argparse.Namespace, task: str, metrics: dict, samples: list, options: dict, protocol: dict) -> None:
+    """results.json + samples.jsonl of an evaluation, with the options, processes and prompt protocol it ran with."""
+    from seedvlm import distributed
+    from seedvlm.eval.results import args_config, write_results
+
+    write_results(args.out, task, metrics, samples, config=dict(args_config(args), decode_options=options,
+                                                                 processes=distributed.rank_world()[1],
+                                                                 prompt_protocol=protocol),
+                  model=args.model, adapter=args.adapter)
+
+
 def run_pope(args: argparse.Namespace) -> int:
     from seedvlm import distributed
     from seedvlm.eval import runner
     from seedvlm.eval.pope import questions_provenance, score_pope
     from seedvlm.eval.pope_formats import load_pope_questions, question_key
     from seedvlm.eval.report import pope_table
-    from seedvlm.eval.results import args_config, write_results
     from seedvlm.models.prompting import get_style
 
     options = _decode_options(args)
@@ -163,10 +170,7 @@ def run_pope(args: argparse.Namespace) -> int:
     metrics, samples = score_pope(questions, answers, answers_source="the model's answers", parser=args.parser)
     metrics.update(questions_provenance(args.questions, formats), leakage=leak)
     protocol = dict(style.describe(), pope_suffix=suffix)
-    write_results(args.out, "pope", metrics, samples, config=dict(args_config(args), decode_options=options,
-                                                                   processes=distributed.rank_world()[1],
-                                                                   prompt_protocol=protocol),
-                  model=args.model, adapter=args.adapter)
+    _write(args, "pope", metrics, samples, options, protocol)
     print(pope_table(metrics))
     return 0
 
@@ -215,7 +219,6 @@ def run_chair(args: argparse.Namespace) -> int:
     from seedvlm.eval import runner
     from seedvlm.eval.chair import CHAIR
     from seedvlm.eval.report import chair_table
-    from seedvlm.eval.results import args_config, write_results
     from seedvlm.models.prompting import get_style
 
     options = _decode_options(args)
@@ -232,10 +235,7 @@ def run_chair(args: argparse.Namespace) -> int:
     metrics, samples = chair.evaluate(records)
     metrics["leakage"] = leak
     protocol = dict(get_style(args.prompt_style).describe(), pope_suffix=None, prompt=args.prompt)
-    write_results(args.out, "chair", metrics, samples, config=dict(args_config(args), decode_options=options,
-                                                                    processes=distributed.rank_world()[1],
-                                                                    prompt_protocol=protocol),
-                  model=args.model, adapter=args.adapter)
+    _write(args, "chair", metrics, samples, options, protocol)
     print(chair_table(metrics))
     return 0
 
@@ -245,7 +245,6 @@ def run_mme(args: argparse.Namespace) -> int:
     from seedvlm.eval import runner
     from seedvlm.eval.mme import load_mme, score_mme
     from seedvlm.eval.report import mme_table
-    from seedvlm.eval.results import args_config, write_results
     from seedvlm.models.prompting import get_style
 
     options = _decode_options(args)
@@ -261,9 +260,6 @@ def run_mme(args: argparse.Namespace) -> int:
     metrics, samples = score_mme(questions, answers, answers_source="the model's answers")
     metrics.update(questions=str(args.questions), leakage=leak)
     protocol = dict(get_style(args.prompt_style).describe(), pope_suffix=None, prompt_suffix=args.prompt_suffix)
-    write_results(args.out, "mme", metrics, samples, config=dict(args_config(args), decode_options=options,
-                                                                  processes=distributed.rank_world()[1],
-                                                                  prompt_protocol=protocol),
-                  model=args.model, adapter=args.adapter)
+    _write(args, "mme", metrics, samples, options, protocol)
     print(mme_table(metrics))
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 
+from seedvlm.choices import PromptStyle, values
 from seedvlm.options import non_negative_int, positive_int
 
 
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "context (as LLaVA trains); each: one record per turn pair without history; first: only "
                         "the first pair [history]")
     p.add_argument("--seed", type=int, default=0, help="seed of the --max-samples draw [0]")
-    p.add_argument("--prompt-style", choices=("hf", "llava-1.5"), default=None,
+    p.add_argument("--prompt-style", choices=values(PromptStyle), default=None,
                    help="record the template these records are for in each record; `seedvlm train` then refuses "
                         "another --prompt-style (default: not recorded; train picks)")
     p.set_defaults(func=run)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-from seedvlm.options import positive_int
+from seedvlm.options import add_pope_answer_options, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,14 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--questions", required=True,
                    help="POPE questions: a folder or file in seedvlm's, POPE's or LLaVA's format (.gz too)")
-    p.add_argument("--labels", default=None,
-                   help="folder of coco_pope_{split}.json label files for LLaVA's llava_pope_test.jsonl "
-                        "(default: the questions file's folder)")
     p.add_argument("--answers", required=True,
                    help="answers: LLaVA/seedvlm JSONL (question_id, text) or POPE's {question, answer} lines")
-    p.add_argument("--parser", choices=("official", "strict"), default="official",
-                   help="official: POPE's evaluate.py decision for any answer (default); strict: split on any "
-                        "white space, an empty answer is wrong")
+    add_pope_answer_options(p)
     p.add_argument("--out", required=True, help="output folder for results.json and samples.jsonl")
     p.add_argument("--limit", type=positive_int, default=None,
                    help="only the first N questions of each split (as `eval pope --limit`)")

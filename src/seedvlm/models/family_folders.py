@@ -140,3 +140,16 @@ def build_smolvlm_folder(out: str | os.PathLike, seed: int = 0, longest_edge: in
                             video_processor=images_only_video_processor(), image_seq_len=seq_len,
                             chat_template=s.CHAT_TEMPLATE)
     return _save(Path(out), model, lambda d: save_images_only(proc, d, "SmolVLMProcessor", {"image_seq_len": seq_len}))
+
+
+def build_family_folders(root: Path, llama2_tokenizer: Path | None = None) -> dict[str, Path]:
+    """name -> a tiny folder of each family under root: Qwen2.5-VL, Qwen2-VL, SmolVLM with its own and with
+    Idefics3's classes, and LLaVA-NeXT when a Llama-2 tokenizer.model is given."""
+    root = Path(root)
+    out = {"qwen2.5-vl": build_qwen_folder(root / "qwen2.5-vl"),
+           "qwen2-vl": build_qwen_folder(root / "qwen2-vl", preset="tiny-qwen2-vl"),
+           "smolvlm": build_smolvlm_folder(root / "smolvlm"),
+           "idefics3": build_smolvlm_folder(root / "idefics3", idefics3=True)}
+    if llama2_tokenizer is not None:
+        out["llava-next"] = build_llava_next_folder(root / "llava-next", llama2_tokenizer)
+    return out

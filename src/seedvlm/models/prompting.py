@@ -19,6 +19,8 @@ from typing import Sequence
 
 from PIL import Image
 
+from seedvlm.choices import PromptStyle as PromptStyleName
+from seedvlm.choices import values
 from seedvlm.errors import SeedVLMError
 from seedvlm.io import read_json
 
@@ -49,7 +51,7 @@ STYLES = {
     "hf": PromptStyle("hf", None, "", False),
     "llava-1.5": PromptStyle("llava-1.5", VICUNA_V1_SYSTEM, SHORT_ANSWER_SUFFIX, True),
 }
-STYLE_NAMES = tuple(STYLES)
+STYLE_NAMES = values(PromptStyleName)
 
 
 def get_style(style: str | PromptStyle | None) -> PromptStyle:
