@@ -120,7 +120,7 @@ class ExperimentConfig:
             (self.matched_recall is None or 0.0 <= self.matched_recall <= 1.0, "matched_recall must be in [0, 1]"),
             (self.ablation_seeds >= 0, "ablation_seeds must be >= 0"),
             (0.0 < self.mask_plausibility <= 1.0, "mask_plausibility must be in (0, 1]"),
-            (self.prompt_style in values(PromptStyle), f"prompt_style must be one of {values(PromptStyle)}"),
+            (self.prompt_style in values(PromptStyle), f"prompt_style must be {' or '.join(values(PromptStyle))}"),
             (self.prepare_turns in ("each", "history", "first"), "prepare_turns must be each, history or first"),
             (set(self.goal_arms) <= set(ARMS), f"unknown goal arm(s) {sorted(set(self.goal_arms) - set(ARMS))}"),
         ]
