@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The tiny-base recipe search on one lent GPU, in one call: stages 0-1 once per vision recipe (plain, degraded
-# views), then stages 2-3 + the seven readiness checks for every language-stage lever, all variants side by side.
+# views), then, as soon as its vision build is done, stages 2-3 + the seven readiness checks for every
+# language-stage lever on it, all variants side by side.
 # Usage (device, repo root): bash scripts/gpu_recipe_search.sh OUTDIR DEADLINE_S
 #   VISION="P: D:--vision-degrade=0.3"   name:args of the stage 0-1 builds (save fp32, no stages 2-3)
 #   LEVERS="r0:P: r2:P:--uninformative=0.2 ..."   name:vision-build:args of the stage 2-3 builds (--init that build)
 #   INIT_P=path / INIT_D=path            skip a stage 0-1 build: continue from this fp32 checkpoint instead
-# Options inside a spec are written --key=value (specs are split on spaces).
+# Options inside a spec are written --key=value, several joined by commas (specs are split on spaces).
 # What comes back (at most 8 files): results.tar (every variant's pretrain.json, log, no weights), the best
 # variants' folders (by readiness: checks passed, then check 7's margin), and, when a stage 2-3 build did not finish
 # before DEADLINE_S, the stage 0-1 checkpoints split into 15 MB parts so that a second call can continue.
@@ -17,27 +18,36 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 W=/tmp/rs/world
 python3 -m seedvlm world --out $W --train 6000 --val 500 --size 64 --seed 0 --hallucination-rate 0.35 \
   --hard-negatives 0.1 --quiet > /tmp/rs/world.log 2>&1 || { cat /tmp/rs/world.log; exit 1; }
+# one job per vision build: build it (or link the given checkpoint), then start its stage 2-3 variants at once
 pids=()
 for spec in ${VISION:-P:}; do
-  IFS=: read -r name extra <<<"$spec"
-  init_var=INIT_$name
-  if [ -n "${!init_var:-}" ]; then ln -sfn "$(realpath "${!init_var}")" /tmp/rs/v_$name; continue; fi
-  ( python3 -m seedvlm pretrain --world $W --preset tiny --out /tmp/rs/v_$name --align-epochs 0 --instruct-epochs 0 \
-      --readiness-images 0 --save-dtype float32 --threads 4 $extra > /tmp/rs/v_$name.log 2>&1; echo "exit $?" >> /tmp/rs/v_$name.log ) &
+  IFS=: read -r vname vextra <<<"$spec"; vextra=${vextra//,/ }
+  (
+    init_var=INIT_$vname
+    if [ -n "${!init_var:-}" ]; then
+      ln -sfn "$(realpath "${!init_var}")" /tmp/rs/v_$vname
+    else
+      python3 -m seedvlm pretrain --world $W --preset tiny --out /tmp/rs/v_$vname --align-epochs 0 --instruct-epochs 0 \
+        --readiness-images 0 --save-dtype float32 --threads 4 $vextra > /tmp/rs/v_$vname.log 2>&1
+      echo "exit $?" >> /tmp/rs/v_$vname.log
+      echo "stage 0-1 build $vname done at $((SECONDS - start)) s"
+    fi
+    left=$((deadline - (SECONDS - start)))
+    lp=()
+    for lspec in ${LEVERS:-}; do
+      IFS=: read -r name v extra <<<"$lspec"; extra=${extra//,/ }
+      [ "$v" = "$vname" ] || continue
+      ( timeout "$left" python3 -m seedvlm pretrain --world $W --init /tmp/rs/v_$v --out /tmp/rs/$name --text-steps 0 \
+          --vision-steps 0 --readiness-images 300 --threads 2 $extra > /tmp/rs/$name.log 2>&1
+        echo "exit $?" >> /tmp/rs/$name.log; echo "variant $name done at $((SECONDS - start)) s" ) &
+      lp+=($!)
+    done
+    for p in "${lp[@]}"; do wait "$p"; done
+  ) &
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done
-echo "stage 0-1 builds done at $((SECONDS - start)) s"
-left=$((deadline - (SECONDS - start)))
-pids=()
-for spec in ${LEVERS:-}; do
-  IFS=: read -r name v extra <<<"$spec"
-  ( timeout "$left" python3 -m seedvlm pretrain --world $W --init /tmp/rs/v_$v --out /tmp/rs/$name --text-steps 0 \
-      --vision-steps 0 --readiness-images 300 --threads 2 $extra > /tmp/rs/$name.log 2>&1; echo "exit $?" >> /tmp/rs/$name.log ) &
-  pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p"; done
-echo "stage 2-3 builds done at $((SECONDS - start)) s"
+echo "all builds done at $((SECONDS - start)) s"
 mkdir -p /tmp/rs/results
 cp /tmp/rs/*.log $W/world.json /tmp/rs/results/ 2>/dev/null
 for spec in ${LEVERS:-}; do n=${spec%%:*}; [ -f /tmp/rs/$n/pretrain.json ] && cp /tmp/rs/$n/pretrain.json /tmp/rs/results/$n.pretrain.json; done

@@ -74,6 +74,17 @@ def test_save_load_gives_identical_logits_offline(tiny_model_dir):
     assert torch.equal(a, b)
 
 
+def test_loaders_never_fetch_hub_kernels(tiny_model_dir, tmp_path):
+    """transformers' default swaps in kernels fetched from the Hub at load time (offline on a GPU that fails); every
+    seedvlm loader turns them off, the family loader too."""
+    from seedvlm.models.families.loading import load_family_model
+    from seedvlm.models.family_folders import build_qwen_folder
+
+    assert not load_model(tiny_model_dir, device="cpu").use_kernels
+    qwen = build_qwen_folder(tmp_path / "qwen")
+    assert not load_family_model(qwen, "cpu", torch.float32).use_kernels
+
+
 def test_model_path_without_config_is_a_clear_error(tmp_path):
     with pytest.raises(SeedVLMError, match="no config.json"):
         load_model(tmp_path)

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 BASE_FINGERPRINT_FILE = "seedvlm_base.json"
 MERGE_FILE = "seedvlm_merge.json"
+# from_pretrained settings for every weight folder: local files only, safetensors only, no remote code, and none of
+# transformers' hub kernels (they are fetched from the Hub at load time, which fails offline, and change numerics)
+OFFLINE_WEIGHTS = {"local_files_only": True, "use_safetensors": True, "trust_remote_code": False,
+                   "use_kernels": False}
 
 
 def _quiet_transformers() -> None:
@@ -93,7 +97,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
         model = LlavaForConditionalGeneration.from_pretrained(
-            p, dtype=dtype, local_files_only=True, use_safetensors=True, trust_remote_code=False, **extra)
+            p, dtype=dtype, **OFFLINE_WEIGHTS, **extra)
     except (OSError, ValueError, RuntimeError) as e:
         raise SeedVLMError(f"could not load model from {p}: {e}") from None
     return model.to(device)

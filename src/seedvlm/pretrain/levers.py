@@ -74,8 +74,8 @@ def degrade_batch(pix: torch.Tensor, labels: torch.Tensor, objects: list[list[tu
             ratio = float(rng.uniform(0.25, 0.75))
             state = g.get_state()
             pix[i] = S.mask_patches(pix[i], patch_size, ratio, generator=g)
-            kept = S.mask_patches(torch.ones(1, *pix.shape[-2:]), patch_size, ratio,
-                                  generator=torch.Generator().set_state(state))[0].bool().cpu().numpy()
+            kept = S.mask_patches(torch.ones(1, *pix.shape[-2:], device=pix.device), patch_size, ratio,
+                                  generator=torch.Generator(device=pix.device).set_state(state))[0].bool().cpu().numpy()
             visible = visible_under_mask(np.array([b for _, b, _ in objects[i]]).reshape(-1, 4), kept)
             info = {"kind": kind, "ratio": ratio}
         else:

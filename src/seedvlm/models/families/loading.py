@@ -12,6 +12,7 @@ import torch
 from seedvlm.errors import SeedVLMError
 from seedvlm.models.families.base import Family
 from seedvlm.models.families.registry import detect_family, processor_classes
+from seedvlm.models.loading import OFFLINE_WEIGHTS
 
 
 def _quiet() -> None:
@@ -55,7 +56,7 @@ def load_family_model(folder: str | os.PathLike, device: str | torch.device = "c
     try:
         extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
         model = AutoModelForImageTextToText.from_pretrained(
-            p, dtype=dtype, local_files_only=True, use_safetensors=True, trust_remote_code=False, **extra)
+            p, dtype=dtype, **OFFLINE_WEIGHTS, **extra)
     except (OSError, ValueError, RuntimeError) as e:
         raise SeedVLMError(f"could not load a {family.name} model from {p}: {str(e).splitlines()[0]}") from None
     return model.to(device).eval()
