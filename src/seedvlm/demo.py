@@ -29,9 +29,9 @@ from PIL import Image, UnidentifiedImageError
 
 from seedvlm.errors import SeedVLMError
 from seedvlm.eval.chair import CHAIR
-from seedvlm.generation import generate_texts
+from seedvlm.eval.runner import generate, load_model
 from seedvlm.io import open_image, read_json
-from seedvlm.models import load_for_inference
+from seedvlm.models.families.registry import model_family
 from seedvlm.models.prompting import warn_if_not_trained_style
 
 log = logging.getLogger(__name__)
@@ -135,21 +135,25 @@ def run_demo(model_path: str | os.PathLike, image_paths: Sequence[str | os.PathL
     static_cache: every column decodes over a compiled static cache (seedvlm.decode.static)."""
     if not image_paths:
         raise SeedVLMError("no --image given")
+    family = model_family(model_path)
+    if family is not None and prompt_style not in (None, "hf"):
+        raise SeedVLMError(f"{model_path}: --prompt-style {prompt_style} is for LLaVA-1.5 models; {family.name} "
+                           f"models answer in their own chat template (--prompt-style hf)")
     images = load_images(image_paths)
     checker = ObjectChecker.from_instances(instances) if instances else None
     warn_if_not_trained_style(adapter, prompt_style)
-    model, processor = load_for_inference(model_path, adapter=adapter, device=device,
-                                          allow_unverified_adapter=allow_unverified_adapter)
+    model, processor = load_model(str(model_path), adapter=adapter, device=device,
+                                  allow_unverified_adapter=allow_unverified_adapter)
     prompts = [question] * len(images)
     common = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False, prompt_style=prompt_style,
                   static_cache=static_cache)
     base_ctx = model.disable_adapter() if adapter else contextlib.nullcontext()
     with base_ctx:
-        columns_text = [generate_texts(model, processor, images, prompts, decoding="greedy", desc="base", **common)]
+        columns_text = [generate(model, processor, images, prompts, decoding="greedy", desc="base", **common)]
     if adapter:
-        columns_text.append(generate_texts(model, processor, images, prompts, decoding="greedy", desc="seed",
+        columns_text.append(generate(model, processor, images, prompts, decoding="greedy", desc="seed",
                                            **common))
-    columns_text.append(generate_texts(model, processor, images, prompts, decoding="contrastive", desc="contrastive",
+    columns_text.append(generate(model, processor, images, prompts, decoding="contrastive", desc="contrastive",
                                        beta=beta, **common, **decode_kwargs))
     labels = column_labels(bool(adapter), beta)
     rows = []

@@ -1,6 +1,7 @@
-"""Greedy generation for evaluation on the non-LLaVA-1.5 families (Qwen2-VL/Qwen2.5-VL, LLaVA-NeXT): a folder
-(and adapter) loaded through the family registry, each (image, question) rendered through the family's chat
-template with its generation prompt, left-padded, and decoded until the family's end-of-turn token."""
+"""Generation for evaluation on the non-LLaVA-1.5 families (Qwen2-VL/Qwen2.5-VL, LLaVA-NeXT, SmolVLM/Idefics3): a
+folder (and adapter) loaded through the family registry, each (image, question) rendered through the family's chat
+template with its generation prompt, left-padded, and decoded (greedy, sample, beam or contrastive) until the
+family's end-of-turn token."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from seedvlm.decode.plain import generate_new_tokens
+from seedvlm.decode.family import family_contrastive_generate
+from seedvlm.decode.plain import decoding_options, generate_new_tokens
 from seedvlm.errors import SeedVLMError
 from seedvlm.eval.yes_prob import scored_answers
 from seedvlm.models.families.base import Family
@@ -57,15 +59,22 @@ def generate_family_texts(model, processor, family: Family, images: Sequence[Ima
                           progress: bool = True, desc: str = "generate", prompt_style: str | None = None,
                           prefix_reuse: bool = False, yes_prob: bool = False, static_cache: bool = False,
                           **decode_kwargs) -> list[str]:
-    """`generation.generate_texts` for a family model: greedy only, stopping at the family's stop tokens (the
-    end-of-turn token first). prefix_reuse is an exact speed option and is not applied here; other decodings,
-    static_cache and prompt styles other than the default are refused in one line."""
-    if decoding != "greedy" or static_cache or decode_kwargs or prompt_style not in (None, "hf"):
-        raise SeedVLMError(f"{family.name} models: only greedy decoding with the model's own chat template is "
-                           f"available for evaluation yet (no contrastive, sample, beam, static cache or prompt "
-                           f"style)")
+    """`generation.generate_texts` for a family model, stopping at the family's stop tokens (the end-of-turn token
+    first): greedy, sample and beam through HF `generate` with LLaVA-1.5's options, contrastive through
+    `seedvlm.decode.family.family_contrastive_generate` (same options; the noise kinds the family takes).
+    prefix_reuse is an exact speed option and is not applied here; static_cache and prompt styles other than the
+    model's own chat template are refused in one line."""
+    if static_cache or prompt_style not in (None, "hf"):
+        raise SeedVLMError(f"{family.name} models decode with the model's own chat template (prompt style hf) and "
+                           f"without the static cache")
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+    contrastive = decoding == "contrastive"
+    if contrastive:
+        family.check_perturbation(decode_kwargs.get("noise", "gaussian"))
+        hf_options = {}
+    else:
+        hf_options = decoding_options(decoding, decode_kwargs)
     param = next(model.parameters())
     tok = processor.tokenizer
     stop = family.stop_token_ids(processor)
@@ -83,11 +92,18 @@ def generate_family_texts(model, processor, family: Family, images: Sequence[Ima
         batch = {k: v.to(param.device) for k, v in batch.items()}
         for k in family.pixel_keys:
             batch[k] = batch[k].to(param.dtype)
-        gen_kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=stop,
-                          do_sample=False, num_beams=1)
-        new_tokens, logits = generate_new_tokens(model, batch, gen_kwargs, first_logits=yes_prob)
+        if contrastive:
+            first: list | None = [] if yes_prob else None
+            new_tokens = family_contrastive_generate(model, family, batch, max_new_tokens=max_new_tokens,
+                                                     eos_token_id=stop, pad_token_id=tok.pad_token_id,
+                                                     first_scores_=first, **decode_kwargs)
+            logits = first[0] if first else None
+        else:
+            gen_kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=stop,
+                              **hf_options)
+            new_tokens, logits = generate_new_tokens(model, batch, gen_kwargs, first_logits=yes_prob)
         texts = [t.strip() for t in tok.batch_decode(new_tokens, skip_special_tokens=True)]
-        out.extend(scored_answers(texts, logits, tok) if yes_prob else texts)
+        out.extend(scored_answers(texts, logits, tok) if logits is not None else texts)
         bar.update(len(imgs))
     bar.close()
     return out

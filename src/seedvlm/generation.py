@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from seedvlm.decode import contrastive_generate
-from seedvlm.decode.plain import generate_new_tokens
+from seedvlm.decode.plain import decoding_options, generate_new_tokens
 from seedvlm.decode.prefix import image_groups
 from seedvlm.decode.static import length_order, restore_order
 from seedvlm.eval.yes_prob import scored_answers
@@ -79,16 +79,7 @@ def generate_texts(model, processor, images: Sequence[Image.Image], prompts: Seq
                                               static_cache_=static_cache, compile_=compile, **decode_kwargs)
         else:
             gen_kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                              eos_token_id=tok.eos_token_id)
-            if decoding == "greedy":
-                gen_kwargs.update(do_sample=False, num_beams=1)
-            elif decoding == "sample":
-                gen_kwargs.update(do_sample=True, top_p=decode_kwargs.get("top_p", 1.0),
-                                  temperature=decode_kwargs.get("temperature", 1.0))
-            elif decoding == "beam":
-                gen_kwargs.update(do_sample=False, num_beams=decode_kwargs.get("num_beams", 3))
-            else:
-                raise ValueError(f"unknown decoding {decoding!r}; use greedy, sample, beam or contrastive")
+                              eos_token_id=tok.eos_token_id, **decoding_options(decoding, decode_kwargs))
             new_tokens, logits = generate_new_tokens(model, batch, gen_kwargs, groups, static_cache, compile, yes_prob)
             first = None if logits is None else [logits]
         texts = [t.strip() for t in tok.batch_decode(new_tokens, skip_special_tokens=True)]

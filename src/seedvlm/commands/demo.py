@@ -19,7 +19,8 @@ from seedvlm.options import bounded, check_prompt, non_negative_int, positive_in
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="compare base, SEED and SEED + contrastive decoding on images",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="llava-hf model folder (the base)")
+    p.add_argument("--model", required=True,
+                   help="model folder (the base): llava-hf LLaVA-1.5, or a Qwen2-VL, LLaVA-NeXT or SmolVLM folder")
     p.add_argument("--adapter", default=None, help="SEED peft adapter folder; without it: base vs base + contrastive")
     p.add_argument("--image", action="append", required=True, metavar="PATH",
                    help="an image (repeat for several: one row each)")

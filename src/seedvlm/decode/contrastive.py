@@ -180,6 +180,7 @@ def contrastive_generate(
     first_scores_: list | None = None,
     static_cache_: bool = False,
     compile_: bool | None = None,
+    positions_=None,
 ) -> torch.LongTensor:
     """Decode with contrastive logits (`contrastive_logits`) at every step; returns (B, T_new) new tokens.
 
@@ -204,6 +205,8 @@ def contrastive_generate(
         per group (fused only); first_scores_: a list that receives the first step's (B, V) contrastive scores.
     static_cache_: decode over a StaticCache, the step compiled unless compile_ is False
         (seedvlm.decode.static); fused greedy and sampling, not with prefix_groups_.
+    positions_: (input_ids, attention_mask, extra) -> prefill position ids, for models whose positions depend on
+        the image (Qwen2-VL's M-RoPE; seedvlm.decode.family); None: cumsum(attention_mask) - 1.
     Rows stop at eos (the eos is kept, pad_token_id follows); decoding ends when every row has stopped or after
     max_new_tokens steps, so T_new <= max_new_tokens.
     """
@@ -231,7 +234,7 @@ def contrastive_generate(
     extra = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "pixel_values")
              and isinstance(v, torch.Tensor) and v.shape[:1] == (n,)}
     combine = _Combiner(float(beta), plausibility, _eos_list(eos_token_id), int(min_new_tokens))
-    runner = Fused(model) if fused else Sequential(model)
+    runner = Fused(model, positions_) if fused else Sequential(model, positions_)
     if static_cache_ and fused and strategy != "beam":
 
         runner.s = static_stepper(model, input_ids.shape[1] + max_new_tokens, compile_)

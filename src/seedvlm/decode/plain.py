@@ -40,3 +40,15 @@ def generate_new_tokens(model, batch: dict, gen_kwargs: dict, groups: Sequence[i
     sequences = out.sequences if first_logits else out
     logits = out.logits[0].float() if first_logits and kwargs.get("num_beams", 1) == 1 else None
     return sequences[:, width:], logits
+
+
+def decoding_options(decoding: str, options: dict) -> dict:
+    """HF `generate` keywords for a decoding: greedy (no sampling, one beam), sample (do_sample with top_p and
+    temperature from `options`) or beam (num_beams [3])."""
+    if decoding == "greedy":
+        return dict(do_sample=False, num_beams=1)
+    if decoding == "sample":
+        return dict(do_sample=True, top_p=options.get("top_p", 1.0), temperature=options.get("temperature", 1.0))
+    if decoding == "beam":
+        return dict(do_sample=False, num_beams=options.get("num_beams", 3))
+    raise ValueError(f"unknown decoding {decoding!r}; use greedy, sample, beam or contrastive")
