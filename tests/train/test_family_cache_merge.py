@@ -219,3 +219,53 @@ def teacher_noisy_features(teacher, batch, mask):
     with torch.no_grad(), model.disable_adapter():
         out = model(**noisy, use_cache=False)
     return ImageFeatures(tuple(f.detach() for f in out.image_outputs.pooler_output))
+
+
+def _seed_loss(trainer, cfg, batch):
+    """One SEED micro-batch's loss at step 0 (eval mode: no LoRA dropout) and its LoRA gradients."""
+    from seedvlm import seed as S
+    from seedvlm.train.step import seed_batch
+
+    model = trainer.model
+    model.eval()
+    model.zero_grad()
+    schedule = S.BetaSchedule(kind="fixed", fixed=0.5)
+    out = seed_batch(model, batch, cfg, teacher=trainer._teacher(model), step=0, beta_schedule=schedule,
+                     student_fn=trainer.student_fn)
+    out.loss.backward()
+    return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_compiled_layers_keep_the_family_step(env, name, tmp_path, monkeypatch):
+    """compile_layers (LM and vision layers; eager backend: the plumbing, not inductor's code generation)."""
+    import seedvlm.train.family_run as family_run
+    from seedvlm.models.families import layers as stacks
+    from seedvlm.train.config import SeedConfig
+    from seedvlm.train.run import build_trainer
+
+    model, data, images = family_folder(env, name)
+    real, compiled_counts = family_run.compile_layers, []
+    monkeypatch.setattr(family_run, "compile_layers",
+                        lambda m, **k: compiled_counts.append(real(m, **{**k, "backend": "eager"})))
+    results = []
+    for compiled in (False, True):
+        cfg = SeedConfig(model=str(model), data=str(data), images=str(images), report_to="none", lora_r=4,
+                         output_dir=str(tmp_path / f"run{compiled}"), compile_layers=compiled,
+                         torch_compile_vision=compiled)
+        trainer = build_trainer(cfg)
+        for n, p in trainer.model.named_parameters():
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.1, generator=torch.Generator().manual_seed(0))
+        torch._dynamo.reset()
+        try:
+            results.append(_seed_loss(trainer, cfg, _batch(trainer)))
+        finally:
+            torch._dynamo.reset()
+    family = trainer.family
+    layers = stacks.decoder_layers(trainer.model, family) + stacks.vision_layers(trainer.model, family)
+    assert compiled_counts == [len(layers)] == [4] and all(x._compiled_call_impl is not None for x in layers)
+    (eager, g_eager), (comp, g_comp) = results
+    torch.testing.assert_close(comp.loss, eager.loss, atol=1e-5, rtol=1e-5)
+    for n in g_eager:
+        torch.testing.assert_close(g_comp[n], g_eager[n], atol=1e-5, rtol=1e-4)

@@ -26,6 +26,7 @@ from seedvlm.models.fingerprint import base_fingerprint
 from seedvlm.train.checkpoints import CONFIG_FILE, MANIFEST_FILE
 from seedvlm.train.config import SeedConfig
 from seedvlm.train.lora import apply_lora
+from seedvlm.train.step import compile_layers, compile_options
 from seedvlm.train.teacher import Teacher, TeacherRows
 from seedvlm.train.teacher_cache import open_cache
 from seedvlm.train.trainer import SeedTrainer
@@ -126,9 +127,8 @@ def check_family_options(cfg: SeedConfig, family: Family) -> None:
     if cfg.prompt_style != "hf":
         raise SeedVLMError(f"prompt_style {cfg.prompt_style!r} is for LLaVA-1.5 models; {family.name} models train "
                            f"with their own chat template (prompt_style hf)")
-    for name, on in (("compile_layers", cfg.compile_layers), ("fsdp", bool(cfg.fsdp))):
-        if on:
-            raise SeedVLMError(f"{name} is not available for {family.name} models yet")
+    if cfg.fsdp:
+        raise SeedVLMError(f"fsdp is not available for {family.name} models yet")
 
 
 def build_family_trainer(cfg: SeedConfig, family: Family, callbacks: Sequence = ()) -> FamilySeedTrainer:
@@ -151,6 +151,8 @@ def build_family_trainer(cfg: SeedConfig, family: Family, callbacks: Sequence = 
                        language_model=family.language_model)
     if cfg.activation_checkpointing:
         model.enable_input_require_grads()
+    if cfg.compile_layers:
+        compile_layers(model, family=family, **compile_options(cfg))
     if cfg.should_save:
         write_json(Path(cfg.output_dir) / CONFIG_FILE, {**cfg.to_dict(), "family": family.name})
         write_json(Path(cfg.output_dir) / MANIFEST_FILE, {

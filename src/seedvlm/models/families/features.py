@@ -12,6 +12,7 @@ from typing import Mapping
 import torch
 
 from seedvlm.models.families.base import Family
+from seedvlm.models.families.layers import inner_model
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,7 @@ def reuse_blocker(model, family: Family) -> str | None:
     """Why the student cannot take the teacher's clean image features (None = it can): a part outside the language
     model (vision tower, projector/merger/connector, LLaVA-NeXT's image newline) has a parameter that requires
     grad, or dropout that would be active in the student's train-mode forward."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    inner = base.model
+    inner = inner_model(model)
     if any(p.requires_grad for p in inner.parameters(recurse=False)):
         return "a parameter outside the language model is trainable"
     vision = getattr(inner.config, "vision_config", None)
