@@ -11,7 +11,8 @@ Reads the training config (any option a training YAML holds is accepted) but use
 use it; the
 noisy view of sample i is drawn with per_sample_generator(seed, i, step=0), the same in every epoch. Writes
 CACHE/shard-NNNNN.safetensors + CACHE/index.json atomically (nothing at CACHE until complete). Training refuses a
-cache made for another data file, base model or noise setting. docs/performance.md: what is kept, the
+cache made for another data file, base model, noise setting, prompt style or (other families than LLaVA-1.5:
+Qwen2-VL/Qwen2.5-VL, LLaVA-NeXT, SmolVLM/Idefics3) chat template. docs/performance.md: what is kept, the
 approximation, the storage per sample. Several GPUs: `accelerate launch --num_processes N -m seedvlm teach ...`
 (rank r writes shards r, r+N, ...; the same cache as one process when the shards are the same size).
 """

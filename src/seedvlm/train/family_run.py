@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from accelerate.utils.environment import parse_flag_from_env
 from transformers import set_seed
 
 from seedvlm import seed as S
@@ -127,8 +128,9 @@ def check_family_options(cfg: SeedConfig, family: Family) -> None:
     if cfg.prompt_style != "hf":
         raise SeedVLMError(f"prompt_style {cfg.prompt_style!r} is for LLaVA-1.5 models; {family.name} models train "
                            f"with their own chat template (prompt_style hf)")
-    if cfg.fsdp:
-        raise SeedVLMError(f"fsdp is not available for {family.name} models yet")
+    if cfg.fsdp or parse_flag_from_env("ACCELERATE_USE_FSDP"):  # --fsdp, or accelerate launch with an FSDP config
+        raise SeedVLMError(f"fsdp is not available for {family.name} models yet; train them with one process per "
+                           f"GPU (DDP)")
 
 
 def build_family_trainer(cfg: SeedConfig, family: Family, callbacks: Sequence = ()) -> FamilySeedTrainer:

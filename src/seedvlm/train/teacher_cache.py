@@ -4,7 +4,8 @@ outputs can be computed once for a multi-epoch run). Writing, reading and checki
 (a little over 400 lines) so that its format is defined in one place.
 
 What is stored, per answer row (the positions `answer_positions(labels)` marks), after ONE pass of the base model
-(no adapter) over the prepared data with the noisy view drawn by `per_sample_generator(seed, sample_index, step=0)`:
+(no adapter) over the prepared data with the noisy view drawn by `per_sample_generator(seed, sample_index, step=0)`
+(for the other families, `train.family_run.family_teacher_logits`: the noise on the pixel inputs only):
 - `ids` (R, K): the kept tokens, K = min(2k, V) distinct ids per row: the clean top-k, then the noisy top-k tokens
   not already in it, then (to fill all K slots) the next-best clean tokens. The noisy top-k matter because they
   are the tokens purification pushes down (the hallucination-prone ones): a student putting mass there must see
@@ -16,7 +17,7 @@ What is stored, per answer row (the positions `answer_positions(labels)` marks),
 - per sample: `conf` (n,) float32 (the clean teacher's confidence, computed on the full fp32 rows),
   `sample_index` (n,) int64, `row_offsets` (n + 1,) int64 (sample j's rows are ids[row_offsets[j]:row_offsets[j+1]]).
 Files: `CACHE/shard-00000.safetensors`, ... and `CACHE/index.json` (format, data file + sha256, image list hash,
-model + `base_fingerprint`, noise settings (step fixed to 0), top-k, K, vocabulary, dtypes, samples, rows, bytes per
+prompt style (other families: the sha256 of the chat template), model + family + `base_fingerprint`, noise settings (step fixed to 0), top-k, K, vocabulary, dtypes, samples, rows, bytes per
 sample and per row). The folder is written in a temp folder beside CACHE and renamed when complete
 (`seedvlm.io.atomic_path`): an interrupted run leaves no CACHE.
 
