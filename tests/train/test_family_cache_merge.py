@@ -120,7 +120,7 @@ def test_merge_equals_base_plus_adapter_and_loads_everywhere(env, name, tmp_path
     from seedvlm.models.families.loading import load_family_model
     from seedvlm.models.loading import attach_adapter
     from seedvlm.train.config import SeedConfig
-    from seedvlm.train.family_run import model_inputs
+    from seedvlm.train.family_teacher import model_inputs
     from seedvlm.train.run import build_trainer
 
     model, data, images = family_folder(env, name)
@@ -164,7 +164,7 @@ def test_student_on_the_teachers_clean_features_equals_its_own_tower(env, name, 
     from seedvlm import seed as S
     from seedvlm.models.families.features import reuse_blocker
     from seedvlm.train.config import SeedConfig
-    from seedvlm.train.family_run import FamilyTeacher, family_student_rows, processor_ids
+    from seedvlm.train.family_teacher import FamilyTeacher, family_student_rows, processor_ids
     from seedvlm.train.run import build_trainer
 
     model, data, images = family_folder(env, name)
@@ -209,7 +209,7 @@ def test_student_on_the_teachers_clean_features_equals_its_own_tower(env, name, 
 def teacher_noisy_features(teacher, batch, mask):
     """The noisy half of the teacher's image features (what the student must NOT be fed)."""
     from seedvlm.models.families.features import ImageFeatures
-    from seedvlm.train.family_run import model_inputs
+    from seedvlm.train.family_teacher import model_inputs
     from seedvlm.models.families.pixels import perturb_pixel_inputs
 
     model = teacher.model

@@ -66,7 +66,7 @@ def test_family_examples_and_collator(folders, name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_train_sft_then_seed_writes_adapters(folders, name, tmp_path, monkeypatch):
-    import seedvlm.train.family_run as fr
+    import seedvlm.train.family_teacher as fr
     from seedvlm.cli import main
     from seedvlm.models.families import detect_family
 

@@ -57,13 +57,18 @@ def run(args: argparse.Namespace) -> int:
     from seedvlm import distributed
     from seedvlm.config import load_config, parse_overrides
     from seedvlm.errors import SeedVLMError
+    from seedvlm.models.families.registry import model_family
     from seedvlm.outputs import check_dir_target, owned_by
     from seedvlm.train.config import DEPRECATED_KEYS, TEACH_FIELDS, SeedConfig
+    from seedvlm.train.family_run import check_family_options
     from seedvlm.train.teacher_cache import teach
 
     try:  # bad options are bad input: one line, exit 2, before the model loads
         cfg = load_config(SeedConfig, args.config, args.overrides)
         cfg.require_paths()
+        family = model_family(cfg.model)
+        if family is not None:
+            check_family_options(cfg, family)
         check_dir_target(args.out, "--out", owns=owned_by("index.json"))  # before the teacher runs
     except SeedVLMError as e:
         print(f"seedvlm teach: error: {e}", file=sys.stderr)

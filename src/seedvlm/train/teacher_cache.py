@@ -356,9 +356,8 @@ def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, 
     else:
         from seedvlm.data.family_data import FamilyCollator, load_family_train_data
         from seedvlm.models.families.loading import load_family_model
-        from seedvlm.train.family_run import check_family_options, family_teacher_logits, processor_ids
+        from seedvlm.train.family_teacher import family_teacher_logits, processor_ids
 
-        check_family_options(cfg, family)
         processor, dataset, max_length = load_family_train_data(cfg, family)
     # Several processes (accelerate launch / torchrun): rank r writes shards r, r + N, ... on its own device into
     # rank 0's temp folder; rank 0 writes index.json and renames the folder once all shards are there.
