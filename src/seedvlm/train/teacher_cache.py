@@ -5,7 +5,7 @@ outputs can be computed once for a multi-epoch run). Writing, reading and checki
 
 What is stored, per answer row (the positions `answer_positions(labels)` marks), after ONE pass of the base model
 (no adapter) over the prepared data with the noisy view drawn by `per_sample_generator(seed, sample_index, step=0)`
-(for the other families, `train.family_run.family_teacher_logits`: the noise on the pixel inputs only):
+(for the other families, `train.family_teacher.family_teacher_logits`: the noise on the pixel inputs only):
 - `ids` (R, K): the kept tokens, K = min(2k, V) distinct ids per row: the clean top-k, then the noisy top-k tokens
   not already in it, then (to fill all K slots) the next-best clean tokens. The noisy top-k matter because they
   are the tokens purification pushes down (the hallucination-prone ones): a student putting mass there must see
