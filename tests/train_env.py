@@ -45,6 +45,24 @@ def build_env(root: Path, seed: int = 0, n: int = 16, fork_period: int = 4) -> d
     return {"model": root / "model", "images": images, "data": root / "train.json", "records": records}
 
 
+def launch_two(*args: str, timeout: int = 240) -> None:
+    """`python -m torch.distributed.run --standalone --nproc_per_node 2 ARGS` (a free port, gloo on the CPU)."""
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join([str(root / "src"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-60:])
+        pytest.fail(f"{' '.join(cmd[3:])} failed ({proc.returncode}):\n{tail}")
+
+
 def cfg_kwargs(env, out: Path, **kw) -> dict:
     """SeedConfig's keyword arguments for the tiny env; `kw` may use an earlier release's option names (read as the
     command line reads them)."""

@@ -270,14 +270,3 @@ def test_compiled_layers_keep_the_family_step(env, name, tmp_path, monkeypatch):
     for n in g_eager:
         torch.testing.assert_close(g_comp[n], g_eager[n], atol=1e-5, rtol=1e-4)
 
-
-def test_fsdp_is_refused_for_families_in_one_line(env, tmp_path, monkeypatch, capsys):
-    """FSDP from the config or from an `accelerate launch` FSDP config (ACCELERATE_USE_FSDP): one line, exit 2."""
-    from seedvlm.cli import main
-
-    model, data, images = family_folder(env, "smolvlm")
-    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    assert main(["train", "--config", str(CONFIGS / "seed_tiny.yaml"), *_args(model, data, images),
-                 "--output-dir", str(tmp_path / "run")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "fsdp is not available for smolvlm" in err[0] and not (tmp_path / "run").exists()

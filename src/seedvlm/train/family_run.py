@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from accelerate.utils.environment import parse_flag_from_env
 from transformers import set_seed
 
 from seedvlm.data.family_data import FamilyCollator, load_family_train_data
@@ -20,8 +19,10 @@ from seedvlm.errors import SeedVLMError
 from seedvlm.io import write_json
 from seedvlm.models.dtypes import resolve_dtype
 from seedvlm.models.families.base import Family
+from seedvlm.models.families.layers import layer_class_names
 from seedvlm.models.fingerprint import base_fingerprint
 from seedvlm.train.checkpoints import CONFIG_FILE, MANIFEST_FILE
+from seedvlm.train import fsdp
 from seedvlm.train.config import SeedConfig
 from seedvlm.train.lora import apply_lora
 from seedvlm.train.family_teacher import (FamilyTeacher, family_student_rows, family_teacher_logits, model_inputs,
@@ -42,24 +43,24 @@ class FamilySeedTrainer(SeedTrainer):
         super().__init__(*args, **kwargs)
         self.family, self.processor = family, processor
         self.student_fn = family_student_rows(family)
+        if self.is_fsdp_enabled:
+            fsdp.use_layer_units(self.accelerator.state.fsdp_plugin, layer_class_names(self.model, family))
 
     def _teacher(self, model) -> Teacher:
         if self.teacher_cache is not None:
             return self.teacher_cache
-        return FamilyTeacher(self.accelerator.unwrap_model(model), self.cfg, self.family,
-                             reuse_features=self.cfg.reuse_image_features, **processor_ids(self.processor))
+        return FamilyTeacher(self.teacher_model(model), self.cfg, self.family,
+                             reuse_features=self.cfg.reuse_image_features and not self.is_fsdp_enabled,
+                             **processor_ids(self.processor))
 
 
 def check_family_options(cfg: SeedConfig, family: Family) -> None:
-    """What these families do not take yet, refused in one line before anything loads."""
+    """What these families cannot take, refused in one line before anything loads."""
     if cfg.method == "seed":
         family.check_perturbation(cfg.noise)
     if cfg.prompt_style != "hf":
         raise SeedVLMError(f"prompt_style {cfg.prompt_style!r} is for LLaVA-1.5 models; {family.name} models train "
                            f"with their own chat template (prompt_style hf)")
-    if cfg.fsdp or parse_flag_from_env("ACCELERATE_USE_FSDP"):  # --fsdp, or accelerate launch with an FSDP config
-        raise SeedVLMError(f"fsdp is not available for {family.name} models yet; train them with one process per "
-                           f"GPU (DDP)")
 
 
 def build_family_trainer(cfg: SeedConfig, family: Family, callbacks: Sequence = ()) -> FamilySeedTrainer:
