@@ -1,8 +1,9 @@
-"""FSDP on the other model families: two CPU processes (gloo) under accelerate's FSDP1 plugin from
-configs/accelerate/fsdp.yaml (tests/dist_worker.py fsdp-train), whose layer classes name LLaVA-1.5's: the family's
-own decoder and vision layers become the units, the teacher runs through the wrapper, and the run (and its resume
-from a checkpoint) gives one process's curve with the same global batch. Tolerances as in tests/test_distributed.py
-(1e-5 on the losses, b, conf and the b history exactly)."""
+"""The other model families on two CPU processes (gloo, tests/dist_worker.py): DDP (the student on the teacher's
+image features passed through DDP's input handling) and accelerate's FSDP1 plugin from
+configs/accelerate/fsdp.yaml, whose layer classes name LLaVA-1.5's (the family's own decoder and vision layers
+become the units; the teacher runs through the wrapper). The run and its resume from a checkpoint give one
+process's curve with the same global batch. Tolerances as in tests/test_distributed.py (1e-5 on the losses; b, conf,
+lr and the b history exactly)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ def env(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
-def test_fsdp_two_processes_train_like_one_and_resume(env, name, tmp_path):
+@pytest.mark.parametrize("mode, wrapper", [("train", "DistributedDataParallel"),
+                                           ("fsdp-train", "FullyShardedDataParallel")])
+def test_two_processes_train_like_one_and_resume(env, name, mode, wrapper, tmp_path):
     from seedvlm.train.config import SeedConfig
     from seedvlm.train.run import run_training
 
@@ -37,15 +40,15 @@ def test_fsdp_two_processes_train_like_one_and_resume(env, name, tmp_path):
     base = dict(model=str(model), data=str(data), images=str(images), **RUN)
     one = run_training(SeedConfig(**base, output_dir=str(tmp_path / "one")))
     assert one["trainer"].args.gradient_accumulation_steps == 2
-    jobs = [{"cfg": {**base, "output_dir": str(tmp_path / "fsdp")}, "dump": str(tmp_path / "dump"), "resume": None},
+    jobs = [{"cfg": {**base, "output_dir": str(tmp_path / "two")}, "dump": str(tmp_path / "dump"), "resume": None},
             {"cfg": {**base, "output_dir": str(tmp_path / "resumed")}, "dump": str(tmp_path / "dump2"),
-             "resume": str(tmp_path / "fsdp" / "checkpoint-2")}]
-    launch_two(str(WORKER), "fsdp-train", json.dumps(jobs))
+             "resume": str(tmp_path / "two" / "checkpoint-2")}]
+    launch_two(str(WORKER), mode, json.dumps(jobs))
     r0, r1 = (json.loads((tmp_path / "dump" / f"rank{r}.json").read_text()) for r in (0, 1))
-    assert r0["wrapper"] == "FullyShardedDataParallel" and r0["world"] == 2
+    assert r0["wrapper"] == wrapper and r0["world"] == 2
     assert r0["history"] == r1["history"] == list(one["trainer"].beta_schedule.history)
     ref = {r["step"]: r for r in read_metrics(tmp_path / "one")}
-    for run, steps in (("fsdp", [1, 2, 3, 4]), ("resumed", [3, 4])):
+    for run, steps in (("two", [1, 2, 3, 4]), ("resumed", [3, 4])):
         rows = read_metrics(tmp_path / run)
         assert [r["step"] for r in rows] == steps
         for row in rows:
