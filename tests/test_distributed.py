@@ -20,15 +20,12 @@ frozen teacher's identical logits.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from train_env import build_env, cfg_kwargs, make_cfg, read_metrics
+from train_env import build_env, cfg_kwargs, launch_two as launch, make_cfg, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "dist_worker.py"
@@ -47,17 +44,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one thread on
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     return build_env(tmp_path_factory.mktemp("dist_env"))
-
-
-def launch(*args: str, timeout: int = 240) -> None:
-    """`python -m torch.distributed.run --standalone --nproc_per_node 2 ARGS` (a free port, gloo on the CPU)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-60:])
-        pytest.fail(f"{' '.join(cmd[3:])} failed ({proc.returncode}):\n{tail}")
 
 
 def job(env, out: Path, dump: Path, resume: Path | None = None, **kw) -> dict:

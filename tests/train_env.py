@@ -45,6 +45,24 @@ def build_env(root: Path, seed: int = 0, n: int = 16, fork_period: int = 4) -> d
     return {"model": root / "model", "images": images, "data": root / "train.json", "records": records}
 
 
+def launch_two(*args: str, timeout: int = 240) -> None:
+    """`python -m torch.distributed.run --standalone --nproc_per_node 2 ARGS` (a free port, gloo on the CPU)."""
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join([str(root / "src"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-60:])
+        pytest.fail(f"{' '.join(cmd[3:])} failed ({proc.returncode}):\n{tail}")
+
+
 def cfg_kwargs(env, out: Path, **kw) -> dict:
     """SeedConfig's keyword arguments for the tiny env; `kw` may use an earlier release's option names (read as the
     command line reads them)."""
@@ -85,3 +103,46 @@ def randomize_lora(model, seed: int = 0) -> None:
         for n, p in model.named_parameters():
             if "lora_B" in n:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+
+
+# ---- the other model families (tests/train/test_family_*.py) ---------------------------------------------------
+LLAMA2_TOKENIZER = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference-data" / "tokenizers" / "llama2" / \
+    "tokenizer.model"
+SIZES = [(40, 60), (70, 30), (50, 50), (30, 70)]  # (height, width): different token counts per image
+NAMES = ["qwen2.5-vl", "qwen2-vl", "llava-next", "smolvlm", "idefics3"]
+
+
+def family_train_data(root: Path) -> tuple[Path, Path]:
+    """Four records with images of the SIZES (odd ones with a follow-up turn): (train.json, image folder)."""
+    images = root / "images"
+    images.mkdir(parents=True)
+    records = []
+    for i, (h, w) in enumerate(SIZES):
+        rng = np.random.default_rng(i)
+        Image.fromarray(rng.integers(1, 255, (h, w, 3), dtype=np.uint8)).save(images / f"img{i}.png")
+        rec = {"id": f"r{i}", "image": f"img{i}.png", "prompt": "Is there a cat in the image?",
+               "answer": ["Yes, there is a cat.", "No, there is no dog in the image."][i % 2]}
+        if i % 2:
+            rec["followups"] = [{"prompt": "What color is the cup?", "answer": "It is red."}]
+        records.append(rec)
+    (root / "train.json").write_text(json.dumps(records))
+    return root / "train.json", images
+
+
+def build_family_env(root: Path) -> tuple[dict[str, Path], Path, Path]:
+    """(name -> tiny folder of each family, train.json, image folder); LLaVA-NeXT only with the Llama-2 tokenizer."""
+    from seedvlm.models.family_folders import build_family_folders
+
+    out = build_family_folders(root, LLAMA2_TOKENIZER if LLAMA2_TOKENIZER.is_file() else None)
+    data, images = family_train_data(root)
+    return out, data, images
+
+
+def family_folder(env, name: str) -> tuple[Path, Path, Path]:
+    """(model folder, data, images) of one family, or a skip naming what is missing."""
+    import pytest
+
+    found, data, images = env
+    if name not in found:
+        pytest.skip(f"no Llama-2 tokenizer.model at {LLAMA2_TOKENIZER} (the LLaVA-NeXT folder needs it)")
+    return found[name], data, images

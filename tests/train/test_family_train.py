@@ -8,52 +8,20 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from train_env import read_metrics
+from train_env import NAMES, SIZES, build_family_env, family_folder as _folder, read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[2]
-LLAMA2_TOKENIZER = ROOT / ".." / "shared" / "reference-data" / "tokenizers" / "llama2" / "tokenizer.model"
-SIZES = [(40, 60), (70, 30), (50, 50), (30, 70)]
-NAMES = ["qwen2.5-vl", "qwen2-vl", "llava-next", "smolvlm", "idefics3"]  # (height, width): different token counts per image
-
-
-def _data(root: Path) -> tuple[Path, Path]:
-    images = root / "images"
-    images.mkdir(parents=True)
-    records = []
-    for i, (h, w) in enumerate(SIZES):
-        rng = np.random.default_rng(i)
-        Image.fromarray(rng.integers(1, 255, (h, w, 3), dtype=np.uint8)).save(images / f"img{i}.png")
-        rec = {"id": f"r{i}", "image": f"img{i}.png", "prompt": "Is there a cat in the image?",
-               "answer": ["Yes, there is a cat.", "No, there is no dog in the image."][i % 2]}
-        if i % 2:
-            rec["followups"] = [{"prompt": "What color is the cup?", "answer": "It is red."}]
-        records.append(rec)
-    (root / "train.json").write_text(json.dumps(records))
-    return root / "train.json", images
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    from seedvlm.models.family_folders import build_family_folders
-
-    root = tmp_path_factory.mktemp("family_train")
-    out = build_family_folders(root, LLAMA2_TOKENIZER if LLAMA2_TOKENIZER.is_file() else None)
-    data, images = _data(root)
-    return out, data, images
-
-
-def _folder(folders, name):
-    found, data, images = folders
-    if name not in found:
-        pytest.skip(f"no Llama-2 tokenizer.model at {LLAMA2_TOKENIZER} (the LLaVA-NeXT folder needs it)")
-    return found[name], data, images
+    return build_family_env(tmp_path_factory.mktemp("family_train"))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -98,7 +66,7 @@ def test_family_examples_and_collator(folders, name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_train_sft_then_seed_writes_adapters(folders, name, tmp_path, monkeypatch):
-    import seedvlm.train.family_run as fr
+    import seedvlm.train.family_teacher as fr
     from seedvlm.cli import main
     from seedvlm.models.families import detect_family
 

@@ -1,9 +1,11 @@
-"""`seedvlm merge`: fold a LoRA adapter into its base model and write a plain llava-hf folder.
+"""`seedvlm merge`: fold a LoRA adapter into its base model and write a plain checkpoint folder.
 
     seedvlm merge --model runs/base --adapter runs/seed/adapter --out runs/seed_merged [--dtype auto]
 
 The adapter must come from this base (its seedvlm_base.json fingerprint is checked); the output (weights +
-processor) is written atomically and loads with LlavaForConditionalGeneration.from_pretrained.
+processor) is written atomically and loads with LlavaForConditionalGeneration.from_pretrained, or for the other
+families (Qwen2-VL/Qwen2.5-VL, LLaVA-NeXT, SmolVLM/Idefics3) with their own class, the base folder's processor,
+tokenizer and chat template copied beside the weights.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("merge", help="merge a LoRA adapter into its base model (merge_and_unload)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="base llava-hf model folder")
+    p.add_argument("--model", required=True, help="base model folder (llava-hf or another family's)")
     p.add_argument("--adapter", required=True, help="peft adapter folder (e.g. runs/seed/adapter)")
     p.add_argument("--out", required=True,
                    help="output folder for the merged model: new, empty, or an earlier merge (which is replaced)")

@@ -11,7 +11,8 @@ Reads the training config (any option a training YAML holds is accepted) but use
 use it; the
 noisy view of sample i is drawn with per_sample_generator(seed, i, step=0), the same in every epoch. Writes
 CACHE/shard-NNNNN.safetensors + CACHE/index.json atomically (nothing at CACHE until complete). Training refuses a
-cache made for another data file, base model or noise setting. docs/performance.md: what is kept, the
+cache made for another data file, base model, noise setting, prompt style or (other families than LLaVA-1.5:
+Qwen2-VL/Qwen2.5-VL, LLaVA-NeXT, SmolVLM/Idefics3) chat template. docs/performance.md: what is kept, the
 approximation, the storage per sample. Several GPUs: `accelerate launch --num_processes N -m seedvlm teach ...`
 (rank r writes shards r, r+N, ...; the same cache as one process when the shards are the same size).
 """
@@ -56,13 +57,18 @@ def run(args: argparse.Namespace) -> int:
     from seedvlm import distributed
     from seedvlm.config import load_config, parse_overrides
     from seedvlm.errors import SeedVLMError
+    from seedvlm.models.families.registry import model_family
     from seedvlm.outputs import check_dir_target, owned_by
     from seedvlm.train.config import DEPRECATED_KEYS, TEACH_FIELDS, SeedConfig
+    from seedvlm.train.family_run import check_family_options
     from seedvlm.train.teacher_cache import teach
 
     try:  # bad options are bad input: one line, exit 2, before the model loads
         cfg = load_config(SeedConfig, args.config, args.overrides)
         cfg.require_paths()
+        family = model_family(cfg.model)
+        if family is not None:
+            check_family_options(cfg, family)
         check_dir_target(args.out, "--out", owns=owned_by("index.json"))  # before the teacher runs
     except SeedVLMError as e:
         print(f"seedvlm teach: error: {e}", file=sys.stderr)

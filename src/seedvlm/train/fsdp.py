@@ -8,6 +8,7 @@ loads on any number of processes); the frozen base is never written. docs/distri
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import re
 from pathlib import Path
@@ -20,6 +21,8 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
 from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME
 
 from seedvlm.errors import SeedVLMError
+
+log = logging.getLogger("seedvlm.train")
 
 
 def write_gathered_adapter(model, state_dict: dict[str, torch.Tensor], folder: str | Path) -> None:
@@ -101,3 +104,12 @@ def load_sharded_adapter(wrapped, adapter_name: str, folder: str | Path) -> None
     if unexpected or n_saved != trainable:
         raise SeedVLMError(f"checkpoint {folder}: its adapter ({n_saved} tensors) does not fit this model's "
                            f"{trainable} LoRA weights (unexpected: {unexpected[:3]})")
+
+
+def use_layer_units(plugin, class_names: list[str]) -> None:
+    """Make `class_names` (a model family's decoder and vision layer classes) the FSDP units, whatever layer classes
+    the accelerate config names (configs/accelerate/fsdp.yaml names LLaVA-1.5's): in accelerate's plugin and in
+    FSDP_TRANSFORMER_CLS_TO_WRAP, which peft's wrap policy (the Trainer's for a peft model) reads."""
+    log.info("FSDP units: %s", ", ".join(class_names))
+    plugin.transformer_cls_names_to_wrap = list(class_names)
+    os.environ["FSDP_TRANSFORMER_CLS_TO_WRAP"] = ",".join(class_names)

@@ -18,6 +18,7 @@ from seedvlm.io import read_json
 from seedvlm.models import attach_adapter, load_model, load_processor, save_model
 from seedvlm.models.dtypes import TORCH_DTYPES
 from seedvlm.models.families.base import lm_attention_regex
+from seedvlm.models.families.registry import model_family
 from seedvlm.models.llava import llava_of
 
 
@@ -74,7 +75,8 @@ def frozen_state(model) -> dict:
 
 def merge(model_path: str | Path, adapter: str | Path, out: str | Path, dtype: str = "auto",
           allow_unverified: bool = False) -> Path:
-    """Base + adapter -> merged llava-hf folder (weights + processor), written atomically.
+    """Base + adapter -> merged folder (weights + processor), written atomically: a llava-hf folder, or for the
+    other families the family's own layout with the base folder's processor, tokenizer and chat template.
 
     Merged in float32 on the CPU, then cast to `dtype` ("auto" = the base checkpoint's own dtype).
     The adapter must have been trained on this base (its seedvlm_base.json fingerprint is checked).
@@ -88,11 +90,20 @@ def merge(model_path: str | Path, adapter: str | Path, out: str | Path, dtype: s
         target = TORCH_DTYPES[dtype]
     else:
         raise SeedVLMError(f"dtype must be auto, fp32, bf16 or fp16, got {dtype!r}")
-    model = load_model(model_path, device="cpu", dtype=torch.float32)
-    processor = load_processor(model_path)
+    family = model_family(model_path)
+    if family is None:
+        model, processor = load_model(model_path, device="cpu", dtype=torch.float32), load_processor(model_path)
+    else:
+        from seedvlm.models.families.loading import load_family_model
+
+        model = load_family_model(model_path, device="cpu", dtype=torch.float32, family=family)
     model = attach_adapter(model, adapter, allow_unverified=allow_unverified, model_dir=model_path)
     merged = model.merge_and_unload().to(target)
     merged.eval()
-    return save_model(merged, processor, out, extra_files={
-        "seedvlm_merge.json": {"base": str(Path(model_path).resolve()), "adapter": str(Path(adapter).resolve()),
-                               "dtype": str(target)}})
+    record = {"seedvlm_merge.json": {"base": str(Path(model_path).resolve()), "adapter": str(Path(adapter).resolve()),
+                                     "dtype": str(target)}}
+    if family is None:
+        return save_model(merged, processor, out, extra_files=record)
+    from seedvlm.models.families.loading import save_family_model
+
+    return save_family_model(merged, model_path, out, family, extra_files=record)

@@ -119,15 +119,21 @@ def sft_step(model, batch: dict[str, torch.Tensor], base=None, student_fn: Calla
     return StepOutput(loss, {"loss": ce, "ce": ce}, student, targets)
 
 
-def compile_layers(model, *, vision: bool = False, **compile_kwargs) -> int:
+def compile_layers(model, *, vision: bool = False, family=None, **compile_kwargs) -> int:
     """Regional compilation: `torch.compile` each LM decoder layer (and with `vision`, each vision encoder layer)
     in place, one shared graph per stack, dynamic shapes by default; returns the number of layers compiled.
+    family: the `models.families` Family of another model family than LLaVA-1.5 (its layer stacks).
     Why layers and not the model, and what it costs: docs/performance.md ("Regional compilation")."""
     compile_kwargs.setdefault("dynamic", True)
     base = llava_of(model)
     # the student's first layer then sees an input that requires grad, as the other layers do
     base.enable_input_require_grads()
-    layers = decoder_layers(model) + (vision_layers(model) if vision else [])
+    if family is None:
+        layers = decoder_layers(model) + (vision_layers(model) if vision else [])
+    else:
+        from seedvlm.models.families import layers as stacks
+
+        layers = stacks.decoder_layers(model, family) + (stacks.vision_layers(model, family) if vision else [])
     for layer in layers:
         layer.compile(**compile_kwargs)
     return len(layers)

@@ -4,7 +4,8 @@ outputs can be computed once for a multi-epoch run). Writing, reading and checki
 (a little over 400 lines) so that its format is defined in one place.
 
 What is stored, per answer row (the positions `answer_positions(labels)` marks), after ONE pass of the base model
-(no adapter) over the prepared data with the noisy view drawn by `per_sample_generator(seed, sample_index, step=0)`:
+(no adapter) over the prepared data with the noisy view drawn by `per_sample_generator(seed, sample_index, step=0)`
+(for the other families, `train.family_teacher.family_teacher_logits`: the noise on the pixel inputs only):
 - `ids` (R, K): the kept tokens, K = min(2k, V) distinct ids per row: the clean top-k, then the noisy top-k tokens
   not already in it, then (to fill all K slots) the next-best clean tokens. The noisy top-k matter because they
   are the tokens purification pushes down (the hallucination-prone ones): a student putting mass there must see
@@ -16,7 +17,7 @@ What is stored, per answer row (the positions `answer_positions(labels)` marks),
 - per sample: `conf` (n,) float32 (the clean teacher's confidence, computed on the full fp32 rows),
   `sample_index` (n,) int64, `row_offsets` (n + 1,) int64 (sample j's rows are ids[row_offsets[j]:row_offsets[j+1]]).
 Files: `CACHE/shard-00000.safetensors`, ... and `CACHE/index.json` (format, data file + sha256, image list hash,
-model + `base_fingerprint`, noise settings (step fixed to 0), top-k, K, vocabulary, dtypes, samples, rows, bytes per
+prompt style (other families: the sha256 of the chat template), model + family + `base_fingerprint`, noise settings (step fixed to 0), top-k, K, vocabulary, dtypes, samples, rows, bytes per
 sample and per row). The folder is written in a temp folder beside CACHE and renamed when complete
 (`seedvlm.io.atomic_path`): an interrupted run leaves no CACHE.
 
@@ -64,6 +65,7 @@ from seedvlm.errors import SeedVLMError
 from seedvlm.io import atomic_path, read_json, safe_join, write_json
 from seedvlm.models import base_fingerprint, load_model
 from seedvlm.models.dtypes import resolve_dtype
+from seedvlm.models.families.registry import model_family
 from seedvlm.train.teacher import TeacherRows, noise_settings, noisy_view
 
 log = logging.getLogger("seedvlm.teach")
@@ -248,15 +250,30 @@ class TeacherCache:
         return out
 
 
-def open_cache(folder: str | Path, cfg, fingerprint: str, n_samples: int) -> TeacherCache:
-    """TeacherCache(folder) checked against this run's data file (and its images), base model and noise settings."""
+def template_sha256(template: str) -> str:
+    return hashlib.sha256(template.encode()).hexdigest()
+
+
+def open_cache(folder: str | Path, cfg, fingerprint: str, n_samples: int, family: str = "llava",
+               template: str | None = None) -> TeacherCache:
+    """TeacherCache(folder) checked against this run's data file (and its images), base model, noise settings, prompt
+    style, model family and (for the other families than LLaVA-1.5) the chat template the examples are rendered
+    with."""
     cache = TeacherCache(folder, tail=cfg.teacher_cache_tail)
+    made_for = cache.index["model"].get("family", "llava")
+    if made_for != family:
+        raise SeedVLMError(f"teacher cache {folder} was made for a {made_for} model, this run trains a {family} "
+                           f"model; make a new cache with `seedvlm teach` for this model")
     cache.check(data=cfg.data, fingerprint=fingerprint, noise=noise_settings(cfg), n_samples=n_samples,
                 images_hash=images_sha256(cfg.data, cfg.images))
     made_with = cache.index["data"].get("prompt_style", "hf")
     if made_with != cfg.prompt_style:
         raise SeedVLMError(f"teacher cache {folder} was made with prompt_style {made_with}, this run uses "
                            f"{cfg.prompt_style}; make a new cache with `seedvlm teach`")
+    made_with = cache.index["data"].get("chat_template_sha256")
+    if template is not None and made_with != template_sha256(template):
+        raise SeedVLMError(f"teacher cache {folder} was made with another chat template than this run renders its "
+                           f"examples with; make a new cache with `seedvlm teach`")
     return cache
 
 
@@ -333,7 +350,15 @@ def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, 
         raise SeedVLMError(f"shard size must be positive, got {shard_samples}")
     kept_width(top_k, 1)  # validates top_k
     cfg.require_paths()
-    processor, dataset, max_length = load_train_data(cfg)
+    family = model_family(cfg.model)
+    if family is None:
+        processor, dataset, max_length = load_train_data(cfg)
+    else:
+        from seedvlm.data.family_data import FamilyCollator, load_family_train_data
+        from seedvlm.models.families.loading import load_family_model
+        from seedvlm.train.family_teacher import family_teacher_logits, processor_ids
+
+        processor, dataset, max_length = load_family_train_data(cfg, family)
     # Several processes (accelerate launch / torchrun): rank r writes shards r, r + N, ... on its own device into
     # rank 0's temp folder; rank 0 writes index.json and renames the folder once all shards are there.
     rank, world = distributed.rank_world()
@@ -342,14 +367,19 @@ def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, 
         shard_samples = max(1, min(shard_samples, -(-len(dataset) // world)))  # every rank gets a shard
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = resolve_dtype(cfg.dtype)
-    model = load_model(cfg.model, device=dev, dtype=dtype, attn_implementation=cfg.attn_implementation).eval()
+    if family is None:
+        model = load_model(cfg.model, device=dev, dtype=dtype, attn_implementation=cfg.attn_implementation).eval()
+        collate = Collator(processor.tokenizer.pad_token_id)
+    else:
+        model = load_family_model(cfg.model, device=dev, dtype=dtype, family=family,
+                                  attn_implementation=cfg.attn_implementation)
+        collate = FamilyCollator(family, processor.tokenizer.pad_token_id)
     fp = base_fingerprint(model)
     vocab = int(model.config.text_config.vocab_size)
     width = kept_width(top_k, vocab)
     id_dtype = torch.int16 if vocab <= 32767 else torch.int32
     vdt = VALUE_DTYPES[value_dtype]
     patch = int(model.config.vision_config.patch_size)
-    collate = Collator(processor.tokenizer.pad_token_id)
     bs = int(batch_size or cfg.per_device_train_batch_size)
     n = len(dataset)
     t0 = time.time()
@@ -368,15 +398,19 @@ def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, 
                 chunk = order[b0:b0 + bs]
                 batch = {k: v.to(dev) for k, v in collate([dataset[i] for i in chunk]).items()}
                 mask, _ = S.answer_positions(batch["labels"])
-                pix = batch["pixel_values"].float()
-                noisy_pix = noisy_view(pix, batch["sample_index"], NOISE_STEP, cfg, patch)
                 with torch.inference_mode():
-                    logits = model(input_ids=torch.cat([batch["input_ids"]] * 2),
-                                   attention_mask=torch.cat([batch["attention_mask"]] * 2),
-                                   pixel_values=torch.cat([pix, noisy_pix]).to(dtype),
-                                   logits_to_keep=torch.cat([mask, mask]), use_cache=False).logits
-                    half = logits.shape[0] // 2
-                    clean, noisy = logits[:half], logits[half:]
+                    if family is None:
+                        pix = batch["pixel_values"].float()
+                        noisy_pix = noisy_view(pix, batch["sample_index"], NOISE_STEP, cfg, patch)
+                        logits = model(input_ids=torch.cat([batch["input_ids"]] * 2),
+                                       attention_mask=torch.cat([batch["attention_mask"]] * 2),
+                                       pixel_values=torch.cat([pix, noisy_pix]).to(dtype),
+                                       logits_to_keep=torch.cat([mask, mask]), use_cache=False).logits
+                        half = logits.shape[0] // 2
+                        clean, noisy = logits[:half], logits[half:]
+                    else:
+                        clean, noisy, _ = family_teacher_logits(model, family, batch, mask, cfg, NOISE_STEP,
+                                                                **processor_ids(processor))
                     conf = S.confidence(clean, mask).cpu()
                     rows = _cast_rows(select_rows(clean, noisy, top_k), vdt, id_dtype)
                 counts = mask.sum(dim=1).tolist()
@@ -406,9 +440,11 @@ def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, 
             "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "data": {"path": str(cfg.data), "sha256": file_sha256(cfg.data), "images": str(cfg.images),
                      "images_sha256": images_sha256(cfg.data, cfg.images), "n_records": n,
-                     "max_samples": cfg.max_samples, "max_length": max_length, "prompt_style": cfg.prompt_style},
+                     "max_samples": cfg.max_samples, "max_length": max_length, "prompt_style": cfg.prompt_style,
+                     **({} if family is None else {"chat_template_sha256": template_sha256(dataset.template)})},
             "model": {"path": str(cfg.model), "fingerprint": fp, "dtype": str(dtype).replace("torch.", ""),
-                      "attn_implementation": cfg.attn_implementation},
+                      "attn_implementation": cfg.attn_implementation,
+                      "family": "llava" if family is None else family.name},
             "noise": {**noise_settings(cfg), "step": NOISE_STEP},
             "top_k": int(top_k),
             "kept_per_row": width,

@@ -163,11 +163,16 @@ class SeedTrainer(Trainer):
         wrapped one)."""
         if self.teacher_cache is not None:
             return self.teacher_cache
+        return LiveTeacher(self.teacher_model(model), self.cfg, patch_size=self.patch_size,
+                           reuse_features=self.cfg.reuse_image_features and not self.is_fsdp_enabled)
+
+    def teacher_model(self, model):
+        """The model the teacher runs: the bare peft model, or under FSDP1 one whose forward goes through the
+        wrapper (`_teacher`)."""
         bare = self.accelerator.unwrap_model(model)
         if self.is_fsdp_enabled and bare is not model:
             bare = ForwardThrough(bare, model)
-        return LiveTeacher(bare, self.cfg, patch_size=self.patch_size,
-                           reuse_features=self.cfg.reuse_image_features and not self.is_fsdp_enabled)
+        return bare
 
     def sft_step(self, model, inputs: dict[str, torch.Tensor]) -> _step.StepOutput:
         """The control arm: CE on the answer tokens, same LoRA, same logits_to_keep slicing."""

@@ -3,7 +3,8 @@ of `image_grid_pinpoints`, cut into base-size tiles plus one whole-image view (p
 the real tile count per image given by `image_sizes`); its token count depends on the image's size.
 
 Chat variants follow the language model: Vicuna ("USER: <image>\\nQ ASSISTANT: A</s>") for a Llama text model,
-Mistral ("[INST] <image>\\nQ [/INST] A</s>") for a Mistral one; both end a turn with </s>."""
+Mistral ("[INST] <image>\\nQ [/INST] A</s>") for a Mistral one; both end a turn with </s>. In training the student
+takes the teacher's packed image features (newline features included) exactly (`features`)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Loading any supported family's checkpoint folder offline through transformers' Auto classes
 (AutoModelForImageTextToText + AutoProcessor, local files and safetensors only, no remote code), after the
-registry has checked the folder."""
+registry has checked the folder; and saving a model (e.g. merged with an adapter) beside its base's processor."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from seedvlm.errors import SeedVLMError
+from seedvlm.io import atomic_path
 from seedvlm.models.families.base import Family
 from seedvlm.models.families.registry import detect_family, processor_classes
 from seedvlm.models.loading import OFFLINE_WEIGHTS
@@ -68,3 +69,41 @@ def load_family(folder: str | os.PathLike, options: dict | None = None, device: 
     family = detect_family(folder, options)
     processor = load_family_processor(folder, options, family)
     return family, load_family_model(folder, device, dtype, family), processor
+
+
+# the files of a checkpoint folder that are the model's own (weights, their index, the configs save_pretrained
+# writes) or seedvlm's records about it; every other top-level file belongs to the processor / tokenizer / template
+_MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5", ".gguf", ".onnx", ".index.json")
+_MODEL_FILES = ("config.json", "generation_config.json")
+
+
+def processor_files(folder: str | os.PathLike) -> list[Path]:
+    """The top-level files of a checkpoint folder that are not the model's (processor and tokenizer configs,
+    tokenizer.model/json, vocab/merges, chat template), plus an `additional_chat_templates` folder."""
+    p = Path(folder)
+    out = [f for f in sorted(p.iterdir()) if f.is_file() and not f.name.endswith(_MODEL_SUFFIXES)
+           and f.name not in _MODEL_FILES and not f.name.startswith("seedvlm_")]
+    extra = p / "additional_chat_templates"
+    return out + ([extra] if extra.is_dir() else [])
+
+
+def save_family_model(model, source: str | os.PathLike, out: str | os.PathLike, family: Family,
+                      extra_files: dict[str, dict] | None = None) -> Path:
+    """Write `model` (save_pretrained) with the processor, tokenizer and chat template of the folder `source`
+    copied as they are (so the new folder renders, tokenizes and expands images exactly as `source` does),
+    atomically; the folder is checked to load as a `family` folder before it takes the place of `out`."""
+    import json
+    import shutil
+
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        for f in processor_files(source):
+            (shutil.copytree if f.is_dir() else shutil.copyfile)(f, tmp / f.name)
+        for name, obj in (extra_files or {}).items():
+            (tmp / name).write_text(json.dumps(obj, indent=2) + "\n")
+        found = detect_family(tmp)
+        if found.name != family.name:
+            raise SeedVLMError(f"{out}: the saved folder reads as a {found.name} model, not {family.name}")
+        load_family_processor(tmp, family=family)
+    return out

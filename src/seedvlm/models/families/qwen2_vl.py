@@ -2,7 +2,9 @@
 resolution. An image is resized to multiples of patch * merge within [min_pixels, max_pixels] and flattened into
 patch rows (pixel_values (sum of t*h*w over images, C * temporal_patch * patch^2), `image_grid_thw` (images, 3));
 the language model sees t*h*w / merge^2 `<|image_pad|>` tokens per image, with M-RoPE positions computed by the
-model from the grids. Turns are ChatML: "<|im_start|>role\\n...<|im_end|>\\n"."""
+model from the grids. Turns are ChatML: "<|im_start|>role\\n...<|im_end|>\\n". In training the student takes the
+teacher's image features exactly (`features`): the grids and `mm_token_type_ids` stay in its inputs, so its M-RoPE
+positions are the pixel path's."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@ SmolVLM-256M/500M-Instruct were published with Idefics3's classes, SmolVLM2 with
 resized, split into a rows x cols grid of square tiles plus one downscaled global view, each tile a (C, H, W)
 image (pixel_values (B, tiles, C, H, W), `pixel_attention_mask` marking real pixels; all-zero tiles are batch
 padding and are dropped by the model). Each tile becomes `image_seq_len` `<image>` tokens (pixel shuffle), framed
-by `<fake_token_around_image>` and a `<row_r_col_c>` / `<global-img>` marker. Turns end with <end_of_utterance>."""
+by `<fake_token_around_image>` and a `<row_r_col_c>` / `<global-img>` marker. Turns end with <end_of_utterance>.
+In training the student takes the teacher's per-sample connector outputs exactly (`features`)."""
 
 from __future__ import annotations
 
