@@ -340,4 +340,5 @@ HELP_GROUPS = {
 
 # what `seedvlm teach` reads of a training config (its --help lists only these)
 TEACH_FIELDS = ["model", "data", "images", "max_samples", "max_length", "noise", "alpha", "noise_step", "mask_ratio",
-                "blur_sigma", "seed", "dtype", "attn_implementation", "per_device_train_batch_size"]
+                "blur_sigma", "seed", "dtype", "attn_implementation", "per_device_train_batch_size", "min_pixels",
+                "max_pixels", "do_image_splitting"]
