@@ -72,22 +72,27 @@ def test_every_family_option_is_a_train_option_and_a_cli_option():
         parser.parse_args(["--max-pixels", "0"])
 
 
-def test_token_accounting_follows_min_max_pixels(folders, data):
+@pytest.mark.parametrize("name, family, options", [("qwen", "qwen2_vl", PIXELS),
+                                                    ("smolvlm", "smolvlm", ["--do-image-splitting", "false"])])
+def test_token_accounting_follows_the_family_options(folders, data, name, family, options):
     """Each training example's length, computed before training, is its tokenized length under the options."""
     from seedvlm.data.family_data import load_family_train_data
     from seedvlm.models.families import get_family
 
-    family = get_family("qwen2_vl")
-    _, default, _ = load_family_train_data(_config(folders["qwen"], data), family)
-    processor, dataset, _ = load_family_train_data(_config(folders["qwen"], data, *PIXELS), family)
-    assert processor.image_processor.size["shortest_edge"] == 112 * 112
+    fam = get_family(family)
+    _, default, _ = load_family_train_data(_config(folders[name], data), fam)
+    _, dataset, _ = load_family_train_data(_config(folders[name], data, *options), fam)
     for i in range(len(dataset)):
         item = dataset[i]   # the processor's own encoding of the record, pixels included
         assert dataset.lengths[i] == item["input_ids"].numel() == len(item["labels"])
-        t, h, w = item["image_grid_thw"][0].tolist()
-        assert h * w * 14 * 14 >= 112 * 112 and (h * w) * 14 * 14 <= 168 * 168
-    # the options changed the count: the folder's own max is 112 x 112 px
-    assert all(n > d for n, d in zip(dataset.lengths, default.lengths))
+        if family == "qwen2_vl":  # the resized area lies within [min_pixels, max_pixels]
+            _, h, w = item["image_grid_thw"][0].tolist()
+            assert 112 * 112 <= h * w * 14 * 14 <= 168 * 168
+        else:  # one global view, no tiles
+            assert item["pixel_values"].shape[1] == 1
+    # the options changed the counts: Qwen's folder caps images at 112 x 112 px, SmolVLM's splits them
+    grows = family == "qwen2_vl"
+    assert all((n > d) if grows else (n < d) for n, d in zip(dataset.lengths, default.lengths))
 
 
 def _refused(argv: list, capsys, *words: str) -> str:

@@ -34,10 +34,15 @@ class Chain(NamedTuple):
     def val(self) -> Path:
         return self.world / "images" / "val"
 
+    @property
+    def inputs(self) -> list:
+        """--model, --data and --images of training (and of a teacher cache)."""
+        return ["--model", self.model, "--data", self.data, "--images", self.world / "images" / "train"]
+
     def train(self, yaml: str, out: str) -> list:
-        return ["train", "--config", CONFIGS / yaml, "--model", self.model, "--data", self.data, "--images",
-                self.world / "images" / "train", "--max-steps", 2, "--lora-r", 4, "--per-device-batch-size", 2,
-                "--report-to", "none", "--save-steps", 100, "--output-dir", self.runs / out]
+        return ["train", "--config", CONFIGS / yaml, *self.inputs, "--max-steps", 2, "--lora-r", 4,
+                "--per-device-batch-size", 2, "--report-to", "none", "--save-steps", 100,
+                "--output-dir", self.runs / out]
 
     def eval(self, task: str, run: str, adapter: str | None = None) -> list:
         """`seedvlm eval TASK` into runs/eval/RUN/TASK (with runs/ADAPTER/adapter when given)."""
