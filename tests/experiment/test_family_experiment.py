@@ -99,5 +99,9 @@ def test_family_plan_refusals(qwen, tmp_path):
     cfg = load_experiment_config(ROOT / "configs" / "experiment_world.yaml", [
         "--base-model", str(qwen), "--out", str(tmp_path / "w"), "--seeds", "0", "--arms", "base,sft,seed,seed_mask",
         "--ablations", "{noise: [gaussian, ddpm], temperature: [1.0]}"])
-    keys = [s.key for s in Plan(cfg).steps]
-    assert "seed0/seed_mask/chair" in keys and "seed0/seed_noise-ddpm/train" in keys
+    steps = {s.key: s for s in Plan(cfg).steps}
+    assert "seed0/seed_mask/chair" in steps and "seed0/seed_noise-ddpm/train" in steps
+    # unset family options stay out of the training settings (earlier runs' markers still match); set ones are in
+    assert not {"min_pixels", "max_pixels"} & set(steps["seed0/seed/train"].settings)
+    sft = next(s for s in _plan(family_config(tmp_path, qwen)).steps if s.key == "seed0/sft/train")
+    assert sft.settings["max_pixels"] == MAX_PIXELS

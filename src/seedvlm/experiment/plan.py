@@ -24,7 +24,7 @@ from seedvlm.errors import SeedVLMError
 from seedvlm.eval.chair import CHAIR
 from seedvlm.experiment.config import ARMS, ExperimentConfig
 from seedvlm.io import read_json, read_jsonl, write_json, write_jsonl
-from seedvlm.models.families.options import check_model_options
+from seedvlm.models.families.options import all_options, check_model_options
 from seedvlm.models.families.registry import model_family
 from seedvlm.train.config import TrainConfig
 
@@ -215,6 +215,9 @@ class Plan:
         ov = {k: _arg(v) for k, v in ov.items()}
         resolved = dataclasses.asdict(load_config(self._train_cfg, yaml_path, ov))
         resolved.pop("overwrite_output_dir", None)
+        for name in all_options():  # unset family options: markers of runs made before they existed still match
+            if resolved.get(name) is None:
+                resolved.pop(name, None)
         return yaml_path, ov, resolved
 
     def _train(self, seed: int, arm: str, extra: dict) -> str:
