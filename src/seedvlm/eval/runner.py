@@ -262,9 +262,9 @@ def run_sharded(paths: Sequence[Path], prompts: Sequence[str], model_path: str, 
     warn_if_not_trained_style(adapter, gen_kwargs.get("prompt_style"))
     # passed only when asked for, so a stand-in load_model with the plain (path, adapter, device) signature still fits
     extra = {"allow_unverified_adapter": True} if gen_kwargs.pop("allow_unverified_adapter", False) else {}
-    if gen_kwargs.get("processor_options"):
-        extra["options"] = gen_kwargs["processor_options"]
-    gen_kwargs.pop("processor_options", None)
+    options = gen_kwargs.pop("processor_options", None)  # the family's processor options (e.g. max_pixels)
+    if options:
+        extra["options"] = options
     model, processor = load_model(model_path, adapter=adapter, device=device, **extra)
     _seed_everything(seed, gen_kwargs)
     decode_seed = gen_kwargs.pop("seed", None)  # contrastive decoding's option; run_prompts' `seed` is the batches'
