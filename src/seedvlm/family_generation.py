@@ -23,13 +23,14 @@ from seedvlm.progress import progress as progress_reporter
 
 def load_family_for_inference(model_path: str | os.PathLike, family: Family, adapter: str | os.PathLike | None = None,
                               device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                              allow_unverified_adapter: bool = False):
-    """(model, processor) of a family folder, in eval mode, with the adapter attached (and verified) if given."""
+                              allow_unverified_adapter: bool = False, options: dict | None = None):
+    """(model, processor) of a family folder, in eval mode, with the adapter attached (and verified) if given and
+    the family's processor `options` (e.g. min/max pixels) applied."""
     from seedvlm.models.families.loading import load_family_model, load_family_processor
     from seedvlm.models.loading import attach_adapter, default_dtype, resolve_device
 
     dev = resolve_device(device)
-    processor = load_family_processor(model_path, family=family)
+    processor = load_family_processor(model_path, options, family=family)
     model = load_family_model(model_path, dev, dtype or default_dtype(dev), family)
     if adapter:
         model = attach_adapter(model, adapter, allow_unverified=allow_unverified_adapter, model_dir=model_path)

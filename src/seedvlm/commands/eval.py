@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 
 from seedvlm.choices import PromptStyle, values
+from seedvlm.models.families.options import add_family_options
 from seedvlm.options import add_pope_answer_options, check_prompt, non_negative_int, positive_int
 
 MME_SUBSETS = ("existence", "count", "position", "color")
@@ -54,6 +55,7 @@ def _common(p: argparse.ArgumentParser, max_new_tokens: int, images_required: bo
                         "use the style the model was trained with")
     p.add_argument("--static-cache", action="store_true",
                    help="decode with a static KV cache and a compiled decode step (docs/evaluation.md)")
+    add_family_options(p)
     p.set_defaults(accepts_overrides=True, option_names=[o for o in p._option_string_actions if o.startswith("--")])
 
 
@@ -121,14 +123,20 @@ def _decode_options(args: argparse.Namespace) -> dict:
 
 
 def _gen_kwargs(args: argparse.Namespace, options: dict) -> dict:
+    """The generation settings; the family options (e.g. --max-pixels) checked against the model's family here,
+    before anything loads."""
     from seedvlm.errors import SeedVLMError
+    from seedvlm.models.families.options import check_model_options, given_options
 
     for name in ("batch_size", "max_new_tokens", "limit"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise SeedVLMError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    family_options = given_options(args)
+    check_model_options(args.model, family_options)
     return dict(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, decoding=args.decoding,
-                prompt_style=args.prompt_style, allow_unverified_adapter=args.allow_unverified_adapter, static_cache=args.static_cache, **options)
+                prompt_style=args.prompt_style, allow_unverified_adapter=args.allow_unverified_adapter, static_cache=args.static_cache, **options,
+                **({"processor_options": family_options} if family_options else {}))
 
 
 def _write(args: argparse.Namespace, task: str, metrics: dict, samples: list, options: dict, protocol: dict) -> None:

@@ -279,7 +279,11 @@ def run_records(cfg, context: int) -> tuple[list[dict], int]:
 def load_train_data(cfg) -> tuple[Any, "InstructDataset", int]:
     """(processor, dataset, max_length) for a TrainConfig: the model folder checked, its processor, the records
     (at most cfg.max_samples) tokenized without truncation, with a max_length that may not exceed the model's
-    context. Shared by training and the teacher cache; the data fails here, before any weights load."""
+    context. Shared by training and the teacher cache; the data fails here, before any weights load (so do family
+    options such as --max-pixels, which LLaVA-1.5 folders do not take)."""
+    from seedvlm.models.families.options import check_model_options, given_options
+
+    check_model_options(cfg.model, given_options(cfg))
     check_model_dir(cfg.model)
     processor = load_processor(cfg.model)
     context = model_context_length(LlavaConfig.from_pretrained(cfg.model, local_files_only=True))

@@ -135,11 +135,13 @@ class FamilyCollator:
 
 def load_family_train_data(cfg, family: Family) -> tuple[Any, FamilyDataset, int]:
     """(processor, dataset, max_length) for a TrainConfig on a non-LLaVA-1.5 folder: the family's processor, the
-    records (at most cfg.max_samples) as examples of exact length; fails here, before any weights load."""
+    records (at most cfg.max_samples) as examples of exact length, counted under the config's family options (e.g.
+    min/max pixels) as the processor will encode them; fails here, before any weights load."""
     from seedvlm.models.families.loading import load_family_processor
+    from seedvlm.models.families.options import given_options
 
     config = read_json(Path(cfg.model) / "config.json", "model config")
-    processor = load_family_processor(cfg.model, family=family)
+    processor = load_family_processor(cfg.model, given_options(cfg), family=family)
     records, max_length = run_records(cfg, model_context_length(_Config(config.get("text_config") or config)))
     template = training_template(family, processor, config)
     return processor, FamilyDataset(records, family, processor, cfg.images, max_length, template,

@@ -30,17 +30,20 @@ _SET_BY_GENERATE = {"model", "batch", "max_new_tokens", "eos_token_id", "pad_tok
 
 # --------------------------------------------------------------------------------------- model hooks (faked in tests)
 def load_model(model_path: str, adapter: str | None = None, device: str | None = None,
-               allow_unverified_adapter: bool = False):
-    """(model, processor) for generation (folders of other families than LLaVA-1.5 through the family registry)."""
+               allow_unverified_adapter: bool = False, options: dict | None = None):
+    """(model, processor) for generation (folders of other families than LLaVA-1.5 through the family registry,
+    their processor with the family `options`, e.g. min/max pixels)."""
     from seedvlm.models import load_for_inference
+    from seedvlm.models.families.options import check_model_options
     from seedvlm.models.families.registry import model_family
 
+    check_model_options(model_path, options or {})
     family = model_family(model_path)
     if family is not None:
         from seedvlm.family_generation import load_family_for_inference
 
         return load_family_for_inference(model_path, family, adapter=adapter, device=device,
-                                         allow_unverified_adapter=allow_unverified_adapter)
+                                         allow_unverified_adapter=allow_unverified_adapter, options=options)
     return load_for_inference(model_path, adapter=adapter, device=device,
                               allow_unverified_adapter=allow_unverified_adapter)
 
@@ -259,6 +262,9 @@ def run_sharded(paths: Sequence[Path], prompts: Sequence[str], model_path: str, 
     warn_if_not_trained_style(adapter, gen_kwargs.get("prompt_style"))
     # passed only when asked for, so a stand-in load_model with the plain (path, adapter, device) signature still fits
     extra = {"allow_unverified_adapter": True} if gen_kwargs.pop("allow_unverified_adapter", False) else {}
+    options = gen_kwargs.pop("processor_options", None)  # the family's processor options (e.g. max_pixels)
+    if options:
+        extra["options"] = options
     model, processor = load_model(model_path, adapter=adapter, device=device, **extra)
     _seed_everything(seed, gen_kwargs)
     decode_seed = gen_kwargs.pop("seed", None)  # contrastive decoding's option; run_prompts' `seed` is the batches'

@@ -25,7 +25,7 @@ ARM_HELP = {
 }
 GOAL_CHANGES = ("relative", "difference")  # a goal on (arm - ref) / ref or arm - ref; absent: on the arm's value
 _YAML_FIELDS = ("world_options", "train_overrides", "seed_overrides", "sft_overrides", "contrastive_options",
-                "ablations", "goals")
+                "ablations", "goals", "family_options")
 
 
 @dataclass
@@ -52,6 +52,9 @@ class ExperimentConfig:
     seed_overrides: dict = field_({}, "TrainConfig options for the SEED runs only (after the ones above)")
     sft_overrides: dict = field_({}, "TrainConfig options for the SFT run only (after the ones above)")
     mask_plausibility: float = field_(0.1, "plausibility g of the seed_mask arm (VCD's 0.1)")
+    family_options: dict = field_({}, "the base model family's processor options for every training run and "
+                                      "evaluation, e.g. {min_pixels: 3136, max_pixels: 1003520} for Qwen2-VL / "
+                                      "Qwen2.5-VL (the `--min-pixels`/`--max-pixels` of train and eval)")
     # ---- decoding ----------------------------------------------------------------------------------------------
     contrastive_beta: float = field_(1.0, "b of the contrastive arms' main point (VCD's 1.0)")
     contrastive_options: dict = field_({}, "other contrastive decode options for eval, e.g. {noise: ddpm, "

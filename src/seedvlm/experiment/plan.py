@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import re
 import shlex
@@ -23,9 +24,12 @@ from seedvlm.errors import SeedVLMError
 from seedvlm.eval.chair import CHAIR
 from seedvlm.experiment.config import ARMS, ExperimentConfig
 from seedvlm.io import read_json, read_jsonl, write_json, write_jsonl
+from seedvlm.models.families.options import all_options, check_model_options
+from seedvlm.models.families.registry import model_family
 from seedvlm.train.config import TrainConfig
 
 STARTED = "started.json"
+CONTRASTIVE_ARMS = ("base_cd", "seed_cd")
 _SHORT = {"distill_weight": "w", "temperature": "T", "purify_space": "purify", "beta_schedule": "beta"}
 
 
@@ -100,6 +104,7 @@ class Plan:
         self.w_points: dict[str, float] = {}                    # variant arm -> its distill_weight (w sweep)
         self._train_cfg = TrainConfig
 
+        family = _family_checked(cfg)
         self._shared()
         for i, s in enumerate(cfg.seeds):
             for arm in ARMS:
@@ -108,6 +113,21 @@ class Plan:
             self._variants(s, ablate=i < cfg.ablation_seeds)
         for s in cfg.seeds:
             self._compare(s)
+        if family is not None:
+            self._check_noise(family)
+
+    def _check_noise(self, family) -> None:
+        """Every SEED run's perturbation (arms, ablations, overrides) and the contrastive noise must be one the
+        family's pixel layout takes: refused in one line at plan time, not in the middle of the run."""
+        noises = {s.settings["noise"]: s.key for s in self.steps if s.kind == "train"
+                  and s.settings.get("method") == "seed"}
+        if any(a in self.cfg.arms for a in CONTRASTIVE_ARMS):
+            noises.setdefault(self.cfg.contrastive_options.get("noise", "gaussian"), "contrastive_options")
+        bad = {n: k for n, k in noises.items() if n not in family.perturbations}
+        if bad:
+            raise SeedVLMError(f"base_model {self.cfg.base_model} is a {family.name} model: perturbation(s) "
+                               f"{', '.join(sorted(bad))} (e.g. {next(iter(bad.values()))}) are not available for it; "
+                               f"it takes {', '.join(family.perturbations)} (set ablations / overrides without them)")
 
     # ---------------------------------------------------------------------------------------------- shared steps
     def _add(self, key: str, kind: str, settings: Any, run: Callable, deps=(), describe: str = "",
@@ -189,11 +209,15 @@ class Plan:
         ov.update(extra)
         if c.prompt_style != "hf":
             ov["prompt_style"] = c.prompt_style
+        ov.update(c.family_options)
         ov.update(model=c.base_model, data=str(self.data), images=str(self.world / "images" / "train"), seed=seed,
                   output_dir=str(self.out / f"seed{seed}" / arm / "train"))
         ov = {k: _arg(v) for k, v in ov.items()}
         resolved = dataclasses.asdict(load_config(self._train_cfg, yaml_path, ov))
         resolved.pop("overwrite_output_dir", None)
+        for name in all_options():  # unset family options: markers of runs made before they existed still match
+            if resolved.get(name) is None:
+                resolved.pop(name, None)
         return yaml_path, ov, resolved
 
     def _train(self, seed: int, arm: str, extra: dict) -> str:
@@ -236,6 +260,7 @@ class Plan:
             argv += ["--prompt-style", c.prompt_style]
         if c.device:
             argv += ["--device", c.device]
+        argv += [f"--{k.replace('_', '-')}={_arg(v)}" for k, v in c.family_options.items()]
         if beta is not None:
             argv += ["--decoding", "contrastive", "--beta", _fmt_value(float(beta))]
             argv += [f"--{k.replace('_', '-')}={_arg(v)}" for k, v in c.contrastive_options.items()]
@@ -360,6 +385,34 @@ class Plan:
                 _cli(argv, step.folder / "log.txt")
             self._add(f"seed{seed}/{name}", "compare", argv, run, list(dict.fromkeys(deps)),
                       "seedvlm " + shlex.join(argv))
+
+
+def family_contrastive_available() -> bool:
+    """Whether evaluation decodes non-LLaVA-1.5 family models contrastively (the family decoder,
+    `seedvlm.decode.family`, is installed)."""
+    return importlib.util.find_spec("seedvlm.decode.family") is not None
+
+
+def _family_checked(cfg: ExperimentConfig):
+    """The base model's family when it is not LLaVA-1.5 (None for LLaVA-1.5 and for a folder that is not here, as
+    with --summary-only), after refusing in one line what the plan could not run on it: family options of another
+    family, contrastive arms while the family decoder is missing, another prompt style than the model's own."""
+    if not Path(cfg.base_model).is_dir():
+        return None
+    check_model_options(cfg.base_model, cfg.family_options)
+    family = model_family(cfg.base_model)
+    if family is None:
+        return None
+    where = f"base_model {cfg.base_model} is a {family.name} model"
+    cd = [a for a in cfg.arms if a in CONTRASTIVE_ARMS]
+    if cd and not family_contrastive_available():
+        raise SeedVLMError(f"{where}: arm(s) {', '.join(cd)} need contrastive decoding, not available for "
+                           f"{family.name} models yet; leave them out, e.g. --arms "
+                           f"{','.join(a for a in cfg.arms if a not in CONTRASTIVE_ARMS)}")
+    if cfg.prompt_style != "hf":
+        raise SeedVLMError(f"{where}: it trains and answers with its own chat template (prompt_style hf), not "
+                           f"{cfg.prompt_style}")
+    return family
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -27,6 +27,7 @@ from seedvlm.choices import (AttnImplementation, BetaKind, CacheTail, CompileDyn
 from seedvlm.config import field_
 from seedvlm.distributed import launched_world_size
 from seedvlm.errors import SeedVLMError
+from seedvlm.models.families.options import option_help
 
 log = logging.getLogger("seedvlm.train")
 
@@ -93,6 +94,10 @@ class SeedConfig(TrainingArguments):
                                                  "the same steps (must divide exactly; docs/distributed.md)")
     prompt_style: PromptStyle = field_("hf", "conversation template and image preparation: hf (the folder's chat template "
                                      "and processor) or llava-1.5 (Vicuna v1 system prompt, pad-to-square images)")
+    # ---- the model family's processor options (Family.options; None = the folder's own setting) ----------------
+    min_pixels: int | None = field_(None, option_help("min_pixels"))
+    max_pixels: int | None = field_(None, option_help("max_pixels"))
+    do_image_splitting: bool | None = field_(None, option_help("do_image_splitting"))
     # ---- the perturbation ----------------------------------------------------------------------------------------
     noise: Perturbation = field_("gaussian", "perturbation of the teacher's second view: gaussian (reference "
                                              "implementation: sqrt(a)x + sqrt(1-a)eps), ddpm (VCD: DDPM forward at "
@@ -242,6 +247,9 @@ class SeedConfig(TrainingArguments):
             ("save_total_limit", self.save_total_limit is None or self.save_total_limit > 0, "> 0 or none"),
             ("max_length", self.max_length is None or self.max_length > 0, "> 0 or none"),
             ("max_samples", self.max_samples is None or self.max_samples > 0, "> 0 or none"),
+            ("min_pixels", self.min_pixels is None or self.min_pixels > 0, "> 0 or none"),
+            ("max_pixels", self.max_pixels is None or self.max_pixels >= (self.min_pixels or 1), ">= min_pixels "
+                                                                                                  "(> 0) or none"),
             ("dataloader_num_workers", self.dataloader_num_workers >= 0, ">= 0"),
             ("teacher_cache", self.teacher_cache is None or self.method == "seed",
              "none for method sft (a teacher cache is for method seed only)"),
@@ -312,7 +320,7 @@ def resolve_grad_accumulation(cfg: SeedConfig, world_size: int) -> int:
 # `seedvlm train --help`: the fields by topic (the other TrainingArguments are accepted too; --help-all lists them)
 HELP_GROUPS = {
     "what to train on": ["model", "data", "images", "output_dir", "overwrite_output_dir", "method", "max_samples",
-                         "max_length", "train_sampling_strategy"],
+                         "max_length", "train_sampling_strategy", "min_pixels", "max_pixels"],
     "the perturbation": ["noise", "alpha", "noise_step", "mask_ratio", "blur_sigma"],
     "the dynamic b": ["beta_schedule", "beta_values", "beta_quantiles", "beta_history_size", "beta_min_history",
                       "beta_fixed", "beta_max", "beta_tau", "curriculum_start", "curriculum_end",
@@ -332,4 +340,5 @@ HELP_GROUPS = {
 
 # what `seedvlm teach` reads of a training config (its --help lists only these)
 TEACH_FIELDS = ["model", "data", "images", "max_samples", "max_length", "noise", "alpha", "noise_step", "mask_ratio",
-                "blur_sigma", "seed", "dtype", "attn_implementation", "per_device_train_batch_size"]
+                "blur_sigma", "seed", "dtype", "attn_implementation", "per_device_train_batch_size", "min_pixels",
+                "max_pixels", "do_image_splitting"]

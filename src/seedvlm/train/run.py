@@ -19,6 +19,7 @@ from seedvlm.errors import SeedVLMError
 from seedvlm.io import write_json
 from seedvlm.models import base_fingerprint, load_model
 from seedvlm.models.dtypes import resolve_dtype
+from seedvlm.models.families.options import check_model_options, given_options
 from seedvlm.models.families.registry import model_family
 from seedvlm.outputs import check_dir_target, stash_run
 from seedvlm.train.checkpoints import (ADAPTER_DIR, CHECKPOINT_PREFIX, CONFIG_FILE, MANIFEST_FILE, finished_step,
@@ -67,6 +68,7 @@ def build_trainer(cfg: SeedConfig, resume: str | None = None, callbacks: Sequenc
     output_dir). `restart`: see `prepare_output_dir`. Folders of other families than LLaVA-1.5 go through
     `train.family_run.build_family_trainer`."""
     cfg.require_paths()
+    check_model_options(cfg.model, given_options(cfg))  # e.g. --max-pixels for a LLaVA folder: refused here
     family = model_family(cfg.model)
     if family is not None:
         from seedvlm.train import family_run

@@ -16,6 +16,15 @@ ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 ELEMENTWISE_PERTURBATIONS = ("gaussian", "ddpm")
 
 
+@dataclass(frozen=True)
+class FamilyOption:
+    """A user option of a family, passed to its processor as a keyword (e.g. Qwen's max_pixels): how a command-line
+    value is read and what it means, in one line."""
+
+    parse: Callable[[str], Any]
+    help: str
+
+
 def lm_attention_regex(language_model: str, targets: Sequence[str] = ATTENTION_PROJECTIONS) -> str:
     """peft full-match regex for `targets` inside the module called `language_model` (never the vision tower)."""
     names = "|".join(re.escape(t) for t in targets)
@@ -48,8 +57,8 @@ class Family:
     image_placeholder: Callable[[Any], str]
     # config dict -> the chat template the family trains with when a folder's own does not close assistant turns
     default_template: Callable[[dict], str]
-    # options a user may set for this family (name -> one-line meaning), e.g. Qwen's min/max pixels
-    options: dict[str, str] = field(default_factory=dict)
+    # options a user may set for this family (processor keyword -> FamilyOption), e.g. Qwen's min/max pixels
+    options: dict[str, FamilyOption] = field(default_factory=dict)
     # config dict -> None, or raise SeedVLMError naming what in the config this family cannot take
     check_config: Callable[[dict, str], None] | None = None
     perturbation_note: str = ""

@@ -9,7 +9,8 @@ positions are the pixel path's."""
 from __future__ import annotations
 
 from seedvlm.models.families._common import size_value
-from seedvlm.models.families.base import ELEMENTWISE_PERTURBATIONS, Family
+from seedvlm.models.families.base import ELEMENTWISE_PERTURBATIONS, Family, FamilyOption
+from seedvlm.options import positive_int
 
 IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD = "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"
@@ -74,8 +75,11 @@ FAMILY = Family(
     image_token_count=_token_count,
     image_placeholder=lambda processor: IMAGE_PAD,
     default_template=lambda config: CHAT_TEMPLATE,
-    options={"min_pixels": "smallest image area (pixels) after resizing; fewer pixels are upscaled",
-             "max_pixels": "largest image area (pixels) after resizing; more pixels are downscaled"},
+    options={"min_pixels": FamilyOption(positive_int, "smallest image area in pixels after resizing (smaller "
+                                                      "images are upscaled; the folder's own value by default)"),
+             "max_pixels": FamilyOption(positive_int, "largest image area in pixels after resizing (larger images "
+                                                      "are downscaled: fewer image tokens; the folder's own value "
+                                                      "by default)")},
     flattened_patches=True,
     processor_settings=lambda config: {"patch_size": config.vision_config.patch_size,
                                        "merge_size": config.vision_config.spatial_merge_size,

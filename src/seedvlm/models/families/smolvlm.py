@@ -8,7 +8,8 @@ In training the student takes the teacher's per-sample connector outputs exactly
 
 from __future__ import annotations
 
-from seedvlm.models.families.base import Family
+from seedvlm.models.families._common import boolean
+from seedvlm.models.families.base import Family, FamilyOption
 
 END_OF_UTTERANCE, FAKE_IMAGE, GLOBAL_IMAGE, IMAGE = (
     "<end_of_utterance>", "<fake_token_around_image>", "<global-img>", "<image>")
@@ -74,7 +75,8 @@ FAMILY = Family(
     image_token_count=_token_count,
     image_placeholder=lambda processor: IMAGE,
     default_template=lambda config: CHAT_TEMPLATE,
-    options={"do_image_splitting": "split large images into tiles plus a global view (true) or not (false)"},
+    options={"do_image_splitting": FamilyOption(boolean, "split large images into tiles plus a global view (true) "
+                                                         "or not (false); the folder's own value by default")},
     zero_padding_tiles=True,
     processor_settings=_settings,
     perturbation_note="all-zero padding tiles must stay zero: the model drops a tile only when it is all zeros",
