@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=1, help="untimed calls per (method, batch size)")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per (method, batch size); median reported")
     ap.add_argument("--attn", default="sdpa", help="attention implementation (default sdpa)")
+    ap.add_argument("--time-budget", type=float, default=0.0,
+                    help="seconds for the whole run (default 0 = none): past it no new round of timed calls starts "
+                         "(every method keeps its warm-up and one timed call; rows marked truncated)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
@@ -195,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.set_verbosity_error()
     t0 = time.perf_counter()
+    deadline = t0 + args.time_budget if args.time_budget > 0 else float("inf")
     if family:
         setup, model, n_img, prompt_tokens = build_family(args, device, dtype)
     else:
@@ -229,7 +233,11 @@ def main(argv: list[str] | None = None) -> int:
         failed: dict[str, str] = {}
         # warm-up calls first, then the timed repeats round-robin over the methods, so that a change of machine load
         # (a shared CPU) or of clocks hits every method alike
+        truncated = False
         for i in range(args.warmup + args.repeats):
+            if i > args.warmup and time.perf_counter() > deadline:
+                truncated = True
+                break
             for method in runners:
                 if method in failed:
                     continue
@@ -268,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                    "ms_per_step": 1000 * med / new_tokens, "tokens_per_s": bs * new_tokens / med}
             if method in peak:
                 row["peak_memory_gb"] = round(peak[method], 2)
+            if truncated:
+                row["truncated"] = True
             if hasattr(runners[method], "source"):
                 row["source"] = runners[method].source
             results.append(row)

@@ -4,7 +4,9 @@
 # a case that runs out of memory is recorded as such) and decode_speed.py (greedy, and contrastive where the family
 # contrastive decoding exists; batch 1 and 16) for Qwen2.5-VL-7B, llava-v1.6-vicuna-7b and SmolVLM-256M.
 # Usage (device, repo root): bash scripts/gpu_family_speed.sh OUT
-#   IMAGE_SIZE (448) the square image's side; PRESETS ("qwen2.5-vl-7b llava-v1.6-vicuna-7b smolvlm-256m").
+#   IMAGE_SIZE (448) the square image's side; PRESETS ("qwen2.5-vl-7b llava-v1.6-vicuna-7b smolvlm-256m");
+#   WARMUP (3) / STEPS (5) training steps, NEW_TOKENS (64) forced new tokens, REPEATS (3) timed decoding calls
+#   (fewer for a smoke test).
 # Writes OUT/train_<preset>.json, OUT/decode_<preset>.json and OUT/logs.txt (every run's stderr and exit status);
 # a run that fails leaves its log and the others still run. Each run has a time budget (--time-budget for the timed
 # training rounds) and a hard timeout, so the whole stays within about 8 minutes.
@@ -27,16 +29,18 @@ run() {  # run NAME LIMIT_S COMMAND...: the command's stderr and stdout into the
   echo "=== $name: exit $? after $((SECONDS - t0)) s" >>"$log"
 }
 
-# seconds: hard limit of the process, then the budget of its timed rounds (warm-ups always run)
+# seconds: hard limit of the process, then the budget of its timed rounds (warm-ups and one timed round always run)
 declare -A TRAIN=([qwen2.5-vl-7b]="120 45" [llava-v1.6-vicuna-7b]="170 80" [smolvlm-256m]="70 25" [smolvlm-500m]="80 30")
-declare -A DECODE=([qwen2.5-vl-7b]=70 [llava-v1.6-vicuna-7b]=90 [smolvlm-256m]=60 [smolvlm-500m]=60)
+declare -A DECODE=([qwen2.5-vl-7b]="120 60" [llava-v1.6-vicuna-7b]="120 60" [smolvlm-256m]="100 45"
+                  [smolvlm-500m]="100 45")
 for preset in ${PRESETS:-qwen2.5-vl-7b llava-v1.6-vicuna-7b smolvlm-256m}; do
   read -r limit budget <<<"${TRAIN[$preset]:-150 60}"
   run "train $preset" "$limit" python3 benchmarks/train_step.py --preset "$preset" --device cuda --dtype bfloat16 \
-    --micro-batches 1,8 --cases sft,seed,seed-cached --warmup 3 --steps 5 --image-size "$size" \
+    --micro-batches 1,8 --cases sft,seed,seed-cached --warmup "${WARMUP:-3}" --steps "${STEPS:-5}" --image-size "$size" \
     --time-budget "$budget" --out "$out/train_$preset.json"
-  run "decode $preset" "${DECODE[$preset]:-90}" python3 benchmarks/decode_speed.py --preset "$preset" --device cuda \
-    --dtype bfloat16 --batch-sizes 1,16 --methods greedy,contrastive --new-tokens 64 --warmup 1 --repeats 3 \
-    --image-size "$size" --out "$out/decode_$preset.json"
+  read -r limit budget <<<"${DECODE[$preset]:-120 60}"
+  run "decode $preset" "$limit" python3 benchmarks/decode_speed.py --preset "$preset" --device cuda \
+    --dtype bfloat16 --batch-sizes 1,16 --methods greedy,contrastive --new-tokens "${NEW_TOKENS:-64}" --warmup 1 --repeats "${REPEATS:-3}" \
+    --time-budget "$budget" --image-size "$size" --out "$out/decode_$preset.json"
 done
 grep "^=== .*exit" "$log"
