@@ -38,9 +38,9 @@ student's step against top-k rows computed once from the same teacher; sft-seedv
 student rows. Their samples are one image of --image-size (448) px square plus two question/answer turns rendered
 with the family's chat template (labels from the family's token accounting); the JSON records the image tokens per
 sample. --dry-run builds the model on the meta device and prints the plan and the parameter counts, running nothing.
-Samples (LLaVA-1.5 presets): <bos> + the image tokens + text up to --text-tokens (80) of which the last --answer-tokens (60) are the
-answer (labels -100 on the prompt); random token ids and pixel values; no padding. Per (case, micro-batch):
---warmup untimed steps case by case, then --steps timed ones round-robin over the cases (synchronized), median
+Samples (LLaVA-1.5 presets): <bos> + the image tokens + text up to --text-tokens (80) of which the last
+--answer-tokens (60) are the answer (labels -100 on the prompt); random token ids and pixel values; no padding.
+Per (case, micro-batch): --warmup untimed steps case by case, then --steps timed ones round-robin over the cases (synchronized), median
 reported as samples/s; peak memory is torch.cuda.max_memory_allocated, reset before every step (max over the
 case's steps; the one AdamW state over the LoRA weights is shared by all cases). --time-budget (330 s) caps the
 run: past it no new round of timed steps starts (each remaining case still gets its warm-up and one timed step). Ratios are throughputs against (a) and (b) measured in
@@ -493,8 +493,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="micro-batch sizes, comma-separated (default 1,8)")
     ap.add_argument("--steps", type=int, default=8, help="timed steps per (case, batch); median reported")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    ap.add_argument("--text-tokens", type=int, default=80, help="LLaVA-1.5: text tokens after the image, answer included")
-    ap.add_argument("--answer-tokens", type=int, default=60, help="LLaVA-1.5: answer tokens (the last ones; labels there)")
+    ap.add_argument("--text-tokens", type=int, default=80,
+                    help="LLaVA-1.5: text tokens after the image, answer included")
+    ap.add_argument("--answer-tokens", type=int, default=60,
+                    help="LLaVA-1.5: answer tokens (the last ones; labels there)")
     ap.add_argument("--image-size", type=int, default=448,
                     help="other families: the side of the square image of every sample, in pixels (default 448)")
     ap.add_argument("--gradient-checkpointing", action="store_true", help="add the case seed-gc")
@@ -568,7 +570,8 @@ def run_preset(args, cases: list[str], batches: list[int], device, dtype, argv) 
     if args.dry_run:
         published = subject.describe().get("published_params_m")
         print(f"{args.preset}: plan: cases {','.join(cases)} x micro-batches {','.join(map(str, batches))}, "
-              f"{args.warmup} warm-up + {args.steps} timed steps each; parameters {n_params - n_lora:,} + LoRA {n_lora:,}"
+              f"{args.warmup} warm-up + {args.steps} timed steps each; parameters {n_params - n_lora:,} + LoRA "
+              f"{n_lora:,}"
               + (f", published {published:,.0f}M" if published else "")
               + f"; image tokens per sample {shape['image_tokens']}; tokens per sample {shape['tokens_per_sample']}")
         return None
@@ -654,8 +657,8 @@ def step_time_ratios(results: list[dict]) -> dict:
 def markdown_table(report: dict) -> str:
     mem = report["device_type"] == "cuda"
     image = f" ({report['family']}, {report['image_size']} px images)" if "family" in report else ""
-    lines = [f"{report['preset']}{image} on {report['device']}, {report['dtype']}, {report['tokens_per_sample']} tokens per "
-             f"sample ({report['image_tokens']} image, {report['answer_tokens']} answer), LoRA r="
+    lines = [f"{report['preset']}{image} on {report['device']}, {report['dtype']}, {report['tokens_per_sample']} "
+             f"tokens per sample ({report['image_tokens']} image, {report['answer_tokens']} answer), LoRA r="
              f"{report['seed_settings']['lora_r']}, median of {report['steps']} steps after {report['warmup']}",
              "", "| step | micro-batch | samples/s | " + ("peak GB | " if mem else "") + "x (a) sft | x (b) seed-3pass |",
              "|---|---|---|" + ("---|" if mem else "") + "---|---|"]
