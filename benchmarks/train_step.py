@@ -40,8 +40,8 @@ with the family's chat template (labels from the family's token accounting); the
 sample. --dry-run builds the model on the meta device and prints the plan and the parameter counts, running nothing.
 Samples (LLaVA-1.5 presets): <bos> + the image tokens + text up to --text-tokens (80) of which the last
 --answer-tokens (60) are the answer (labels -100 on the prompt); random token ids and pixel values; no padding.
-Per (case, micro-batch): --warmup untimed steps case by case, then --steps timed ones round-robin over the cases (synchronized), median
-reported as samples/s; peak memory is torch.cuda.max_memory_allocated, reset before every step (max over the
+Per (case, micro-batch): --warmup untimed steps case by case, then --steps timed ones round-robin over the cases
+(synchronized), median reported as samples/s; peak memory is torch.cuda.max_memory_allocated, reset before every step (max over the
 case's steps; the one AdamW state over the LoRA weights is shared by all cases). --time-budget (330 s) caps the
 run: past it no new round of timed steps starts (each remaining case still gets its warm-up and one timed step). Ratios are throughputs against (a) and (b) measured in
 the same process at the same micro-batch.
@@ -63,8 +63,8 @@ the same process at the same micro-batch.
         --cases seed,seed-compile,seed-compile-vision,seed-compile-static,seed-compile-auto --time-budget 420 \\
         --out runs/bench/train_step_h100_compile_options.json
 
-    # another family (scripts/gpu_family_speed.sh runs all three); the plan and parameter counts only:
-    python benchmarks/train_step.py --preset qwen2.5-vl-7b --device cuda --batches 1,8 --steps 5 \\
+    # another family on one GPU (scripts/gpu_family_speed.sh runs all three), and a plan only (meta device):
+    python benchmarks/train_step.py --preset qwen2.5-vl-7b --device cuda --micro-batches 1,8 --steps 5 \\
         --out runs/bench/train_step_qwen.json
     python benchmarks/train_step.py --preset llava-v1.6-vicuna-7b --dry-run
 
@@ -88,11 +88,11 @@ import torch.nn.functional as F
 
 from common import DTYPES, device_name, emit, provenance, random_llava, setup_device, sync
 from family_bench import FAMILY_PRESETS, batch_shape, build_family_model, family_setup, published_params_m
-from seedvlm.train.family_run import FamilyTeacher, family_student_rows, model_inputs
 from seedvlm import seed as S
 from seedvlm.config import load_config
 from seedvlm.models import num_image_tokens, preset_config
 from seedvlm.train.config import TrainConfig
+from seedvlm.train.family_run import FamilyTeacher, family_student_rows, model_inputs
 from seedvlm.train.lora import apply_lora
 from seedvlm.models.llava import decoder_layers, llava_of, vision_layers
 from seedvlm.train.step import compile_layers, compile_options, seed_batch, sft_step, student_rows
