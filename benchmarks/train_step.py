@@ -41,10 +41,11 @@ sample. --dry-run builds the model on the meta device and prints the plan and th
 Samples (LLaVA-1.5 presets): <bos> + the image tokens + text up to --text-tokens (80) of which the last
 --answer-tokens (60) are the answer (labels -100 on the prompt); random token ids and pixel values; no padding.
 Per (case, micro-batch): --warmup untimed steps case by case, then --steps timed ones round-robin over the cases
-(synchronized), median reported as samples/s; peak memory is torch.cuda.max_memory_allocated, reset before every step (max over the
-case's steps; the one AdamW state over the LoRA weights is shared by all cases). --time-budget (330 s) caps the
-run: past it no new round of timed steps starts (each remaining case still gets its warm-up and one timed step). Ratios are throughputs against (a) and (b) measured in
-the same process at the same micro-batch.
+(synchronized), median reported as samples/s; peak memory is torch.cuda.max_memory_allocated, reset before every
+step (max over the case's steps; the one AdamW state over the LoRA weights is shared by all cases). --time-budget
+(330 s) caps the run of each preset: past it no new round of timed steps starts (each remaining case still gets its
+warm-up and one timed step). Ratios are throughputs against (a) and (b) measured in the same process at the same
+micro-batch; step_time_over_sft holds each case's median step time over sft's.
 
     # CPU, tiny preset (about a minute on 2 cores):
     python benchmarks/train_step.py --preset tiny --device cpu --threads 1 --out runs/bench/train_step_cpu.json
