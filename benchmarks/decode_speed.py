@@ -184,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     family = args.preset in FAMILY_PRESETS
-    device, dtype = setup_device(args.device, args.dtype, args.threads)
+    # a dry run touches no device (the model is built on the meta device), so it runs anywhere
+    device, dtype = setup_device("cpu" if args.dry_run else args.device,
+                                 args.dtype or ("bfloat16" if args.device.startswith("cuda") else None), args.threads)
     allowed = FAMILY_METHODS if family else METHODS
     methods = [m for m in (args.methods or ",".join(allowed)).split(",") if m]
     unknown = set(methods) - set(allowed)
@@ -209,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     sync(device)
     build_s = time.perf_counter() - t0
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"# {args.preset}: {n_params / 1e6:.1f}M params, {dtype}, {device_name(device)}, attention "
+    where = "meta (dry run)" if args.dry_run else device_name(device)
+    print(f"# {args.preset}: {n_params / 1e6:.1f}M params, {dtype}, {where}, attention "
           f"{model.config._attn_implementation}; built in {build_s:.1f}s; prompt {prompt_tokens} tokens "
           f"({n_img} image), {new_tokens} new tokens", file=sys.stderr)
     if family:

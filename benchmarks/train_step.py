@@ -523,7 +523,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--preset: unknown {bad[0]!r}" if bad else "--preset: none given")
     if args.image_size < 28:
         ap.error("--image-size must be at least 28 (pixels)")
-    device, dtype = setup_device(args.device, args.dtype, args.threads)
+    # a dry run touches no device (the model is built on the meta device), so it runs anywhere
+    device, dtype = setup_device("cpu" if args.dry_run else args.device,
+                                 args.dtype or ("bfloat16" if args.device.startswith("cuda") else None), args.threads)
     batches = [int(b) for b in args.batches.split(",") if b]
     reports = []
     for preset in presets:

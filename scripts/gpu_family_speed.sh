@@ -5,7 +5,7 @@
 # contrastive decoding exists; batch 1 and 16) for Qwen2.5-VL-7B, llava-v1.6-vicuna-7b and SmolVLM-256M.
 # Usage (device, repo root): bash scripts/gpu_family_speed.sh OUT   (needs transformers >= 5.25: carry .whl if older)
 #   IMAGE_SIZE (448) the square image's side; PRESETS ("qwen2.5-vl-7b llava-v1.6-vicuna-7b smolvlm-256m");
-#   WARMUP (3) / STEPS (5) training steps, NEW_TOKENS (64) forced new tokens, REPEATS (3) timed decoding calls
+#   MICRO_BATCHES ("1,8"), WARMUP (3) / STEPS (5) training steps, NEW_TOKENS (64) forced new tokens, REPEATS (3) timed decoding calls
 #   (fewer for a smoke test).
 # Writes OUT/train_<preset>.json, OUT/decode_<preset>.json and OUT/logs.txt (every run's stderr and exit status);
 # a run that fails leaves its log and the others still run. Each run has a time budget (--time-budget) and a hard
@@ -46,7 +46,7 @@ declare -A DECODE=([qwen2.5-vl-7b]="100 55" [llava-v1.6-vicuna-7b]="100 55" [smo
 for preset in ${PRESETS:-qwen2.5-vl-7b llava-v1.6-vicuna-7b smolvlm-256m}; do
   read -r limit budget <<<"${TRAIN[$preset]:-150 60}"
   run "train $preset" "$limit" python3 benchmarks/train_step.py --preset "$preset" --device cuda --dtype bfloat16 \
-    --micro-batches 1,8 --cases sft,seed,seed-cached --warmup "${WARMUP:-3}" --steps "${STEPS:-5}" \
+    --micro-batches "${MICRO_BATCHES:-1,8}" --cases sft,seed,seed-cached --warmup "${WARMUP:-3}" --steps "${STEPS:-5}" \
     --image-size "$size" --time-budget "$budget" --out "$out/train_$preset.json"
   read -r limit budget <<<"${DECODE[$preset]:-120 60}"
   run "decode $preset" "$limit" python3 benchmarks/decode_speed.py --preset "$preset" --device cuda \
