@@ -14,6 +14,18 @@ batch. Ratios are against greedy measured in the same process.
     python benchmarks/decode_speed.py --preset llava-1.5-7b --device cuda --dtype bfloat16 \\
         --out runs/bench/decode_h100.json
 
+The other families (--preset qwen2.5-vl-7b, llava-v1.6-vicuna-7b, smolvlm-256m/500m and their tiny-* presets;
+benchmarks/family_bench.py builds them): the prompt is one image of --image-size (448) px square and a question in
+the family's chat template with its generation prompt; greedy = HF generate with the family's stop tokens
+(eos_token_id = the end-of-turn token and the extra ones; min_new_tokens keeps them from ending the call early);
+contrastive = the family contrastive decoding of `seedvlm.family_generation` (a function named one of
+FAMILY_CONTRASTIVE) when that module exposes one at import time, else its rows say "not available" (and a call that
+fails says "failed: <the error>"). vcd-sequential is LLaVA-1.5 only.
+
+    python benchmarks/decode_speed.py --preset qwen2.5-vl-7b --device cuda --new-tokens 64 \\
+        --out runs/bench/decode_qwen.json
+    python benchmarks/decode_speed.py --preset smolvlm-256m --dry-run   # the plan only, built on the meta device
+
 docs/log.md holds the measurements and the reference figures they were compared with. Goal here: contrastive
 <= 1.2x greedy at batch 16.
 """
@@ -22,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import inspect
 import statistics
 import sys
 import time
@@ -29,10 +42,15 @@ import time
 import torch
 
 from common import DTYPES, device_name, emit, provenance, random_llava, setup_device, sync
+from family_bench import FAMILY_PRESETS, batch_shape, build_family_model, family_setup, parameter_counts, prompt_batch
 from seedvlm.decode import contrastive_generate
 from seedvlm.models import num_image_tokens, preset_config
 
 METHODS = ("greedy", "contrastive", "vcd-sequential")
+FAMILY_METHODS = ("greedy", "contrastive")
+LLAVA15_PRESETS = ("tiny", "small", "llava-1.5-7b")
+# The names the family contrastive decoding may have in seedvlm.family_generation, looked up in this order.
+FAMILY_CONTRASTIVE = ("family_contrastive_generate", "contrastive_generate_family", "generate_family_contrastive")
 # token ids of the tiny/small presets' benchmark vocabulary (the word tokenizer's layout: pad, bos, eos, unk, <image>)
 TINY_VOCAB, TINY_IMAGE_TOKEN = 1000, 4
 
@@ -76,59 +94,171 @@ def run_method(method: str, model, batch: dict, new_tokens: int, eos: int, pad: 
                                 beta=1.0, plausibility=0.1, min_new_tokens=new_tokens, fused=fused)
 
 
+def family_contrastive():
+    """(name, function) of the family contrastive decoding if seedvlm.family_generation exposes it, else None."""
+    import seedvlm.family_generation as fg
+
+    for name in FAMILY_CONTRASTIVE:
+        fn = getattr(fg, name, None)
+        if callable(fn):
+            return name, fn
+    return None
+
+
+def family_runners(setup, model, methods: list[str], new_tokens: int) -> tuple[dict, dict]:
+    """({method: batch -> new tokens (B, T)}, {method: why it does not run}) for a family model: greedy through HF
+    generate with the family's stop tokens; contrastive through the family function when there is one, called with
+    the keyword arguments of its signature that this benchmark knows."""
+    stop, pad = setup.stop_token_ids(), setup.processor.tokenizer.pad_token_id
+    runners, missing = {}, {}
+
+    def greedy(batch):
+        seqs = model.generate(**batch, do_sample=False, num_beams=1, max_new_tokens=new_tokens,
+                              min_new_tokens=new_tokens, eos_token_id=stop, pad_token_id=pad)
+        return seqs[:, batch["input_ids"].shape[1]:]
+
+    runners["greedy"] = greedy
+    if "contrastive" in methods:
+        found = family_contrastive()
+        if found is None:
+            missing["contrastive"] = (f"not available: seedvlm.family_generation exposes none of "
+                                      f"{', '.join(FAMILY_CONTRASTIVE)}")
+        else:
+            name, fn = found
+            known = dict(family=setup.family, processor=setup.processor, max_new_tokens=new_tokens,
+                         min_new_tokens=new_tokens, eos_token_id=stop, pad_token_id=pad, beta=1.0, plausibility=0.1,
+                         image_token_id=setup.image_token_id, merge_size=setup.merge_size)
+            params = inspect.signature(fn).parameters
+            kwargs = {k: v for k, v in known.items() if k in params}
+
+            def contrastive(batch):
+                out = fn(model, batch, **kwargs)
+                out = out[0] if isinstance(out, tuple) else out
+                width = batch["input_ids"].shape[1]
+                return out[:, width:] if out.shape[1] == width + new_tokens else out
+
+            runners["contrastive"] = contrastive
+            runners["contrastive"].source = f"seedvlm.family_generation.{name}"
+    return {m: runners[m] for m in methods if m in runners}, missing
+
+
+def build_family(args, device, dtype):
+    """(setup, model in eval mode, image tokens per prompt, prompt tokens) of a family preset; a dry run builds the
+    model on the meta device."""
+    setup = family_setup(args.preset)
+    model = build_family_model(setup, torch.device("meta") if args.dry_run else device, dtype, train=False).eval()
+    shape = batch_shape(prompt_batch(setup, 1, (args.image_size, args.image_size)), setup.image_token_id)
+    return setup, model, shape["image_tokens"], shape["tokens_per_sample"]
+
+
+def family_batch(setup, bs: int, image_size: int, device, dtype) -> dict:
+    batch = {k: v.to(device) for k, v in prompt_batch(setup, bs, (image_size, image_size)).items()}
+    for k in setup.family.pixel_keys:
+        batch[k] = batch[k].to(dtype)
+    return batch
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="tiny", choices=("tiny", "small", "llava-1.5-7b"))
+    ap.add_argument("--preset", default="tiny", choices=LLAVA15_PRESETS + FAMILY_PRESETS)
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     ap.add_argument("--dtype", default=None, choices=tuple(DTYPES), help="default: float32 on cpu, bfloat16 on cuda")
     ap.add_argument("--batch-sizes", default="1,16", help="comma-separated (default 1,16)")
     ap.add_argument("--new-tokens", type=int, default=None, help="forced new tokens (default 32 tiny/small, 128 7b)")
     ap.add_argument("--prompt-tokens", type=int, default=None,
                     help="prompt length incl. image tokens (default image tokens + 80: 656 for llava-1.5-7b)")
-    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
+    ap.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(METHODS)} (default all; "
+                                                      f"other families: {','.join(FAMILY_METHODS)})")
+    ap.add_argument("--image-size", type=int, default=448,
+                    help="other families: the side of the square image of every prompt, in pixels (default 448)")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="build the model on the meta device, print the plan and the parameter count; run nothing")
     ap.add_argument("--warmup", type=int, default=1, help="untimed calls per (method, batch size)")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per (method, batch size); median reported")
     ap.add_argument("--attn", default="sdpa", help="attention implementation (default sdpa)")
+    ap.add_argument("--time-budget", type=float, default=0.0,
+                    help="seconds for the whole run (default 0 = none): past it no new round of timed calls starts "
+                         "(every method keeps its warm-up and one timed call; rows marked truncated)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
 
-    device, dtype = setup_device(args.device, args.dtype, args.threads)
-    methods = [m for m in args.methods.split(",") if m]
-    unknown = set(methods) - set(METHODS)
+    family = args.preset in FAMILY_PRESETS
+    # a dry run touches no device (the model is built on the meta device), so it runs anywhere
+    device, dtype = setup_device("cpu" if args.dry_run else args.device,
+                                 args.dtype or ("bfloat16" if args.device.startswith("cuda") else None), args.threads)
+    allowed = FAMILY_METHODS if family else METHODS
+    methods = [m for m in (args.methods or ",".join(allowed)).split(",") if m]
+    unknown = set(methods) - set(allowed)
     if unknown:
-        raise SystemExit(f"unknown method(s) {sorted(unknown)}; choose from {METHODS}")
+        ap.error(f"--methods: {sorted(unknown)} not available for {args.preset}; choose from {','.join(allowed)}")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
-    new_tokens = args.new_tokens or (128 if args.preset == "llava-1.5-7b" else 32)
+    new_tokens = args.new_tokens or (32 if args.preset in ("tiny", "small") or args.preset.startswith("tiny-")
+                                     else 128)
 
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     t0 = time.perf_counter()
-    model, config = build_model(args.preset, device, dtype, args.attn)
+    deadline = t0 + args.time_budget if args.time_budget > 0 else float("inf")
+    if family:
+        setup, model, n_img, prompt_tokens = build_family(args, device, dtype)
+    else:
+        model, config = build_model(args.preset, torch.device("meta") if args.dry_run else device, dtype, args.attn)
+        n_img = num_image_tokens(config)
+        prompt_tokens = args.prompt_tokens or n_img + 80
+        eos, pad = config.text_config.eos_token_id, config.text_config.pad_token_id
     sync(device)
     build_s = time.perf_counter() - t0
-    prompt_tokens = args.prompt_tokens or num_image_tokens(config) + 80
-    eos, pad = config.text_config.eos_token_id, config.text_config.pad_token_id
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"# {args.preset}: {n_params / 1e6:.1f}M params, {dtype}, {device_name(device)}, attention "
+    where = "meta (dry run)" if args.dry_run else device_name(device)
+    print(f"# {args.preset}: {n_params / 1e6:.1f}M params, {dtype}, {where}, attention "
           f"{model.config._attn_implementation}; built in {build_s:.1f}s; prompt {prompt_tokens} tokens "
-          f"({num_image_tokens(config)} image), {new_tokens} new tokens", file=sys.stderr)
+          f"({n_img} image), {new_tokens} new tokens", file=sys.stderr)
+    if family:
+        runners, missing = family_runners(setup, model, methods, new_tokens)
+    else:
+        runners = {m: (lambda batch, m=m: run_method(m, model, batch, new_tokens, eos, pad)) for m in methods}
+        missing = {}
+    if args.dry_run:
+        print(f"{args.preset}: plan: {','.join(runners)} at batch sizes {','.join(map(str, batch_sizes))}, "
+              f"{args.warmup} warm-up + {args.repeats} timed calls each, {new_tokens} new tokens; parameters "
+              f"{parameter_counts(model)['params_m']}M; image tokens per prompt {n_img}; prompt tokens "
+              f"{prompt_tokens}" + "".join(f"; {m}: {why}" for m, why in missing.items()))
+        return 0
 
     results = []
     for bs in batch_sizes:
-        batch = make_batch(config, bs, prompt_tokens, device, dtype)
-        times: dict[str, list[float]] = {m: [] for m in methods}
+        batch = (family_batch(setup, bs, args.image_size, device, dtype) if family
+                 else make_batch(config, bs, prompt_tokens, device, dtype))
+        times: dict[str, list[float]] = {m: [] for m in runners}
         peak: dict[str, float] = {}
+        failed: dict[str, str] = {}
         # warm-up calls first, then the timed repeats round-robin over the methods, so that a change of machine load
         # (a shared CPU) or of clocks hits every method alike
+        truncated = False
         for i in range(args.warmup + args.repeats):
-            for method in methods:
+            if i > args.warmup and time.perf_counter() > deadline:
+                truncated = True
+                break
+            for method in runners:
+                if method in failed:
+                    continue
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
                 sync(device)
                 start = time.perf_counter()
-                out = run_method(method, model, batch, new_tokens, eos, pad)
+                try:
+                    out = runners[method](batch)
+                except torch.cuda.OutOfMemoryError:
+                    failed[method] = "out of memory"
+                    torch.cuda.empty_cache()
+                    continue
+                except Exception as e:  # noqa: BLE001 - a family decoding written elsewhere: recorded, not fatal
+                    if method == "greedy" or not family:
+                        raise
+                    failed[method] = f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                    continue
                 sync(device)
                 elapsed = time.perf_counter() - start
                 if out.shape != (bs, new_tokens):
@@ -139,15 +269,26 @@ def main(argv: list[str] | None = None) -> int:
                 if device.type == "cuda":
                     peak[method] = max(peak.get(method, 0.0), torch.cuda.max_memory_allocated(device) / 2**30)
         for method in methods:
+            why = missing.get(method) or failed.get(method)
+            if why:
+                results.append({"method": method, "batch_size": bs, "available": False, "note": why})
+                print(f"#   batch {bs:>3} {method:<15} {why}", file=sys.stderr, flush=True)
+                continue
             med = statistics.median(times[method])
             row = {"method": method, "batch_size": bs, "median_s": med, "times_s": times[method],
                    "ms_per_step": 1000 * med / new_tokens, "tokens_per_s": bs * new_tokens / med}
             if method in peak:
                 row["peak_memory_gb"] = round(peak[method], 2)
+            if truncated:
+                row["truncated"] = True
+            if hasattr(runners[method], "source"):
+                row["source"] = runners[method].source
             results.append(row)
         greedy = next((r for r in results if r["batch_size"] == bs and r["method"] == "greedy"), None)
         for r in results:
-            if r["batch_size"] == bs and greedy:
+            if r["batch_size"] != bs or "median_s" not in r:
+                continue
+            if greedy:
                 r["ratio_vs_greedy"] = r["median_s"] / greedy["median_s"]
             if r["batch_size"] == bs:
                 print(f"#   batch {bs:>3} {r['method']:<15} {r['ms_per_step']:8.2f} ms/step  "
@@ -163,8 +304,10 @@ def main(argv: list[str] | None = None) -> int:
         "params_m": round(n_params / 1e6, 1),
         "dtype": str(dtype).replace("torch.", ""),
         "attention": model.config._attn_implementation,
+        **({"family": setup.family.name, "image_size": args.image_size,
+            "stop_token_ids": setup.stop_token_ids()} if family else {}),
         "prompt_tokens": prompt_tokens,
-        "image_tokens": num_image_tokens(config),
+        "image_tokens": n_img,
         "new_tokens": new_tokens,
         "warmup": args.warmup,
         "repeats": args.repeats,
@@ -180,6 +323,9 @@ def markdown_table(report: dict) -> str:
              f"({report['image_tokens']} image), {report['new_tokens']} new tokens, median of {report['repeats']}",
              "", "| batch | method | ms / step | new tokens / s | x greedy |", "|---|---|---|---|---|"]
     for r in report["results"]:
+        if "median_s" not in r:
+            lines.append(f"| {r['batch_size']} | {r['method']} | {r['note']} | - | - |")
+            continue
         ratio = f"{r['ratio_vs_greedy']:.2f}" if "ratio_vs_greedy" in r else "-"
         lines.append(f"| {r['batch_size']} | {r['method']} | {r['ms_per_step']:.2f} | {r['tokens_per_s']:.1f} | "
                      f"{ratio} |")

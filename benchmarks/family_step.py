@@ -22,22 +22,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from common import device_name, emit, provenance
+from family_bench import make_batch
 
 from seedvlm.models.families.loading import load_family
 from seedvlm.models.families.pixels import perturb_pixel_inputs, two_view_batch
-from seedvlm.models.families.tokens import build_example, render, training_template
 from seedvlm.seed import add_noise, answer_positions, distill_loss, per_sample_generator, purify
 
 LLAMA2 = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference-data" / "tokenizers" / "llama2" / \
     "tokenizer.model"
 SIZES = [(40, 60), (70, 30), (50, 50)]
-TURNS = [("Is there a cat in the image?", "Yes, there is a cat."),
-         ("Describe the image in detail.", "The image shows a red fork and a blue knife on a table.")]
 
 
 def build_folders(root: Path) -> dict[str, Path]:
@@ -47,28 +43,6 @@ def build_folders(root: Path) -> dict[str, Path]:
     if LLAMA2.is_file():
         out["llava-next"] = build_llava_next_folder(root / "llava-next", LLAMA2)
     return out
-
-
-def make_batch(family, processor, n: int) -> dict:
-    """n samples: one image each, two question/answer turns; labels from the family's token accounting."""
-    template = training_template(family, processor)
-    texts, images, labels = [], [], []
-    for i in range(n):
-        size = SIZES[i % len(SIZES)]
-        messages = []
-        for k, (q, a) in enumerate(TURNS):
-            content = ([{"type": "image"}] if k == 0 else []) + [{"type": "text", "text": q}]
-            messages += [{"role": "user", "content": content},
-                         {"role": "assistant", "content": [{"type": "text", "text": a}]}]
-        texts.append(render(processor, messages, template))
-        rng = np.random.default_rng(i)
-        images.append([Image.fromarray(rng.integers(1, 255, (*size, 3), dtype=np.uint8))])
-        labels.append(build_example(family, processor, messages, [size]).labels)
-    processor.tokenizer.padding_side = "right"
-    batch = dict(processor(text=texts, images=images, return_tensors="pt", padding=True))
-    width = batch["input_ids"].shape[1]
-    batch["labels"] = torch.tensor([row + [-100] * (width - len(row)) for row in labels])
-    return batch
 
 
 def seed_loss(model, family, processor, batch: dict, step: int) -> torch.Tensor:
@@ -100,7 +74,7 @@ def run(args) -> dict:
                                                      target_modules=family.lora_target_regex()))
             model.train()
             opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-            batch = make_batch(family, processor, args.batch)
+            batch = make_batch(family, processor, args.batch, SIZES)
             cases = {"sft": lambda step: model(**batch).loss,
                      "seed": lambda step: seed_loss(model, family, processor, batch, step)}
             times: dict[str, list[float]] = {c: [] for c in cases}
