@@ -18,9 +18,8 @@ The other families (--preset qwen2.5-vl-7b, llava-v1.6-vicuna-7b, smolvlm-256m/5
 benchmarks/family_bench.py builds them): the prompt is one image of --image-size (448) px square and a question in
 the family's chat template with its generation prompt; greedy = HF generate with the family's stop tokens
 (eos_token_id = the end-of-turn token and the extra ones; min_new_tokens keeps them from ending the call early);
-contrastive = the family contrastive decoding of `seedvlm.family_generation` (a function named one of
-FAMILY_CONTRASTIVE) when that module exposes one at import time, else its rows say "not available" (and a call that
-fails says "failed: <the error>"). vcd-sequential is LLaVA-1.5 only.
+contrastive = `seedvlm.decode.family.family_contrastive_generate` (clean and noisy views as one 2B forward per step;
+a call that fails, e.g. out of memory, is recorded as "failed: <the error>"). vcd-sequential is LLaVA-1.5 only.
 
     python benchmarks/decode_speed.py --preset qwen2.5-vl-7b --device cuda --new-tokens 64 \\
         --out runs/bench/decode_qwen.json
@@ -34,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import inspect
 import statistics
 import sys
 import time
@@ -49,8 +47,6 @@ from seedvlm.models import num_image_tokens, preset_config
 METHODS = ("greedy", "contrastive", "vcd-sequential")
 FAMILY_METHODS = ("greedy", "contrastive")
 LLAVA15_PRESETS = ("tiny", "small", "llava-1.5-7b")
-# The names the family contrastive decoding may have in seedvlm.family_generation, looked up in this order.
-FAMILY_CONTRASTIVE = ("family_contrastive_generate", "contrastive_generate_family", "generate_family_contrastive")
 # token ids of the tiny/small presets' benchmark vocabulary (the word tokenizer's layout: pad, bos, eos, unk, <image>)
 TINY_VOCAB, TINY_IMAGE_TOKEN = 1000, 4
 
@@ -94,52 +90,26 @@ def run_method(method: str, model, batch: dict, new_tokens: int, eos: int, pad: 
                                 beta=1.0, plausibility=0.1, min_new_tokens=new_tokens, fused=fused)
 
 
-def family_contrastive():
-    """(name, function) of the family contrastive decoding if seedvlm.family_generation exposes it, else None."""
-    import seedvlm.family_generation as fg
-
-    for name in FAMILY_CONTRASTIVE:
-        fn = getattr(fg, name, None)
-        if callable(fn):
-            return name, fn
-    return None
-
-
 def family_runners(setup, model, methods: list[str], new_tokens: int) -> tuple[dict, dict]:
     """({method: batch -> new tokens (B, T)}, {method: why it does not run}) for a family model: greedy through HF
-    generate with the family's stop tokens; contrastive through the family function when there is one, called with
-    the keyword arguments of its signature that this benchmark knows."""
+    generate with the family's stop tokens; contrastive through `seedvlm.decode.family.family_contrastive_generate`
+    (b = 1, plausibility 0.1, Gaussian a = 0.3: the decoder's defaults), one 2B forward per step."""
+    from seedvlm.decode.family import family_contrastive_generate
+
     stop, pad = setup.stop_token_ids(), setup.processor.tokenizer.pad_token_id
-    runners, missing = {}, {}
 
     def greedy(batch):
         seqs = model.generate(**batch, do_sample=False, num_beams=1, max_new_tokens=new_tokens,
                               min_new_tokens=new_tokens, eos_token_id=stop, pad_token_id=pad)
         return seqs[:, batch["input_ids"].shape[1]:]
 
-    runners["greedy"] = greedy
-    if "contrastive" in methods:
-        found = family_contrastive()
-        if found is None:
-            missing["contrastive"] = (f"not available: seedvlm.family_generation exposes none of "
-                                      f"{', '.join(FAMILY_CONTRASTIVE)}")
-        else:
-            name, fn = found
-            known = dict(family=setup.family, processor=setup.processor, max_new_tokens=new_tokens,
-                         min_new_tokens=new_tokens, eos_token_id=stop, pad_token_id=pad, beta=1.0, plausibility=0.1,
-                         image_token_id=setup.image_token_id, merge_size=setup.merge_size)
-            params = inspect.signature(fn).parameters
-            kwargs = {k: v for k, v in known.items() if k in params}
+    def contrastive(batch):
+        return family_contrastive_generate(model, setup.family, batch, max_new_tokens=new_tokens,
+                                           min_new_tokens=new_tokens, eos_token_id=stop, pad_token_id=pad,
+                                           beta=1.0, plausibility=0.1)
 
-            def contrastive(batch):
-                out = fn(model, batch, **kwargs)
-                out = out[0] if isinstance(out, tuple) else out
-                width = batch["input_ids"].shape[1]
-                return out[:, width:] if out.shape[1] == width + new_tokens else out
-
-            runners["contrastive"] = contrastive
-            runners["contrastive"].source = f"seedvlm.family_generation.{name}"
-    return {m: runners[m] for m in methods if m in runners}, missing
+    runners = {"greedy": greedy, "contrastive": contrastive}
+    return {m: runners[m] for m in methods if m in runners}, {}
 
 
 def build_family(args, device, dtype):
@@ -281,8 +251,6 @@ def main(argv: list[str] | None = None) -> int:
                 row["peak_memory_gb"] = round(peak[method], 2)
             if truncated:
                 row["truncated"] = True
-            if hasattr(runners[method], "source"):
-                row["source"] = runners[method].source
             results.append(row)
         greedy = next((r for r in results if r["batch_size"] == bs and r["method"] == "greedy"), None)
         for r in results:
