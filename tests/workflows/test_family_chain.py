@@ -1,7 +1,7 @@
 """The whole CLI chain on a tiny folder of each model family and the embedded world's files: seedvlm world ->
-prepare -> train SEED and SFT -> pope build (POPE and MME) -> eval pope / chair / mme (base and adapters) ->
-score -> compare. Each step is one line of `STEPS` (a name and the argv it runs), so a later step (teach, train
---teacher-cache, merge, demo, contrastive decoding) is one more line."""
+prepare -> teach -> train SEED (live and from the teacher cache) and SFT -> pope build (POPE and MME) -> eval pope /
+chair / mme (base and adapters, greedy and contrastive) -> score -> compare -> merge -> eval on the merged folder ->
+demo. Each step is one line of `STEPS` (a name and the argv it runs)."""
 
 from __future__ import annotations
 
@@ -44,9 +44,9 @@ class Chain(NamedTuple):
                 "--per-device-batch-size", 2, "--report-to", "none", "--save-steps", 100,
                 "--output-dir", self.runs / out]
 
-    def eval(self, task: str, run: str, adapter: str | None = None) -> list:
+    def eval(self, task: str, run: str, adapter: str | None = None, model: Path | None = None) -> list:
         """`seedvlm eval TASK` into runs/eval/RUN/TASK (with runs/ADAPTER/adapter when given)."""
-        argv = ["eval", task, "--model", self.model, "--out", self.runs / "eval" / run / task, "--device", "cpu",
+        argv = ["eval", task, "--model", model or self.model, "--out", self.runs / "eval" / run / task, "--device", "cpu",
                 "--batch-size", 2, "--train-manifest", self.runs / "seed" / "train_manifest.json"]
         if adapter:
             argv += ["--adapter", self.runs / adapter / "adapter"]
@@ -73,7 +73,10 @@ def _pope_build(c: Chain, fmt: str) -> list:
 STEPS = [
     Step("prepare", lambda c: ["prepare", "--input", c.world / "instruct_train.json", "--images",
                                c.world / "images" / "train", "--out", c.data, "--max-samples", 4, "--turns", "first"]),
+    Step("teach", lambda c: ["teach", "--config", CONFIGS / "seed_tiny.yaml", *c.inputs, "--out", c.runs / "teacher"]),
     Step("train seed", lambda c: c.train("seed_tiny.yaml", "seed")),
+    Step("train seed cached", lambda c: c.train("seed_tiny.yaml", "seed_cached") + ["--teacher-cache",
+                                                                                   c.runs / "teacher"]),
     Step("train sft", lambda c: c.train("sft_tiny.yaml", "sft")),
     Step("pope build", lambda c: _pope_build(c, "pope")),
     Step("mme build", lambda c: _pope_build(c, "mme")),
@@ -82,6 +85,10 @@ STEPS = [
     Step("eval pope sft", lambda c: c.eval("pope", "sft", adapter="sft")),
     Step("eval chair base", lambda c: c.eval("chair", "base")),
     Step("eval chair seed", lambda c: c.eval("chair", "seed", adapter="seed")),
+    Step("eval pope seed contrastive", lambda c: c.eval("pope", "seed_cd", adapter="seed") + ["--decoding",
+                                                                                           "contrastive"]),
+    Step("eval chair seed contrastive", lambda c: c.eval("chair", "seed_cd", adapter="seed") + ["--decoding",
+                                                                                             "contrastive"]),
     Step("eval mme base", lambda c: c.eval("mme", "base")),
     Step("eval mme seed", lambda c: c.eval("mme", "seed", adapter="seed")),
     Step("score pope", lambda c: ["score", "pope", "--questions", c.runs / "questions" / "pope", "--limit", 2,
@@ -97,6 +104,11 @@ STEPS = [
     Step("compare", lambda c: ["compare", "--run", f"base={c.runs / 'eval' / 'base'}", "--run",
                                f"seed={c.runs / 'eval' / 'seed'}", "--run", f"sft={c.runs / 'eval' / 'sft'}",
                                "--out", c.runs / "report"]),
+    Step("merge", lambda c: ["merge", "--model", c.model, "--adapter", c.runs / "seed" / "adapter",
+                             "--out", c.runs / "merged"]),
+    Step("eval pope merged", lambda c: c.eval("pope", "merged", model=c.runs / "merged")),
+    Step("demo", lambda c: ["demo", "--model", c.model, "--adapter", c.runs / "seed" / "adapter", "--image",
+                            next(iter(sorted(c.val.iterdir()))), "--max-new-tokens", 3, "--device", "cpu"]),
 ]
 
 
@@ -145,6 +157,16 @@ def test_family_chain(world, tmp_path, capsys, name):
     mme = _scores(ev / "seed" / "mme")
     assert all(mme[s]["n"] > 0 for s in mme["subsets"]) and isinstance(mme["score"], float)
     assert _scores(ev / "seed" / "chair")["n"] == 2
+    for task in ("pope", "chair"):
+        assert _scores(ev / "seed_cd" / task)["config"]["decoding"] == "contrastive"
+    # the merged folder answers as base + adapter
+    merged = [json.loads(x)["p_yes"] for x in (ev / "merged" / "pope" / "samples.jsonl").read_text().splitlines()]
+    seed = [json.loads(x)["p_yes"] for x in (ev / "seed" / "pope" / "samples.jsonl").read_text().splitlines()]
+    assert merged == pytest.approx(seed, abs=1e-4)
+    cached = [json.loads(x) for x in (c.runs / "seed_cached" / "metrics.jsonl").read_text().splitlines()]
+    live = [json.loads(x) for x in (c.runs / "seed" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["loss"] for m in cached if "loss" in m] == pytest.approx([m["loss"] for m in live if "loss" in m],
+                                                                       rel=1e-4)
     # re-scoring an eval run's samples without a model gives the numbers eval wrote
     for task in ("pope", "mme", "chair"):
         evaluated, rescored = _scores(ev / "seed" / task), _scores(c.runs / "scored" / task)
