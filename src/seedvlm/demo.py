@@ -31,6 +31,7 @@ from seedvlm.errors import SeedVLMError
 from seedvlm.eval.chair import CHAIR
 from seedvlm.eval.runner import generate, load_model
 from seedvlm.io import open_image, read_json
+from seedvlm.models.families.options import check_model_options
 from seedvlm.models.families.registry import model_family
 from seedvlm.models.prompting import warn_if_not_trained_style
 
@@ -128,13 +129,16 @@ def load_images(paths: Sequence[str | os.PathLike]):
 def run_demo(model_path: str | os.PathLike, image_paths: Sequence[str | os.PathLike], adapter: str | None = None,
              question: str = DEFAULT_QUESTION, instances: str | None = None, beta: float = 1.0,
              max_new_tokens: int = 64, device: str | None = None, batch_size: int = 8, static_cache: bool = False,
-             prompt_style: str | None = None, allow_unverified_adapter: bool = False, **decode_kwargs) -> DemoResult:
+             prompt_style: str | None = None, allow_unverified_adapter: bool = False, options: dict | None = None,
+             **decode_kwargs) -> DemoResult:
     """Answer `question` on each image with each decoding; mark hallucinated objects when `instances` is given.
+    options: the family's processor options (e.g. Qwen's min/max pixels), as in eval.
 
     decode_kwargs go to `seedvlm.decode.contrastive_generate` (noise, alpha, plausibility, seed, ...);
     static_cache: every column decodes over a compiled static cache (seedvlm.decode.static)."""
     if not image_paths:
         raise SeedVLMError("no --image given")
+    check_model_options(model_path, options or {})
     family = model_family(model_path)
     if family is not None and prompt_style not in (None, "hf"):
         raise SeedVLMError(f"{model_path}: --prompt-style {prompt_style} is for LLaVA-1.5 models; {family.name} "
@@ -143,7 +147,7 @@ def run_demo(model_path: str | os.PathLike, image_paths: Sequence[str | os.PathL
     checker = ObjectChecker.from_instances(instances) if instances else None
     warn_if_not_trained_style(adapter, prompt_style)
     model, processor = load_model(str(model_path), adapter=adapter, device=device,
-                                  allow_unverified_adapter=allow_unverified_adapter)
+                                  allow_unverified_adapter=allow_unverified_adapter, options=options)
     prompts = [question] * len(images)
     common = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False, prompt_style=prompt_style,
                   static_cache=static_cache)

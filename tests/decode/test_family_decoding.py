@@ -232,3 +232,10 @@ def test_demo_on_a_family_folder(folders, world, capsys):
     assert "[base greedy" in out and "[base + contrastive (b=1)]" in out
     assert main(["demo", "--model", model, "--image", image, "--prompt-style", "llava-1.5", "--device", "cpu"]) == 2
     assert "llava-1.5 is for LLaVA-1.5 models" in _one_line_error(capsys)
+    # the family's processor options: taken by Qwen (and they change its input), refused for SmolVLM in one line
+    assert main(["demo", "--model", model, "--image", image, "--max-new-tokens", "3", "--device", "cpu",
+                 "--max-pixels", str(28 * 28 * 4)]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--model", str(folders["smolvlm"]), "--image", image, "--max-pixels", "3136",
+                 "--device", "cpu"]) == 2
+    assert "max_pixels" in _one_line_error(capsys)

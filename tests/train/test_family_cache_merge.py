@@ -73,7 +73,7 @@ def test_cached_run_gives_the_uncached_losses(env, name, tmp_path, monkeypatch):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (key, a, b)
 
 
-def test_a_family_cache_for_another_model_data_noise_or_template_is_refused(env, tmp_path, capsys):
+def test_a_family_cache_for_another_model_data_noise_template_or_options_is_refused(env, tmp_path, capsys):
     from seedvlm.cli import main
 
     qwen, data, images = family_folder(env, "qwen2.5-vl")
@@ -101,6 +101,8 @@ def test_a_family_cache_for_another_model_data_noise_or_template_is_refused(env,
     f = retemplated / "chat_template.json"
     f.write_text(f.read_text().replace("You are a helpful assistant.", "You are a careful assistant."))
     assert "another chat template" in refused(model=retemplated)
+    # other min/max pixels: the same answer rows, other image tokens before them
+    assert "family options" in refused(max_pixels=28 * 28 * 4)
 
 
 def _train_adapter(model, data, images, out) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from seedvlm.choices import PromptStyle, values
+from seedvlm.models.families.options import add_family_options, given_options
 from seedvlm.options import bounded, check_prompt, non_negative_int, positive_int
 
 
@@ -50,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--html", default=None, metavar="OUT.html", help="also write a self-contained HTML page")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="ANSI colors in the terminal (default auto: only on a terminal, and not with NO_COLOR)")
+    add_family_options(p)
     p.set_defaults(func=run)
 
 
@@ -69,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
                       instances=args.instances, beta=args.beta, max_new_tokens=args.max_new_tokens,
                       device=args.device, noise=args.noise, alpha=args.alpha,
                       plausibility=args.plausibility or None, seed=args.seed, prompt_style=args.prompt_style,
-                      allow_unverified_adapter=args.allow_unverified_adapter, static_cache=args.static_cache)
+                      allow_unverified_adapter=args.allow_unverified_adapter, static_cache=args.static_cache,
+                      options=given_options(args))
     print(render_terminal(result, color=use_color(args.color)), end="")
     if args.html:
         write_text(args.html, render_html(result))

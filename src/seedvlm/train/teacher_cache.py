@@ -65,6 +65,7 @@ from seedvlm.errors import SeedVLMError
 from seedvlm.io import atomic_path, read_json, safe_join, write_json
 from seedvlm.models import base_fingerprint, load_model
 from seedvlm.models.dtypes import resolve_dtype
+from seedvlm.models.families.options import given_options
 from seedvlm.models.families.registry import model_family
 from seedvlm.train.teacher import TeacherRows, noise_settings, noisy_view
 
@@ -258,7 +259,7 @@ def open_cache(folder: str | Path, cfg, fingerprint: str, n_samples: int, family
                template: str | None = None) -> TeacherCache:
     """TeacherCache(folder) checked against this run's data file (and its images), base model, noise settings, prompt
     style, model family and (for the other families than LLaVA-1.5) the chat template the examples are rendered
-    with."""
+    with and the family's processor options (min/max pixels change every image's tokens)."""
     cache = TeacherCache(folder, tail=cfg.teacher_cache_tail)
     made_for = cache.index["model"].get("family", "llava")
     if made_for != family:
@@ -274,6 +275,11 @@ def open_cache(folder: str | Path, cfg, fingerprint: str, n_samples: int, family
     if template is not None and made_with != template_sha256(template):
         raise SeedVLMError(f"teacher cache {folder} was made with another chat template than this run renders its "
                            f"examples with; make a new cache with `seedvlm teach`")
+    made_with, used = cache.index["data"].get("family_options", {}), given_options(cfg)
+    if template is not None and made_with != used:
+        own = "the folder's own"
+        raise SeedVLMError(f"teacher cache {folder} was made with the family options {made_with or own}, this run "
+                           f"uses {used or own}; make a new cache with `seedvlm teach` and the same options")
     return cache
 
 
@@ -441,7 +447,8 @@ def teach(cfg, out: str | Path, top_k: int = 64, batch_size: int | None = None, 
             "data": {"path": str(cfg.data), "sha256": file_sha256(cfg.data), "images": str(cfg.images),
                      "images_sha256": images_sha256(cfg.data, cfg.images), "n_records": n,
                      "max_samples": cfg.max_samples, "max_length": max_length, "prompt_style": cfg.prompt_style,
-                     **({} if family is None else {"chat_template_sha256": template_sha256(dataset.template)})},
+                     **({} if family is None else {"chat_template_sha256": template_sha256(dataset.template),
+                                                   "family_options": given_options(cfg)})},
             "model": {"path": str(cfg.model), "fingerprint": fp, "dtype": str(dtype).replace("torch.", ""),
                       "attn_implementation": cfg.attn_implementation,
                       "family": "llava" if family is None else family.name},
