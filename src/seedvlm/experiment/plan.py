@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import re
 import shlex
@@ -387,16 +386,10 @@ class Plan:
                       "seedvlm " + shlex.join(argv))
 
 
-def family_contrastive_available() -> bool:
-    """Whether evaluation decodes non-LLaVA-1.5 family models contrastively (the family decoder,
-    `seedvlm.decode.family`, is installed)."""
-    return importlib.util.find_spec("seedvlm.decode.family") is not None
-
-
 def _family_checked(cfg: ExperimentConfig):
     """The base model's family when it is not LLaVA-1.5 (None for LLaVA-1.5 and for a folder that is not here, as
     with --summary-only), after refusing in one line what the plan could not run on it: family options of another
-    family, contrastive arms while the family decoder is missing, another prompt style than the model's own."""
+    family, another prompt style than the model's own."""
     if not Path(cfg.base_model).is_dir():
         return None
     check_model_options(cfg.base_model, cfg.family_options)
@@ -404,11 +397,6 @@ def _family_checked(cfg: ExperimentConfig):
     if family is None:
         return None
     where = f"base_model {cfg.base_model} is a {family.name} model"
-    cd = [a for a in cfg.arms if a in CONTRASTIVE_ARMS]
-    if cd and not family_contrastive_available():
-        raise SeedVLMError(f"{where}: arm(s) {', '.join(cd)} need contrastive decoding, not available for "
-                           f"{family.name} models yet; leave them out, e.g. --arms "
-                           f"{','.join(a for a in cfg.arms if a not in CONTRASTIVE_ARMS)}")
     if cfg.prompt_style != "hf":
         raise SeedVLMError(f"{where}: it trains and answers with its own chat template (prompt_style hf), not "
                            f"{cfg.prompt_style}")
