@@ -27,6 +27,16 @@ def field_(default: Any, help: str, **kw: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help}, **kw)
 
 
+def boolean(text: Any) -> bool:
+    """A true/false from the command line or YAML (also yes/no, on/off, 1/0)."""
+    low = str(text).lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r} (use true or false)")
+
+
 def _base_type(tp: Any) -> Any:
     """Strip Optional[...] / `X | None` to X."""
     origin = typing.get_origin(tp)
@@ -46,14 +56,7 @@ def _coerce(value: Any, tp: Any, name: str, source: str) -> Any:
     origin = typing.get_origin(base)
     try:
         if base is bool:
-            if isinstance(value, bool):
-                return value
-            s = str(value).lower()
-            if s in ("1", "true", "yes", "on"):
-                return True
-            if s in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"not a boolean: {value!r}")
+            return value if isinstance(value, bool) else boolean(value)
         if base in (int, float, str):
             if base is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError(f"not an integer: {value!r}")

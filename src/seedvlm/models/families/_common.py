@@ -32,13 +32,3 @@ def image_token(processor) -> str:
 def repeat_image_token(count) -> Any:
     """An `image_expansion` made of `count(processor, size)` copies of the processor's image token."""
     return lambda processor, size: processor.image_token * count(processor, size)
-
-
-def boolean(text: str) -> bool:
-    """A command-line true/false (also yes/no, on/off, 1/0)."""
-    low = str(text).lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"not a boolean: {text!r} (use true or false)")

@@ -8,7 +8,7 @@ In training the student takes the teacher's per-sample connector outputs exactly
 
 from __future__ import annotations
 
-from seedvlm.models.families._common import boolean
+from seedvlm.config import boolean
 from seedvlm.models.families.base import Family, FamilyOption
 
 END_OF_UTTERANCE, FAKE_IMAGE, GLOBAL_IMAGE, IMAGE = (
