@@ -65,8 +65,9 @@ def barrier() -> None:
 def end_process_group() -> None:
     """Destroy the default process group if one is up: an orderly end for launched runs (torch asks for it; a
     process that exits with gloo's threads still alive can abort with "terminate called without an active
-    exception", seen once in the 2-process CPU test)."""
+    exception", seen in the 2-process CPU tests)."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # no rank tears gloo down while a peer still has work in flight
         dist.destroy_process_group()
 
 
