@@ -13,8 +13,10 @@ docs/distributed.md describes what each command does with several processes.
 
 from __future__ import annotations
 
+
 import functools
 import os
+import sys
 from typing import Any, Sequence
 
 import torch
@@ -65,9 +67,11 @@ def barrier() -> None:
 def end_process_group() -> None:
     """Destroy the default process group if one is up: an orderly end for launched runs (torch asks for it; a
     process that exits with gloo's threads still alive can abort with "terminate called without an active
-    exception", seen in the 2-process CPU tests)."""
+    exception", seen in the 2-process CPU tests). The ranks meet at a barrier first, unless an exception is leaving
+    this rank: a failed rank must not wait for peers that never come (the launcher stops them)."""
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()  # no rank tears gloo down while a peer still has work in flight
+        if sys.exc_info()[0] is None:  # called from a `finally` with no exception on its way out
+            dist.barrier()  # no rank tears gloo down while a peer still has work in flight
         dist.destroy_process_group()
 
 
