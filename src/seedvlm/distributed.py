@@ -13,7 +13,6 @@ docs/distributed.md describes what each command does with several processes.
 
 from __future__ import annotations
 
-
 import functools
 import os
 import sys
