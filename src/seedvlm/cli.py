@@ -100,4 +100,14 @@ def main(argv: list[str] | None = None) -> int:
             rollback_pending()
             raise
         return _fail(args.command, write_failure_message("writing an output", Path.cwd(), e))
+    _end_launched_run()
     return int(rc or 0)
+
+
+def _end_launched_run() -> None:
+    """Under a launcher (torchrun, accelerate launch), every rank ends its process group before exiting: gloo's
+    threads left alive at exit abort the process ("terminate called without an active exception")."""
+    if "torch" in sys.modules:
+        from seedvlm.distributed import end_process_group
+
+        end_process_group()
