@@ -90,8 +90,8 @@ def run_method(method: str, model, batch: dict, new_tokens: int, eos: int, pad: 
                                 beta=1.0, plausibility=0.1, min_new_tokens=new_tokens, fused=fused)
 
 
-def family_runners(setup, model, methods: list[str], new_tokens: int) -> tuple[dict, dict]:
-    """({method: batch -> new tokens (B, T)}, {method: why it does not run}) for a family model: greedy through HF
+def family_runners(setup, model, methods: list[str], new_tokens: int) -> dict:
+    """{method: batch -> new tokens (B, T)} for a family model: greedy through HF
     generate with the family's stop tokens; contrastive through `seedvlm.decode.family.family_contrastive_generate`
     (b = 1, plausibility 0.1, Gaussian a = 0.3: the decoder's defaults), one 2B forward per step."""
     from seedvlm.decode.family import family_contrastive_generate
@@ -109,7 +109,7 @@ def family_runners(setup, model, methods: list[str], new_tokens: int) -> tuple[d
                                            beta=1.0, plausibility=0.1)
 
     runners = {"greedy": greedy, "contrastive": contrastive}
-    return {m: runners[m] for m in methods if m in runners}, {}
+    return {m: runners[m] for m in methods if m in runners}
 
 
 def build_family(args, device, dtype):
@@ -186,15 +186,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{model.config._attn_implementation}; built in {build_s:.1f}s; prompt {prompt_tokens} tokens "
           f"({n_img} image), {new_tokens} new tokens", file=sys.stderr)
     if family:
-        runners, missing = family_runners(setup, model, methods, new_tokens)
+        runners = family_runners(setup, model, methods, new_tokens)
     else:
         runners = {m: (lambda batch, m=m: run_method(m, model, batch, new_tokens, eos, pad)) for m in methods}
-        missing = {}
     if args.dry_run:
         print(f"{args.preset}: plan: {','.join(runners)} at batch sizes {','.join(map(str, batch_sizes))}, "
               f"{args.warmup} warm-up + {args.repeats} timed calls each, {new_tokens} new tokens; parameters "
               f"{parameter_counts(model)['params_m']}M; image tokens per prompt {n_img}; prompt tokens "
-              f"{prompt_tokens}" + "".join(f"; {m}: {why}" for m, why in missing.items()))
+              f"{prompt_tokens}")
         return 0
 
     results = []
@@ -224,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                     failed[method] = "out of memory"
                     torch.cuda.empty_cache()
                     continue
-                except Exception as e:  # noqa: BLE001 - a family decoding written elsewhere: recorded, not fatal
+                except Exception as e:  # noqa: BLE001 - a family contrastive decoding that fails is recorded, not fatal
                     if method == "greedy" or not family:
                         raise
                     failed[method] = f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
@@ -239,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                 if device.type == "cuda":
                     peak[method] = max(peak.get(method, 0.0), torch.cuda.max_memory_allocated(device) / 2**30)
         for method in methods:
-            why = missing.get(method) or failed.get(method)
+            why = failed.get(method)
             if why:
                 results.append({"method": method, "batch_size": bs, "available": False, "note": why})
                 print(f"#   batch {bs:>3} {method:<15} {why}", file=sys.stderr, flush=True)

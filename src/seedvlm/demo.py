@@ -31,7 +31,6 @@ from seedvlm.errors import SeedVLMError
 from seedvlm.eval.chair import CHAIR
 from seedvlm.eval.runner import generate, load_model
 from seedvlm.io import open_image, read_json
-from seedvlm.models.families.options import check_model_options
 from seedvlm.models.families.registry import model_family
 from seedvlm.models.prompting import warn_if_not_trained_style
 
@@ -138,7 +137,6 @@ def run_demo(model_path: str | os.PathLike, image_paths: Sequence[str | os.PathL
     static_cache: every column decodes over a compiled static cache (seedvlm.decode.static)."""
     if not image_paths:
         raise SeedVLMError("no --image given")
-    check_model_options(model_path, options or {})
     family = model_family(model_path)
     if family is not None and prompt_style not in (None, "hf"):
         raise SeedVLMError(f"{model_path}: --prompt-style {prompt_style} is for LLaVA-1.5 models; {family.name} "

@@ -108,7 +108,7 @@ STEPS = [
                              "--out", c.runs / "merged"]),
     Step("eval pope merged", lambda c: c.eval("pope", "merged", model=c.runs / "merged")),
     Step("demo", lambda c: ["demo", "--model", c.model, "--adapter", c.runs / "seed" / "adapter", "--image",
-                            next(iter(sorted(c.val.iterdir()))), "--max-new-tokens", 3, "--device", "cpu"]),
+                            sorted(c.val.iterdir())[0], "--max-new-tokens", 3, "--device", "cpu"]),
 ]
 
 
