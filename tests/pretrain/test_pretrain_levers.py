@@ -1,5 +1,6 @@
 """seedvlm.pretrain.levers: the pretraining levers for a base that leans on its prior when it cannot see (degraded
-views with targets cut to what stays visible; uninformative images in the language stages), off by default."""
+views with targets cut to what stays visible; uninformative images and noisy views in the language stages), off by
+default."""
 
 from __future__ import annotations
 
@@ -114,6 +115,30 @@ def test_uninformative_images_and_the_swap():
         L.degrade_batch(*_batch(), np.random.default_rng(0), fraction=0.5, kinds=("fog",))
 
 
+def test_noisy_views_and_their_swap():
+    pix = torch.randn(6, 3, 16, 16)
+    noisy, alphas = L.noisy_pixels(pix, (0.2, 0.4), seed=3)
+    assert noisy.shape == pix.shape and ((alphas >= 0.2) & (alphas <= 0.4)).all() and len(set(alphas.tolist())) == 6
+    again, _ = L.noisy_pixels(pix, (0.2, 0.4), seed=3)
+    assert torch.equal(noisy, again) and not torch.equal(noisy, L.noisy_pixels(pix, (0.2, 0.4), seed=4)[0])
+    # each view keeps its image at its a: x' = sqrt(a) x + sqrt(1 - a) eps, so the residual has std sqrt(1 - a)
+    for x, y, a in zip(pix, noisy, alphas):
+        eps = (y - float(a) ** 0.5 * x) / (1 - float(a)) ** 0.5
+        assert abs(float(eps.std()) - 1.0) < 0.1 and abs(float(eps.mean())) < 0.1
+    kept, _ = L.noisy_pixels(pix, (1.0, 1.0), seed=0)
+    assert torch.allclose(kept, pix)
+    with pytest.raises(SeedVLMError, match="noise range"):
+        L.noisy_pixels(pix, (0.5, 0.2), seed=0)
+    own = torch.arange(100)
+    assert torch.equal(L.swap_to_noisy(own, 0.0, 100, torch.Generator().manual_seed(0)), own)
+    assert torch.equal(L.swap_to_noisy(own, 1.0, 100, torch.Generator().manual_seed(0)), own + 100)
+    part = L.swap_to_noisy(own, 0.3, 100, torch.Generator().manual_seed(1))
+    moved = part != own
+    assert 15 <= int(moved.sum()) <= 45 and torch.equal(part[moved], own[moved] + 100)
+    with pytest.raises(SeedVLMError, match="noisy-view fraction"):
+        L.swap_to_noisy(own, 1.5, 100, torch.Generator())
+
+
 def test_the_corpus_objects_are_the_corpus_scenes():
     from seedvlm.pretrain.pipeline import vision_corpus
 
@@ -141,9 +166,13 @@ def test_levers_are_off_by_default_and_change_the_stages_when_on(micro_world, tm
     assert main(["pretrain", *common, "--out", str(tmp_path / "off")]) == 0
     off = json.loads((tmp_path / "off" / "pretrain.json").read_text())["stages"]
     assert "degraded_share" not in off["vision"] and "uninformative_share" not in off["instruct"]
+    assert "noisy_share" not in off["instruct"] and PretrainConfig().noisy_views == 0.0
     assert main(["pretrain", *common, "--out", str(tmp_path / "on"), "--vision-degrade", "0.5",
-                 "--uninformative", "0.25", "--uninformative-images", "3"]) == 0
+                 "--uninformative", "0.25", "--uninformative-images", "3", "--noisy-views", "0.4",
+                 "--noisy-alpha", "0.2,0.5"]) == 0
     on = json.loads((tmp_path / "on" / "pretrain.json").read_text())["stages"]
     assert 0.25 <= on["vision"]["degraded_share"] <= 0.75
     assert 0.05 <= on["align"]["uninformative_share"] <= 0.5 and 0.05 <= on["instruct"]["uninformative_share"] <= 0.5
+    assert 0.1 <= on["align"]["noisy_share"] <= 0.7 and 0.1 <= on["instruct"]["noisy_share"] <= 0.7
+    assert json.loads((tmp_path / "on" / "pretrain.json").read_text())["config"]["noisy_alpha"] == [0.2, 0.5]
     assert on["instruct"]["loss"] != off["instruct"]["loss"]

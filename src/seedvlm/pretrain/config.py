@@ -55,6 +55,11 @@ class PretrainConfig:
                                        "noise one, the text kept, so the LM learns to answer from its prior when it "
                                        "cannot see (0 = off, the shipped recipe)")
     uninformative_images: int = field_(16, "stages 2-3: uninformative images to draw from (one blank, the rest noise)")
+    noisy_views: float = field_(0.0, "stages 2-3: share of the samples shown their own image under Gaussian noise "
+                                     "(a drawn per image from noisy_alpha), the text kept, so the LM learns what a "
+                                     "partly visible scene implies (0 = off, the shipped recipe)")
+    noisy_alpha: list[float] = field_([0.1, 0.6], "stages 2-3: the range [low, high] of a for the noisy views "
+                                                  "(x' = sqrt(a) x + sqrt(1 - a) eps; one view per image, drawn once)")
     batch_size: int = field_(32, "stage 2/3 batch size")
     warmup_fraction: float = field_(0.05, "linear warm-up as a fraction of each stage's steps")
     weight_decay: float = field_(0.01, "AdamW weight decay")
@@ -69,7 +74,10 @@ class PretrainConfig:
                    f"vision_degrade_kinds must name some of {list(DEGRADE_KINDS)}"),
                   (self.vision_visible_snr > 0, "vision_visible_snr must be positive"),
                   (0.0 <= self.uninformative <= 1.0, "uninformative must be in [0, 1]"),
-                  (self.uninformative_images >= 1, "uninformative_images must be >= 1")]
+                  (self.uninformative_images >= 1, "uninformative_images must be >= 1"),
+                  (0.0 <= self.noisy_views <= 1.0, "noisy_views must be in [0, 1]"),
+                  (len(self.noisy_alpha) == 2 and 0.0 <= self.noisy_alpha[0] <= self.noisy_alpha[1] <= 1.0,
+                   "noisy_alpha must be two numbers 0 <= low <= high <= 1")]
         for ok, msg in checks:
             if not ok:
                 raise SeedVLMError(f"bad pretrain config: {msg}")

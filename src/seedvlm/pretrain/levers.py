@@ -5,7 +5,10 @@
   of out-of-distribution ones;
 - uninformative images in the language stages: a share of the samples gets the features of a blank or pure-noise
   image in place of its own, the text kept, so the language model learns to answer from its prior when the
-  picture says nothing.
+  picture says nothing;
+- noisy views in the language stages: a share of the samples gets the features of its own image under Gaussian
+  noise, the text kept, so the language model learns what a partly visible scene implies (its objects' usual
+  companions among them) instead of meeting noisy features for the first time as a teacher.
 
 The perturbations themselves are seedvlm.seed's; this module decides which images get which, and what stays
 visible.
@@ -111,3 +114,26 @@ def swap_to_uninformative(image_index: torch.Tensor, fraction: float, first_row:
     swap = torch.rand(b, generator=generator) < fraction
     rows = first_row + torch.randint(0, n_rows, (b,), generator=generator)
     return torch.where(swap.to(image_index.device), rows.to(image_index.device), image_index)
+
+
+@torch.no_grad()
+def noisy_pixels(pix: torch.Tensor, alpha_range: tuple[float, float], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each normalized image of `pix` (B, C, H, W) under Gaussian noise (seedvlm.seed.add_noise) at its own a drawn
+    uniformly from `alpha_range`; returns (noisy pixels, the a of each image). The same `seed` gives the same draws."""
+    lo, hi = (float(a) for a in alpha_range)
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise SeedVLMError(f"noise range must satisfy 0 <= low <= high <= 1, got {alpha_range}")
+    g = torch.Generator().manual_seed(int(seed))
+    alphas = lo + (hi - lo) * torch.rand(pix.shape[0], generator=g)
+    out = torch.stack([S.add_noise(x, alpha=float(a), generator=torch.Generator(device=pix.device).manual_seed(
+        int(torch.randint(0, 2 ** 62, (1,), generator=g)))) for x, a in zip(pix, alphas)])
+    return out, alphas
+
+
+def swap_to_noisy(image_index: torch.Tensor, fraction: float, first_row: int, generator: torch.Generator) -> torch.Tensor:
+    """A copy of a batch's feature-row indices where each sample, with probability `fraction`, points at its own
+    image's noisy view, row first_row + its own index (the text stays the same)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise SeedVLMError(f"noisy-view fraction must be in [0, 1], got {fraction}")
+    swap = torch.rand(image_index.shape[0], generator=generator) < fraction
+    return torch.where(swap.to(image_index.device), image_index + first_row, image_index)

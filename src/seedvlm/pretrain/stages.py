@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from seedvlm.pretrain.data import batches, collate, normalize_images
-from seedvlm.pretrain.levers import swap_to_uninformative
+from seedvlm.pretrain.levers import swap_to_noisy, swap_to_uninformative
 
 
 def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
@@ -224,11 +224,14 @@ def lm_loss(model, batch: dict, features: torch.Tensor, image_token_id: int, per
 def train_language(model, samples, features: torch.Tensor | None, image_token_id: int, pad_id: int, epochs: float,
                    batch_size: int, lr: float, warmup_fraction: float, weight_decay: float, device: torch.device,
                    seed: int, per_sample: bool, desc: str, steps: int | None = None,
-                   projector_only: bool = False, uninformative: tuple[float, int, int] | None = None) -> dict:
+                   projector_only: bool = False, uninformative: tuple[float, int, int] | None = None,
+                   noisy: tuple[float, int] | None = None) -> dict:
     """Stages 0, 2 and 3: train the language model (+ the projector when there are image features; the tower is
     frozen) on token sequences, with cached image features or none (text only). `uninformative` = (fraction,
     first row, rows): that share of the samples sees one of those feature rows (a blank or pure-noise image) in
-    place of its own image (seedvlm.pretrain.levers.swap_to_uninformative)."""
+    place of its own image (seedvlm.pretrain.levers.swap_to_uninformative); `noisy` = (fraction, first row): that
+    share sees its own image's noisy view at row first row + its index (swap_to_noisy), drawn before the
+    uninformative swap."""
     frozen = ("vision_tower",) if features is not None else ("vision_tower", "multi_modal_projector")
     params = []
     for n, p in model.named_parameters():
@@ -246,13 +249,18 @@ def train_language(model, samples, features: torch.Tensor | None, image_token_id
     loss_ema = None
     t0 = time.time()
     swap_rng, swapped, seen = torch.Generator().manual_seed(seed + 11), 0, 0
+    noisy_rng, noised = torch.Generator().manual_seed(seed + 13), 0
     for step, group in enumerate(batches(samples, batch_size, steps, seed)):
         batch = {k: v.to(device) for k, v in collate(group, pad_id).items()}
+        own = batch["image_index"]
+        seen += len(own)
+        if noisy is not None:
+            batch["image_index"] = swap_to_noisy(own, *noisy, generator=noisy_rng)
+            noised += int((batch["image_index"] != own).sum())
         if uninformative is not None:
-            own = batch["image_index"]
-            batch["image_index"] = swap_to_uninformative(own, *uninformative, generator=swap_rng)
-            swapped += int((batch["image_index"] != own).sum())
-            seen += len(own)
+            before = batch["image_index"]
+            batch["image_index"] = swap_to_uninformative(before, *uninformative, generator=swap_rng)
+            swapped += int((batch["image_index"] != before).sum())
         loss = lm_loss(model, batch, features, image_token_id, per_sample)
         loss_ema = _optimizer_step(opt, params, loss, cosine_lr(step, steps, lr, warmup), loss_ema, bar, step)
     bar.close()
@@ -260,6 +268,8 @@ def train_language(model, samples, features: torch.Tensor | None, image_token_id
     out = {"loss": loss_ema, "steps": steps, "seconds": time.time() - t0}
     if uninformative is not None:
         out["uninformative_share"] = swapped / max(seen, 1)
+    if noisy is not None:
+        out["noisy_share"] = noised / max(seen, 1)
     return out
 
 
