@@ -6,6 +6,8 @@
 #   VISION="P: D:--vision-degrade=0.3"   name:args of the stage 0-1 builds (save fp32, no stages 2-3)
 #   LEVERS="r0:P: r2:P:--uninformative=0.2 ..."   name:vision-build:args of the stage 2-3 builds (--init that build)
 #   INIT_P=path / INIT_D=path            skip a stage 0-1 build: continue from this fp32 checkpoint instead
+#   HALLUCINATION=0.35                   the world's --hallucination-rate (share of training descriptions that name
+#                                        one absent partner); every build of the call uses that world
 # Options inside a spec are written --key=value, several joined by commas (specs are split on spaces).
 # What comes back (at most 8 files): results.tar (every variant's pretrain.json, log, no weights), the best
 # variants' folders (by readiness: checks passed, then check 7's margin), and, when a stage 2-3 build did not finish
@@ -16,7 +18,7 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$out" /tmp/rs
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 W=/tmp/rs/world
-python3 -m seedvlm world --out $W --train 6000 --val 500 --size 64 --seed 0 --hallucination-rate 0.35 \
+python3 -m seedvlm world --out $W --train 6000 --val 500 --size 64 --seed 0 --hallucination-rate "${HALLUCINATION:-0.35}" \
   --hard-negatives 0.1 --quiet > /tmp/rs/world.log 2>&1 || { cat /tmp/rs/world.log; exit 1; }
 # one job per vision build: build it (or link the given checkpoint), then start its stage 2-3 variants at once
 pids=()
