@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from seedvlm.errors import SeedVLMError
-from seedvlm.io import read_json, write_json, write_text
+from seedvlm.io import atomic_path, read_json, write_json, write_text
 
 
 def row(name: str, path: Path) -> dict:
@@ -62,10 +62,9 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_ylabel("injected partners: mean change of log p")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:

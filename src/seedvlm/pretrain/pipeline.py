@@ -17,8 +17,7 @@ from seedvlm.io import require_dir, write_json
 from seedvlm.models import (build_processor, build_word_tokenizer, load_model, load_processor, num_image_tokens,
                             preset_config, random_model, save_model, words_of)
 from seedvlm.pretrain.config import PretrainConfig
-from seedvlm.pretrain.data import (CAPTION_PROMPT, load_split_images, normalize_images, scene_texts, tokenize_records,
-                                   world_records)
+from seedvlm.pretrain.data import CAPTION_PROMPT, load_split_images, scene_texts, tokenize_records, world_records
 from seedvlm.pretrain.levers import degrade_batch, noisy_pixels, uninformative_pixels
 from seedvlm.pretrain.readiness import readiness_report
 from seedvlm.pretrain.stages import (cache_features, first_token_accuracy, standardize_projector_input,
@@ -164,7 +163,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
         standardize_projector_input(model, feats)  # the projector is still random: give it standardized inputs
     if cfg.noisy_views > 0:  # each image's noisy view, rows N .. 2N - 1
         common["noisy"] = (cfg.noisy_views, len(feats))
-        feats = torch.cat([feats, noisy_features(model, images, cfg.noisy_alpha, cfg.seed + 5, device)])
+        feats = torch.cat([feats, cache_features(model, images, device, view=lambda pix, start: noisy_pixels(
+            pix, cfg.noisy_alpha, cfg.seed + 5 + start)[0])])
     if cfg.uninformative > 0:  # blank / pure-noise rows after the split's own
         pix = uninformative_pixels(cfg.uninformative_images, size, cfg.seed + 3).to(device, model.dtype)
         with torch.no_grad():
@@ -210,19 +210,6 @@ def pretrain(cfg: PretrainConfig) -> dict:
     summary["total_seconds"] = time.time() - t_start
     write_json(out / "pretrain.json", summary)
     return summary
-
-
-@torch.no_grad()
-def noisy_features(model, images: np.ndarray, alpha_range, seed: int, device: torch.device,
-                   batch_size: int = 128) -> torch.Tensor:
-    """The frozen tower's features of one noisy view of each image (levers.noisy_pixels, a per image from
-    `alpha_range`), in the order of `images`."""
-    model.model.vision_tower.eval()
-    out = []
-    for s in range(0, len(images), batch_size):
-        pix, _ = noisy_pixels(normalize_images(images[s:s + batch_size]), alpha_range, seed + s)
-        out.append(vision_features(model, pix.to(device, model.dtype)))
-    return torch.cat(out)
 
 
 def _train_words(cfg: PretrainConfig) -> bool:

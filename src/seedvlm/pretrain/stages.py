@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -163,13 +164,17 @@ def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def cache_features(model, images: np.ndarray, device: torch.device, batch_size: int = 128) -> torch.Tensor:
-    """Run the frozen tower once over a split: (N, P, D) features, kept on `device`."""
+def cache_features(model, images: np.ndarray, device: torch.device, batch_size: int = 128,
+                   view: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> torch.Tensor:
+    """Run the frozen tower once over a split: (N, P, D) features, kept on `device`. `view(pixels, start)`, when
+    given, turns each batch of normalized pixels (images start, start + 1, ...) into the view to encode."""
     model.model.vision_tower.eval()
     out = []
     for s in range(0, len(images), batch_size):
-        pix = normalize_images(images[s:s + batch_size]).to(device, model.dtype)
-        out.append(vision_features(model, pix))
+        pix = normalize_images(images[s:s + batch_size])
+        if view is not None:
+            pix = view(pix, s)
+        out.append(vision_features(model, pix.to(device, model.dtype)))
     return torch.cat(out)
 
 
