@@ -9,7 +9,7 @@ PATH is a `seedvlm pretrain` summary (or a `seedvlm readiness --out` JSON). Writ
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
 from seedvlm.errors import SeedVLMError
@@ -21,6 +21,13 @@ def row(name: str, path: Path) -> dict:
     r = data.get("readiness", data)
     if "prior_under_noise" not in r or "checks" not in r:
         raise SeedVLMError(f"{path}: no readiness figures with check 7 (prior_under_noise)")
+    try:
+        return _row(name, path, data, r)
+    except (KeyError, TypeError) as e:
+        raise SeedVLMError(f"{path}: readiness figures without {e} (not a `seedvlm pretrain` or readiness JSON?)")
+
+
+def _row(name: str, path: Path, data: dict, r: dict) -> dict:
     prior = r["prior_under_noise"]
     return {"name": name, "file": str(path), "partner_change": prior["partner_change"],
             "present_change": prior["present_change"], "blank": prior["kinds"].get("blank", {}),
@@ -80,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SeedVLMError(f"{spec}: expected NAME=PATH")
             rows.append(row(name, Path(path)))
     except SeedVLMError as e:
-        print(f"check7_map: error: {e}")
+        print(f"check7_map: error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,12 @@ def test_a_file_without_check_7_is_one_line(tmp_path, capsys):
     bad = tmp_path / "old.json"
     bad.write_text(json.dumps({"readiness": {"present_named": 0.7}}))
     assert _script().main([f"old={bad}", "--out", str(tmp_path / "o")]) == 2
-    out = capsys.readouterr().out.strip()
-    assert out.count("\n") == 0 and str(bad) in out and "check 7" in out
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(bad) in err and "check 7" in err
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({"readiness": {"prior_under_noise": {}, "checks": {}}}))
+    assert _script().main([f"partial={partial}", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(partial) in err and "partner_change" in err
     assert _script().main(["no-equals-sign", "--out", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()
