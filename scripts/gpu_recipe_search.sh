@@ -8,7 +8,8 @@
 #   INIT_P=path / INIT_D=path            skip a stage 0-1 build: continue from this fp32 checkpoint instead
 #   HALLUCINATION=0.35                   the world's --hallucination-rate (share of training descriptions that name
 #                                        one absent partner); every build of the call uses that world
-# Options inside a spec are written --key=value, several joined by commas (specs are split on spaces).
+# Options inside a spec are written --key=value, several joined by commas (specs are split on spaces); a list value
+# keeps its own commas: --noisy-alpha=0.2,0.4.
 # What comes back (at most 8 files): results.tar (every variant's pretrain.json, log, no weights), the best
 # variants' folders (by readiness: checks passed, then check 7's margin), and, when a stage 2-3 build did not finish
 # before DEADLINE_S, the stage 0-1 checkpoints split into 15 MB parts so that a second call can continue.
@@ -23,7 +24,7 @@ python3 -m seedvlm world --out $W --train 6000 --val 500 --size 64 --seed 0 --ha
 # one job per vision build: build it (or link the given checkpoint), then start its stage 2-3 variants at once
 pids=()
 for spec in ${VISION:-P:}; do
-  IFS=: read -r vname vextra <<<"$spec"; vextra=${vextra//,/ }
+  IFS=: read -r vname vextra <<<"$spec"; vextra=${vextra//,--/ --}
   (
     init_var=INIT_$vname
     if [ -n "${!init_var:-}" ]; then
@@ -37,7 +38,7 @@ for spec in ${VISION:-P:}; do
     left=$((deadline - (SECONDS - start)))
     lp=()
     for lspec in ${LEVERS:-}; do
-      IFS=: read -r name v extra <<<"$lspec"; extra=${extra//,/ }
+      IFS=: read -r name v extra <<<"$lspec"; extra=${extra//,--/ --}
       [ "$v" = "$vname" ] || continue
       ( timeout "$left" python3 -m seedvlm pretrain --world $W --init /tmp/rs/v_$v --out /tmp/rs/$name --text-steps 0 \
           --vision-steps 0 --readiness-images 300 --threads 2 $extra > /tmp/rs/$name.log 2>&1

@@ -1,8 +1,10 @@
-"""Shared fixtures: a tiny random llava-hf checkpoint built locally (no downloads)."""
+"""Shared fixtures: a tiny random llava-hf checkpoint built locally (no downloads); scripts/ files as modules."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,22 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """Import scripts/NAME.py as a module (scripts are run as files, not installed with the package)."""
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load
+
 
 WORDS = ["cat", "dog", "fork", "knife", "red", "blue", "there", "are", "two", "cats", "dogs", "table"]
 

@@ -70,6 +70,16 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Pat
     return write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
 
 
+def write_png(path: str | os.PathLike, fig: Any) -> Path:
+    """Save a matplotlib figure as PNG atomically, then close it (figures are not kept open)."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
     """Write one JSON object per line, atomically."""
     return write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

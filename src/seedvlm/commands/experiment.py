@@ -10,7 +10,7 @@ resumes.
     seedvlm experiment --config configs/experiment_world.yaml --train-overrides '{report_to: none}'
 
 Writes OUT/seed<S>/<arm>/... (each step with a done.json marker), OUT/seed<S>/compare/ (`seedvlm compare`),
-OUT/summary.json and OUT/summary.md. docs/RESULTS.md: the protocol and the matched-recall method.
+OUT/summary.json and OUT/summary.md. docs/experiment.md: the protocol and the matched-recall method.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Any
 
 from seedvlm.errors import SeedVLMError
 from seedvlm.eval.statistics import chair_at_recall, common_recall, frontier
-from seedvlm.io import atomic_path, read_json, write_json, write_text
+from seedvlm.io import read_json, write_json, write_png, write_text
 
 POPE_METRICS = (("accuracy", "acc"), ("precision", "prec"), ("recall", "rec"), ("f1", "F1"),
                 ("yes_ratio", "yes-ratio"), ("consistency", "consistency"), ("auroc", "AUROC"),
@@ -235,11 +235,6 @@ def _md(cell: str) -> str:
     return str(cell).replace("|", "\\|").replace("\n", " ")
 
 
-def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-
-
 def _plots(runs: list[dict], rows: list[dict], out: Path) -> list[str]:
     import matplotlib
 
@@ -260,8 +255,7 @@ def _plots(runs: list[dict], rows: list[dict], out: Path) -> list[str]:
         ax.set_ylim(0, 1)
         ax.set_title(f"POPE {split}")
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        _save(fig, out / f"pope_{split}.png")
-        plt.close(fig)
+        write_png(out / f"pope_{split}.png", fig)
         written.append(f"pope_{split}.png")
     if any(r["chair_points"] for r in runs):
         fig, ax = plt.subplots(figsize=(5, 4))
@@ -280,7 +274,6 @@ def _plots(runs: list[dict], rows: list[dict], out: Path) -> list[str]:
         ax.set_title("CHAIRi versus recall")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        _save(fig, out / "chair_recall.png")
-        plt.close(fig)
+        write_png(out / "chair_recall.png", fig)
         written.append("chair_recall.png")
     return written

@@ -24,7 +24,7 @@ Resume: every step folder gets a `done.json` marker (its settings, the markers o
 time it took). A re-run skips a step whose marker exists with the same settings and the same upstream tokens; a step
 re-runs when its marker is missing (interrupted or deleted) or stale, and then so does everything downstream of it.
 An interrupted training run continues from its last checkpoint (`seedvlm train --resume auto`).
-docs/RESULTS.md describes the protocol and the matched-recall method.
+docs/experiment.md describes the protocol and the matched-recall method.
 
 Modules: `config` (ExperimentConfig), `plan` (the steps), `runner` (markers, resume, ETA), `statistics` (intervals,
 frontier, matched recall; shared with `seedvlm compare`), `summary` (summary.json and summary.md).

@@ -1,0 +1,176 @@
+"""Does the teacher's best perturbation kind track check 7? Each perturbation-kind ablation of an experiment beside
+the base's check-7 changes under that kind, with CHAIRi at a recall every kind reaches.
+
+    python scripts/kinds_vs_check7.py --summary OUT/summary.json --readiness BASE/pretrain.json --out DIR
+
+The summary is `seedvlm experiment`'s (its ablations `noise` and `alpha`, first seed); the readiness JSON is the
+base's `seedvlm pretrain` summary or `seedvlm readiness --out` file (check 7 per kind under prior_under_noise.kinds).
+Writes DIR/kinds_vs_check7.json, .md and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from seedvlm.errors import SeedVLMError
+from seedvlm.eval.statistics import chair_at_recall, common_recall, relative_change
+from seedvlm.io import read_json, write_json, write_png, write_text
+
+
+def _settings_match(settings: dict, noise: str, alpha: float | None) -> bool:
+    if settings.get("noise") != noise:
+        return False
+    return alpha is None or abs(float(settings.get("alpha", -1)) - alpha) < 1e-9
+
+
+def pair_kinds(summary: dict, kinds: dict, seed_alpha: float = 0.3) -> list[dict]:
+    """One row per ablation run of the perturbation (option noise or alpha, plus the seed arm's own Gaussian at
+    seed_alpha) whose kind the readiness figures also measured."""
+    ablations = summary.get("ablations", [])
+    runs = [(ab["arm"], "gaussian", float(ab["value"])) for ab in ablations if ab["option"] == "alpha"]
+    runs += [(ab["arm"], ab["value"], seed_alpha if ab["value"] == "gaussian" else None)
+             for ab in ablations if ab["option"] == "noise"]
+    rows, seen = [], set()
+    for arm, noise, alpha in runs:
+        if arm in seen:
+            continue
+        match = [k for k, v in kinds.items() if _settings_match(v.get("settings", {}), noise, alpha)]
+        if not match:
+            continue
+        seen.add(arm)
+        k = kinds[match[0]]
+        rows.append({"kind": match[0], "arm": arm, "partner_change": k["partner_change"],
+                     "present_change": k["present_change"],
+                     "prior_shows": k["partner_change"] > 0 > k["present_change"]})
+    return rows
+
+
+def _spearman(xs: list[float], ys: list[float]) -> float | None:
+    def ranks(v):
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        for pos, i in enumerate(order):
+            r[i] = float(pos)
+        return r
+
+    if len(xs) < 3:
+        return None
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return cov / (vx * vy) ** 0.5 if vx and vy else None
+
+
+def analyse(summary: dict, readiness: dict) -> dict:
+    r = readiness.get("readiness", readiness)
+    if "prior_under_noise" not in r or "kinds" not in r["prior_under_noise"]:
+        raise KeyError("prior_under_noise.kinds")
+    rows = pair_kinds(summary, r["prior_under_noise"]["kinds"])
+    if not rows:
+        raise KeyError("ablations of option noise or alpha whose kinds the readiness figures measured")
+    per_seed = summary["matched_recall"]["per_seed"]
+    seed = str(summary["seeds"][0])
+    def curve(arm: str) -> list[dict]:  # the run's own point and its length cuts (no w or b sweep): like for like
+        pts = per_seed.get(arm, {}).get(seed, {}).get("points", [])
+        return [p for p in pts if p.get("knob") in ("main", "words")]
+
+    level = common_recall([curve(x["arm"]) for x in rows] + [curve("base")])
+    base_at = chair_at_recall(curve("base"), level) if level is not None else None
+    for x in rows:
+        m = next((a["metrics"] for a in summary["ablations"] if a["arm"] == x["arm"]), None)
+        if m is None:  # the seed arm itself: its metrics are in the main table
+            m = summary["metrics"].get(x["arm"], {})
+        get = lambda key: (m.get(key) or {}).get("mean")  # noqa: E731
+        x.update({"chair_i": get("chair.chair_i"), "recall": get("chair.recall"),
+                  "pope_adversarial_f1": get("pope.adversarial.f1"),
+                  "chair_i_at_level": chair_at_recall(curve(x["arm"]), level) if level is not None else None})
+        x["vs_base_at_level"] = relative_change(x["chair_i_at_level"], base_at)
+    scored = [x for x in rows if x["vs_base_at_level"] is not None]
+    return {"seed": int(seed), "recall_level": level, "base_chair_i_at_level": base_at, "kinds": rows,
+            "spearman_partner_change_vs_chair_i": _spearman([x["partner_change"] for x in scored],
+                                                           [x["vs_base_at_level"] for x in scored]),
+            "spearman_gap_vs_chair_i": _spearman([x["partner_change"] - x["present_change"] for x in scored],
+                                                 [x["vs_base_at_level"] for x in scored])}
+
+
+def _f(v, fmt):
+    return "-" if v is None else format(v, fmt)
+
+
+def markdown(res: dict) -> str:
+    lines = [f"Seed {res['seed']}; recall level every kind and the base reach: "
+             f"{_f(res['recall_level'] and 100 * res['recall_level'], '.1f')}% (base CHAIRi there "
+             f"{_f(res['base_chair_i_at_level'] and 100 * res['base_chair_i_at_level'], '.1f')}%).", "",
+             "| kind | run | partners, log p change | present, log p change | prior shows | CHAIRi | recall "
+             "| CHAIRi at the level | vs base | POPE adv F1 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for x in res["kinds"]:
+        pct = lambda v: _f(v if v is None else 100 * v, ".1f")  # noqa: E731
+        lines.append(f"| {x['kind']} | {x['arm']} | {x['partner_change']:+.3f} | {x['present_change']:+.3f} | "
+                     f"{'yes' if x['prior_shows'] else 'no'} | {pct(x['chair_i'])} | {pct(x['recall'])} | "
+                     f"{pct(x['chair_i_at_level'])} | "
+                     f"{_f(x['vs_base_at_level'] if x['vs_base_at_level'] is None else 100 * x['vs_base_at_level'], '+.1f')}% | "
+                     f"{pct(x['pope_adversarial_f1'])} |")
+    lines += ["", f"Spearman rank correlation over the kinds (n = {len(res['kinds'])}, one seed), with CHAIRi at the "
+              f"level vs base: partners' change {_f(res['spearman_partner_change_vs_chair_i'], '+.2f')}, partners' "
+              f"minus present objects' change {_f(res['spearman_gap_vs_chair_i'], '+.2f')} (negative: a stronger "
+              "prior under the kind goes with fewer hallucinations after SEED)."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [x for x in res["kinds"] if x["vs_base_at_level"] is not None]
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axvline(0, color="grey", lw=0.8)
+    for x in pts:
+        c = "tab:green" if x["prior_shows"] else "tab:red"
+        ax.scatter(x["partner_change"], 100 * x["vs_base_at_level"], color=c)
+        ax.annotate(x["kind"], (x["partner_change"], 100 * x["vs_base_at_level"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    ax.set_xlabel("injected partners: mean change of log p under the kind (base)")
+    ax.set_ylabel("SEED with that kind: CHAIRi at matched recall vs base (%)")
+    ax.set_title("green: the prior shows under the kind", fontsize=9)
+    fig.tight_layout()
+    write_png(path, fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--summary", required=True, help="`seedvlm experiment`'s OUT/summary.json")
+    ap.add_argument("--readiness", required=True, help="the base's pretrain.json or readiness JSON")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    try:
+        summary = read_json(Path(args.summary), "experiment summary")
+        readiness = read_json(Path(args.readiness), "readiness summary")
+        try:
+            res = analyse(summary, readiness)
+        except (KeyError, TypeError) as e:
+            raise SeedVLMError(f"{args.summary} / {args.readiness}: missing {e}")
+    except SeedVLMError as e:
+        print(f"kinds_vs_check7: error: {e}", file=sys.stderr)
+        return 2
+    print(save(res, Path(args.out)))
+    return 0
+
+
+def save(res: dict, out: Path) -> str:
+    """Write the JSON, the table and the plot into out; returns the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown(res)
+    write_json(out / "kinds_vs_check7.json", res)
+    write_text(out / "kinds_vs_check7.md", table)
+    plot(res, out / "kinds_vs_check7.png")
+    return table
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
