@@ -1,10 +1,11 @@
 """Does the teacher's best perturbation kind track check 7? Each perturbation-kind ablation of an experiment beside
 the base's check-7 changes under that kind, with CHAIRi at a recall every kind reaches.
 
-    python scripts/kinds_vs_check7.py --summary OUT/summary.json --readiness BASE/pretrain.json --out DIR
+    python scripts/kinds_vs_check7.py --summary OUT/summary.json --readiness BASE/pretrain.json [R2.json ...] --out DIR
 
-The summary is `seedvlm experiment`'s (its ablations `noise` and `alpha`, first seed); the readiness JSON is the
-base's `seedvlm pretrain` summary or `seedvlm readiness --out` file (check 7 per kind under prior_under_noise.kinds).
+The summary is `seedvlm experiment`'s (its ablations `noise` and `alpha`, first seed); a readiness JSON is the
+base's `seedvlm pretrain` summary or a `seedvlm readiness --out` file (check 7 per kind under
+prior_under_noise.kinds); given several (other seeds, so other noise draws), their changes are averaged.
 Writes DIR/kinds_vs_check7.json, .md and .png.
 """
 
@@ -64,11 +65,25 @@ def _spearman(xs: list[float], ys: list[float]) -> float | None:
     return cov / (vx * vy) ** 0.5 if vx and vy else None
 
 
-def analyse(summary: dict, readiness: dict) -> dict:
-    r = readiness.get("readiness", readiness)
-    if "prior_under_noise" not in r or "kinds" not in r["prior_under_noise"]:
-        raise KeyError("prior_under_noise.kinds")
-    rows = pair_kinds(summary, r["prior_under_noise"]["kinds"])
+def mean_kinds(readinesses: list[dict]) -> dict:
+    """Check 7's per-kind changes averaged over several readiness runs (noise draws) of one base."""
+    all_kinds = []
+    for readiness in readinesses:
+        r = readiness.get("readiness", readiness)
+        if "prior_under_noise" not in r or "kinds" not in r["prior_under_noise"]:
+            raise KeyError("prior_under_noise.kinds")
+        all_kinds.append(r["prior_under_noise"]["kinds"])
+    out = {}
+    for name, k in all_kinds[0].items():
+        runs = [ks[name] for ks in all_kinds if name in ks]
+        out[name] = {"settings": k["settings"], "draws": len(runs),
+                     **{f: sum(x[f] for x in runs) / len(runs) for f in ("partner_change", "present_change")}}
+    return out
+
+
+def analyse(summary: dict, readiness: dict | list[dict]) -> dict:
+    readinesses = readiness if isinstance(readiness, list) else [readiness]
+    rows = pair_kinds(summary, mean_kinds(readinesses))
     if not rows:
         raise KeyError("ablations of option noise or alpha whose kinds the readiness figures measured")
     per_seed = summary["matched_recall"]["per_seed"]
@@ -89,7 +104,8 @@ def analyse(summary: dict, readiness: dict) -> dict:
                   "chair_i_at_level": chair_at_recall(curve(x["arm"]), level) if level is not None else None})
         x["vs_base_at_level"] = relative_change(x["chair_i_at_level"], base_at)
     scored = [x for x in rows if x["vs_base_at_level"] is not None]
-    return {"seed": int(seed), "recall_level": level, "base_chair_i_at_level": base_at, "kinds": rows,
+    return {"seed": int(seed), "readiness_draws": len(readinesses), "recall_level": level,
+            "base_chair_i_at_level": base_at, "kinds": rows,
             "spearman_partner_change_vs_chair_i": _spearman([x["partner_change"] for x in scored],
                                                            [x["vs_base_at_level"] for x in scored]),
             "spearman_gap_vs_chair_i": _spearman([x["partner_change"] - x["present_change"] for x in scored],
@@ -101,7 +117,8 @@ def _f(v, fmt):
 
 
 def markdown(res: dict) -> str:
-    lines = [f"Seed {res['seed']}; recall level every kind and the base reach: "
+    lines = [f"Seed {res['seed']}; check-7 changes averaged over {res['readiness_draws']} readiness run(s); recall "
+             "level every kind and the base reach: "
              f"{_f(res['recall_level'] and 100 * res['recall_level'], '.1f')}% (base CHAIRi there "
              f"{_f(res['base_chair_i_at_level'] and 100 * res['base_chair_i_at_level'], '.1f')}%).", "",
              "| kind | run | partners, log p change | present, log p change | prior shows | CHAIRi | recall "
@@ -145,16 +162,18 @@ def plot(res: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--summary", required=True, help="`seedvlm experiment`'s OUT/summary.json")
-    ap.add_argument("--readiness", required=True, help="the base's pretrain.json or readiness JSON")
+    ap.add_argument("--readiness", required=True, nargs="+",
+                    help="the base's pretrain.json or readiness JSON; several (other --seed, so other noise draws): "
+                         "their changes are averaged")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     try:
         summary = read_json(Path(args.summary), "experiment summary")
-        readiness = read_json(Path(args.readiness), "readiness summary")
+        readiness = [read_json(Path(p), "readiness summary") for p in args.readiness]
         try:
             res = analyse(summary, readiness)
         except (KeyError, TypeError) as e:
-            raise SeedVLMError(f"{args.summary} / {args.readiness}: missing {e}")
+            raise SeedVLMError(f"{args.summary} / {' '.join(args.readiness)}: missing {e}")
     except SeedVLMError as e:
         print(f"kinds_vs_check7: error: {e}", file=sys.stderr)
         return 2

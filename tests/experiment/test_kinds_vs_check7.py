@@ -69,3 +69,13 @@ def test_committed_run_and_one_line_errors(tmp_path, capsys, load_script):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(readiness) in err
     assert not (tmp_path / "o").exists()
+
+
+def test_several_readiness_runs_are_averaged_per_kind(load_script):
+    def run(partner):
+        return {"prior_under_noise": {"kinds": {"gaussian_a0.3": _kind("gaussian", partner, -0.5, alpha=0.3)}}}
+
+    # a readiness JSON (figures at the top) and a pretrain summary (figures under "readiness")
+    kinds = load_script("kinds_vs_check7").mean_kinds([run(0.3), {"readiness": run(-0.1)}])
+    assert abs(kinds["gaussian_a0.3"]["partner_change"] - 0.1) < 1e-9 and kinds["gaussian_a0.3"]["draws"] == 2
+    assert kinds["gaussian_a0.3"]["present_change"] == -0.5
