@@ -15,6 +15,7 @@ from pathlib import Path
 
 from seedvlm.errors import SeedVLMError
 from seedvlm.io import read_json, write_json, write_png, write_text
+from seedvlm.pretrain.readiness import OFF_SCENE_MIN
 
 
 def row(name: str, path: Path) -> dict:
@@ -49,9 +50,6 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-OFF_SCENE_MIN = 0.50  # readiness check "sees_off_scene" (src/seedvlm/pretrain/readiness.py)
-
-
 def plot(rows: list[dict], path: Path) -> None:
     """Left: check 7 (present vs partners under the training noise). Right: the partners' change against the
     off-scene recall of check 2, the trade-off the recipe search runs into (both pass only in the upper right)."""
@@ -83,7 +81,7 @@ def plot(rows: list[dict], path: Path) -> None:
     for r, x, y in zip(rows, off, ys):
         bx.annotate(r["name"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     bx.set_xlim(left, right)
-    bx.set_xlabel("off-scene objects named (check 2: >= 0.50)")
+    bx.set_xlabel(f"off-scene objects named (check 2: >= {OFF_SCENE_MIN:.2f})")
     bx.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     write_png(path, fig)

@@ -15,8 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from seedvlm.diagnostics.teacher_signal import prior_shows
 from seedvlm.errors import SeedVLMError
-from seedvlm.eval.statistics import chair_at_recall, common_recall, relative_change
+from seedvlm.eval.statistics import chair_at_recall, common_recall, relative_change, spearman
 from seedvlm.io import read_json, write_json, write_png, write_text
 
 
@@ -44,25 +45,8 @@ def pair_kinds(summary: dict, kinds: dict, seed_alpha: float = 0.3) -> list[dict
         k = kinds[match[0]]
         rows.append({"kind": match[0], "arm": arm, "partner_change": k["partner_change"],
                      "present_change": k["present_change"],
-                     "prior_shows": k["partner_change"] > 0 > k["present_change"]})
+                     "prior_shows": prior_shows(k["partner_change"], k["present_change"])})
     return rows
-
-
-def _spearman(xs: list[float], ys: list[float]) -> float | None:
-    def ranks(v):
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        r = [0.0] * len(v)
-        for pos, i in enumerate(order):
-            r[i] = float(pos)
-        return r
-
-    if len(xs) < 3:
-        return None
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
-    return cov / (vx * vy) ** 0.5 if vx and vy else None
 
 
 def mean_kinds(readinesses: list[dict]) -> dict:
@@ -88,6 +72,7 @@ def analyse(summary: dict, readiness: dict | list[dict]) -> dict:
         raise KeyError("ablations of option noise or alpha whose kinds the readiness figures measured")
     per_seed = summary["matched_recall"]["per_seed"]
     seed = str(summary["seeds"][0])
+
     def curve(arm: str) -> list[dict]:  # the run's own point and its length cuts (no w or b sweep): like for like
         pts = per_seed.get(arm, {}).get(seed, {}).get("points", [])
         return [p for p in pts if p.get("knob") in ("main", "words")]
@@ -106,9 +91,9 @@ def analyse(summary: dict, readiness: dict | list[dict]) -> dict:
     scored = [x for x in rows if x["vs_base_at_level"] is not None]
     return {"seed": int(seed), "readiness_draws": len(readinesses), "recall_level": level,
             "base_chair_i_at_level": base_at, "kinds": rows,
-            "spearman_partner_change_vs_chair_i": _spearman([x["partner_change"] for x in scored],
+            "spearman_partner_change_vs_chair_i": spearman([x["partner_change"] for x in scored],
                                                            [x["vs_base_at_level"] for x in scored]),
-            "spearman_gap_vs_chair_i": _spearman([x["partner_change"] - x["present_change"] for x in scored],
+            "spearman_gap_vs_chair_i": spearman([x["partner_change"] - x["present_change"] for x in scored],
                                                  [x["vs_base_at_level"] for x in scored])}
 
 
@@ -116,20 +101,21 @@ def _f(v, fmt):
     return "-" if v is None else format(v, fmt)
 
 
+def _pct(v, fmt=".1f"):
+    return _f(None if v is None else 100 * v, fmt)
+
+
 def markdown(res: dict) -> str:
     lines = [f"Seed {res['seed']}; check-7 changes averaged over {res['readiness_draws']} readiness run(s); recall "
              "level every kind and the base reach: "
-             f"{_f(res['recall_level'] and 100 * res['recall_level'], '.1f')}% (base CHAIRi there "
-             f"{_f(res['base_chair_i_at_level'] and 100 * res['base_chair_i_at_level'], '.1f')}%).", "",
+             f"{_pct(res['recall_level'])}% (base CHAIRi there {_pct(res['base_chair_i_at_level'])}%).", "",
              "| kind | run | partners, log p change | present, log p change | prior shows | CHAIRi | recall "
              "| CHAIRi at the level | vs base | POPE adv F1 |", "|---|---|---|---|---|---|---|---|---|---|"]
     for x in res["kinds"]:
-        pct = lambda v: _f(v if v is None else 100 * v, ".1f")  # noqa: E731
         lines.append(f"| {x['kind']} | {x['arm']} | {x['partner_change']:+.3f} | {x['present_change']:+.3f} | "
-                     f"{'yes' if x['prior_shows'] else 'no'} | {pct(x['chair_i'])} | {pct(x['recall'])} | "
-                     f"{pct(x['chair_i_at_level'])} | "
-                     f"{_f(x['vs_base_at_level'] if x['vs_base_at_level'] is None else 100 * x['vs_base_at_level'], '+.1f')}% | "
-                     f"{pct(x['pope_adversarial_f1'])} |")
+                     f"{'yes' if x['prior_shows'] else 'no'} | {_pct(x['chair_i'])} | {_pct(x['recall'])} | "
+                     f"{_pct(x['chair_i_at_level'])} | {_pct(x['vs_base_at_level'], '+.1f')}% | "
+                     f"{_pct(x['pope_adversarial_f1'])} |")
     lines += ["", f"Spearman rank correlation over the kinds (n = {len(res['kinds'])}, one seed), with CHAIRi at the "
               f"level vs base: partners' change {_f(res['spearman_partner_change_vs_chair_i'], '+.2f')}, partners' "
               f"minus present objects' change {_f(res['spearman_gap_vs_chair_i'], '+.2f')} (negative: a stronger "

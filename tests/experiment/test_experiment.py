@@ -183,6 +183,16 @@ def test_intervals_and_matched_recall():
     assert chair_at_recall(pts, 0.4) is None
 
 
+def test_average_ranks_and_spearman_with_ties():
+    from seedvlm.eval.statistics import average_ranks, spearman
+
+    assert average_ranks([3.0, 1.0, 3.0, 2.0]) == [3.5, 1.0, 3.5, 2.0]
+    # x has a tie: average ranks give rho = 4.5 / sqrt(4.5 * 5) (ordinal ranks would give 0.8 or 1.0 by input order)
+    assert math.isclose(spearman([1.0, 2.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0]), 4.5 / math.sqrt(22.5))
+    assert math.isclose(spearman([1.0, 2.0, 3.0], [9.0, 5.0, 1.0]), -1.0)
+    assert spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None and spearman([1.0, 2.0], [1.0, 2.0]) is None
+
+
 def test_goals_are_checked_as_the_config_states_them():
     """Each goal on the arm's per-seed value, or its relative change / difference against a reference arm, over the
     seeds where both have the metric; bounds inclusive; a goal whose reference arm did not run is left out."""

@@ -79,3 +79,4 @@ def test_several_readiness_runs_are_averaged_per_kind(load_script):
     kinds = load_script("kinds_vs_check7").mean_kinds([run(0.3), {"readiness": run(-0.1)}])
     assert abs(kinds["gaussian_a0.3"]["partner_change"] - 0.1) < 1e-9 and kinds["gaussian_a0.3"]["draws"] == 2
     assert kinds["gaussian_a0.3"]["present_change"] == -0.5
+

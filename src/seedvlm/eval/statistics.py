@@ -64,6 +64,32 @@ def common_recall(curves: list[list[dict]]) -> float | None:
     return min(tops) if tops else None
 
 
+def average_ranks(values: list[float]) -> list[float]:
+    """1-based ranks of `values`, tied values sharing the mean of their positions (Mann-Whitney, Spearman)."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(xs: list[float], ys: list[float]) -> float | None:
+    """Spearman's rank correlation (Pearson's on average ranks); None below three points or without spread."""
+    if len(xs) != len(ys) or len(xs) < 3:
+        return None
+    rx, ry = average_ranks(xs), average_ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return cov / math.sqrt(vx * vy) if vx and vy else None
+
+
 def relative_change(value: float | None, ref: float | None) -> float | None:
     """(value - ref) / ref; None when either is missing or ref is 0."""
     return None if value is None or not ref else (value - ref) / ref

@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 import torch
 
 from seedvlm.errors import SeedVLMError
+from seedvlm.eval.statistics import average_ranks
 
 _MARKERS = ("▁", "Ġ")  # SentencePiece's and byte-level BPE's word-start marks
 
@@ -117,18 +118,7 @@ def auroc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
     n_neg = len(y) - n_pos
     if not n_pos or not n_neg:
         return None
-    order = sorted(range(len(s)), key=lambda i: s[i])
-    ranks = [0.0] * len(s)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and s[order[j + 1]] == s[order[i]]:
-            j += 1
-        avg = (i + j) / 2 + 1  # ranks are 1-based; tied scores share their average rank
-        for k in range(i, j + 1):
-            ranks[order[k]] = avg
-        i = j + 1
-    rank_sum = sum(r for r, t in zip(ranks, y) if t)
+    rank_sum = sum(r for r, t in zip(average_ranks(s), y) if t)
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 

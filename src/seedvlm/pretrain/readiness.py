@@ -20,10 +20,14 @@ from seedvlm.world import partners_of, scene_by_name
 
 DESCRIBE = "Please describe this image in detail."
 
+PRESENT_MIN = 0.70  # share of present objects a ready base names
+OFF_SCENE_MIN = 0.50  # share of objects outside their usual scene a ready base names
+
 # name -> (description, test on the figures)
 CHECKS = {
-    "sees_present": ("names >= 70% of present objects", lambda r: r["present_named"] >= 0.70),
-    "sees_off_scene": ("names >= 50% of objects outside their usual scene", lambda r: r["off_scene_named"] >= 0.50),
+    "sees_present": ("names >= 70% of present objects", lambda r: r["present_named"] >= PRESENT_MIN),
+    "sees_off_scene": ("names >= 50% of objects outside their usual scene",
+                       lambda r: r["off_scene_named"] >= OFF_SCENE_MIN),
     "hallucinates_some": ("8-30% of named objects are absent",
                           lambda r: 0.08 <= r["hallucinated_fraction"] <= 0.30),
     "cooccurring_overrepresented": ("absent partners named over twice as often as other absent objects",
